@@ -1,0 +1,198 @@
+"""Catalog loading: GPUs, cloud prices, on-prem purchase rows, models, default assumptions.
+
+Data lives in `catalogs/` (CSV, JSON, YAML), every row with `source` and `as_of`. This module
+only reads and validates it; no number is typed here. Names resolve case-insensitively through
+each row's aliases, with did-you-mean suggestions on a miss.
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planner.enums import PriceTerm
+from planner.errors import InputError, UnknownNameError
+from planner.modelspec import ModelSpec, load_config_json
+from planner.units import BYTES_PER_GIB
+
+CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalogs"
+
+
+class GpuSpec(BaseModel):
+    """One accelerator model, as catalogs/gpus.csv describes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Canonical id, e.g. H100-SXM.")
+    display_name: str = Field(description="Human name.")
+    vendor: str = Field(description="NVIDIA, AMD, ...")
+    aliases: tuple[str, ...] = Field(default=(), description="Other spellings users type.")
+    memory_gb: float = Field(gt=0, description="Marketed memory, GB (1e9 bytes).")
+    memory_gib: float = Field(gt=0, description="Usable memory as the driver reports it, GiB.")
+    memory_source: str = Field(default="", description="Where the usable-memory figure comes from.")
+    hbm_bandwidth_gbps: float = Field(gt=0, description="Memory bandwidth, GB/s.")
+    bf16_dense_tflops: float | None = Field(default=None, description="Dense BF16 tensor TFLOP/s (no sparsity).")
+    fp16_dense_tflops: float | None = Field(default=None, description="Dense FP16 tensor TFLOP/s.")
+    fp8_dense_tflops: float | None = Field(default=None, description="Dense FP8 tensor TFLOP/s; None without FP8.")
+    int8_dense_tops: float | None = Field(default=None, description="Dense INT8 tensor TOP/s.")
+    fp32_tflops: float | None = Field(default=None, description="Non-tensor FP32 TFLOP/s.")
+    measured_bf16_matmul_tflops: float | None = Field(default=None, description="Measured BF16 matmul ceiling.")
+    measured_fp8_matmul_tflops: float | None = Field(default=None, description="Measured FP8 matmul ceiling.")
+    scaleup_link_gbps: float = Field(gt=0, description="Scale-up (NVLink/PCIe) bandwidth per GPU, GB/s one way.")
+    scaleup_kind: str = Field(description="NVLink4, PCIe4, ...")
+    gpus_per_node: int = Field(gt=0, description="GPUs in the usual server.")
+    network_gbps_per_gpu: float = Field(gt=0, description="Scale-out network per GPU, GB/s.")
+    tdp_watts: float = Field(gt=0, description="Board power, W.")
+    supports_fp8: bool = Field(description="Has FP8 tensor cores.")
+    specs_source: str = Field(description="Where the numbers come from.")
+    as_of: str = Field(description="Date of the source.")
+
+    @property
+    def memory_bytes(self) -> float:
+        """Usable bytes per card (rounded down from GiB by the caller that needs integers)."""
+        return self.memory_gib * BYTES_PER_GIB
+
+
+class PriceRow(BaseModel):
+    """One cloud price: a GPU at a provider, offering, region and term."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu: str = Field(description="GPU id from gpus.csv.")
+    provider: str = Field(description="Cloud or marketplace.")
+    offering: str = Field(description="Instance type or product.")
+    region: str = Field(description="Region the price applies to.")
+    term: PriceTerm = Field(description="on_demand, spot, reserved_1y or reserved_3y.")
+    usd_per_gpu_hour: float = Field(gt=0, description="Price per GPU-hour, USD.")
+    source: str = Field(description="Where the price comes from.")
+    as_of: str = Field(description="Date of the price.")
+
+
+class OnPremRow(BaseModel):
+    """Buying a GPU: capex, life and wall power, for total cost of ownership."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu: str = Field(description="GPU id from gpus.csv.")
+    capex_usd_per_gpu: float = Field(gt=0, description="Purchase price per GPU incl. its server share, USD.")
+    expected_life_years: float = Field(gt=0, description="Depreciation period, years.")
+    watts_per_gpu_at_wall: float = Field(gt=0, description="GPU plus its share of server power, W.")
+    source: str = Field(description="Where the figures come from.")
+    as_of: str = Field(description="Date of the figures.")
+
+
+class ModelEntry(BaseModel):
+    """One catalog model: its config file and its published parameter counts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Model id.")
+    display_name: str = Field(description="Human name.")
+    config_file: str = Field(description="config.json file under catalogs/models/.")
+    aliases: tuple[str, ...] = Field(default=(), description="Other names.")
+    published_total_params_b: float = Field(gt=0, description="Published total parameters, billions.")
+    published_active_params_b: float | None = Field(default=None, description="Published active parameters (MoE).")
+    params_source: str = Field(description="Where the published count comes from.")
+    config_source: str = Field(default="", description="Where the config.json values come from.")
+    as_of: str = Field(description="Date.")
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found.") from None
+    cleaned = []
+    for row in rows:
+        cleaned.append({k.strip(): (v.strip() if isinstance(v, str) and v.strip() != "" else None) for k, v in row.items() if k})
+    return cleaned
+
+
+def _split_aliases(row: dict[str, Any]) -> dict[str, Any]:
+    raw = row.get("aliases") or ""
+    return {**row, "aliases": tuple(a.strip() for a in raw.split(";") if a.strip())}
+
+
+def _validated(model: type[BaseModel], rows: list[dict[str, Any]], path: Path) -> list[Any]:
+    out = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            out.append(model.model_validate(row))
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise InputError(f"{path}:{line}: {field}: {first['msg']}.") from None
+    return out
+
+
+@lru_cache(maxsize=8)
+def load_gpus(path: Path = CATALOG_DIR / "gpus.csv") -> tuple[GpuSpec, ...]:
+    """All GPUs of the catalog."""
+    return tuple(_validated(GpuSpec, [_split_aliases(r) for r in _read_csv(path)], path))
+
+
+@lru_cache(maxsize=8)
+def load_prices(path: Path = CATALOG_DIR / "prices.csv") -> tuple[PriceRow, ...]:
+    """All cloud price rows of a price file (the catalog's, or a user's own with the same columns)."""
+    return tuple(_validated(PriceRow, _read_csv(path), path))
+
+
+@lru_cache(maxsize=4)
+def load_onprem(path: Path = CATALOG_DIR / "onprem.csv") -> tuple[OnPremRow, ...]:
+    """On-prem purchase rows for TCO."""
+    return tuple(_validated(OnPremRow, _read_csv(path), path))
+
+
+@lru_cache(maxsize=4)
+def load_model_entries(path: Path = CATALOG_DIR / "models.csv") -> tuple[ModelEntry, ...]:
+    """The model index."""
+    return tuple(_validated(ModelEntry, [_split_aliases(r) for r in _read_csv(path)], path))
+
+
+@lru_cache(maxsize=2)
+def load_assumption_defaults(path: Path = CATALOG_DIR / "assumptions.yaml") -> dict[str, dict[str, Any]]:
+    """Default efficiencies, reserves and rates, each with its value and its source."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found.") from None
+    return data
+
+
+def _names(name: str, aliases: tuple[str, ...]) -> set[str]:
+    return {name.lower(), *(a.lower() for a in aliases)}
+
+
+def resolve_gpu(name: str, where: str = "gpu") -> GpuSpec:
+    """The catalog GPU named `name` or one of its aliases (case-insensitive)."""
+    gpus = load_gpus()
+    key = name.strip().lower()
+    for gpu in gpus:
+        if key in _names(gpu.name, gpu.aliases):
+            return gpu
+    raise UnknownNameError("GPU", name, [g.name for g in gpus], where)
+
+
+def resolve_model(name_or_path: str, where: str = "model") -> ModelSpec:
+    """A catalog model by name or alias, or a user's own config.json by path."""
+    path = Path(name_or_path).expanduser()
+    if name_or_path.endswith(".json") or path.is_file():
+        return load_config_json(path)
+    entry = model_entry(name_or_path, where)
+    return load_config_json(CATALOG_DIR / "models" / entry.config_file).model_copy(update={"name": entry.name})
+
+
+def model_entry(name: str, where: str = "model") -> ModelEntry:
+    """The catalog index row of a model."""
+    entries = load_model_entries()
+    key = name.strip().lower()
+    for entry in entries:
+        if key in _names(entry.name, entry.aliases):
+            return entry
+    raise UnknownNameError("model", name, [e.name for e in entries], where)

@@ -1,0 +1,40 @@
+"""User-facing errors: one line naming the field, what is allowed, and how to fix it.
+
+Everything a user can cause (a bad file, an unknown name, an impossible number) raises a
+`PlannerError` subclass; the CLI prints `str(error)` and exits with code 2. `assert` is kept
+for internal invariants only.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PlannerError(Exception):
+    """Base of every error a user can cause; the message is one line, ready to print."""
+
+    exit_code: int = 2
+
+
+class InputError(PlannerError):
+    """A scenario, catalog or config file that cannot be read or does not validate."""
+
+
+class UnknownNameError(PlannerError):
+    """A GPU, model, provider or other catalog name that is not in the catalog."""
+
+    def __init__(self, kind: str, name: str, allowed: Iterable[str], where: str = "") -> None:
+        allowed_list = sorted(set(allowed))
+        close = difflib.get_close_matches(name.lower(), [a.lower() for a in allowed_list], n=3, cutoff=0.5)
+        by_lower = {a.lower(): a for a in allowed_list}
+        hint = f" Did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+        prefix = f"{where}: " if where else ""
+        shown = ", ".join(allowed_list[:40]) + (" …" if len(allowed_list) > 40 else "")
+        super().__init__(f"{prefix}unknown {kind} {name!r}.{hint} Allowed: {shown}.")
+        self.name = name
+        self.suggestions = [by_lower[c] for c in close]
+
+
+class InfeasibleError(PlannerError):
+    """No configuration satisfies the scenario; the message names the limits that conflict."""
