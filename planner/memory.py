@@ -324,17 +324,31 @@ def _model_state_terms(
             _sharded("adapter_states", adapters * ADAPTER_BYTES_PER_PARAM, 0.0, dp, dp_experts, zero >= ZeroStage.OPTIMIZER,
                      "LoRA adapters r(d_in+d_out) per projection (Hu et al. 2021) x 16 bytes (ZeRO Sec. 3.1)"),
         ]
+    return model_state_terms(params.dense, params.experts, states, zero, dp, layout.ep, layout.offload_optimizer)
+
+
+def model_state_terms(
+    replicated_params: float, expert_params: float, states: StateBytes, zero: ZeroStage, dp: int, ep: int = 1,
+    offload_optimizer: bool = False,
+) -> list[MemoryTerm]:
+    """Weights, gradients and optimizer states on one card (ZeRO Sec. 5.1-5.3).
+
+    Baseline (2+2+K)Psi; P_os: 4Psi + K*Psi/N_d; P_os+g: 2Psi + (2+K)Psi/N_d; P_os+g+p:
+    (2+2+K)Psi/N_d. `replicated_params` are those on the card that every DP rank would hold;
+    `expert_params` (routed experts already split by EP) are sharded over dp/ep ranks only.
+    """
+    dp_experts = dp // ep
     terms = [
-        _sharded("weights", params.dense * states.weights, params.experts * states.weights, dp, dp_experts,
+        _sharded("weights", replicated_params * states.weights, expert_params * states.weights, dp, dp_experts,
                  zero >= ZeroStage.PARAMETERS, ZERO),
-        _sharded("gradients", params.dense * states.gradients, params.experts * states.gradients, dp, dp_experts,
+        _sharded("gradients", replicated_params * states.gradients, expert_params * states.gradients, dp, dp_experts,
                  zero >= ZeroStage.GRADIENTS, ZERO),
     ]
-    if layout.offload_optimizer:
+    if offload_optimizer:
         terms.append(MemoryTerm(name="optimizer_states", bytes=0.0, scaling="offloaded to CPU memory (ZeRO-Offload, Ren et al. 2021)",
                                 source="Ren et al. 2021, ZeRO-Offload, Sec. 4"))
     else:
-        terms.append(_sharded("optimizer_states", params.dense * states.optimizer, params.experts * states.optimizer, dp, dp_experts,
+        terms.append(_sharded("optimizer_states", replicated_params * states.optimizer, expert_params * states.optimizer, dp, dp_experts,
                               zero >= ZeroStage.OPTIMIZER, ZERO))
     return terms
 

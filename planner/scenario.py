@@ -53,6 +53,7 @@ class Assumptions(BaseModel):
     pue: float = Field(ge=1, description="Power usage effectiveness of the data centre.")
     usd_per_kwh: float = Field(ge=0, description="Electricity price, USD per kWh.")
     pipeline_interleave_chunks: int = Field(ge=1, description="Virtual stages per pipeline rank (1 = plain 1F1B).")
+    activation_traffic_factor: float = Field(ge=0, description="HBM passes over stored activations per training step.")
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, Any] | None = None) -> Assumptions:

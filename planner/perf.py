@@ -1,0 +1,314 @@
+"""Step time, tokens per second and latency of one concrete configuration.
+
+Training follows the FLOP accounting of Narayanan et al. 2021 (arXiv:2104.04473, Eq. 3) and
+Korthikanti et al. 2022 (Sec. 6.3: model vs hardware FLOPs), the 1F1B pipeline bubble
+(p-1)/(v*m) (Narayanan Sec. 2.2), ring all-reduce volume 2(n-1)/n (Patarasuk & Yuan 2009)
+and the ZeRO communication volumes (Rajbhandari et al. 2020, Sec. 7). Serving follows the
+roofline view of decoding (Pope et al. 2022, 'Efficiently Scaling Transformer Inference',
+Sec. 2): each decode step reads the weights and the KV cache, bounded below by compute.
+Every efficiency factor is an assumption from catalogs/assumptions.yaml, stated, never fitted
+per case.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner.catalog import GpuSpec
+from planner.enums import Checkpointing, TrainPrecision, WeightPrecision, ZeroStage
+from planner.layout import InferenceLayout, TrainingLayout
+from planner.memory import activation_bytes_per_layer, inference_weight_bytes_per_card, kv_bytes_per_token_per_card, stage_layer_ranges, stage_params
+from planner.modelspec import ModelSpec
+from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
+from planner.units import FLOPS_PER_TFLOP
+
+# ---- FLOPs ---------------------------------------------------------------------------------
+
+
+def attention_flops_per_token(model: ModelSpec, seq_len: int) -> float:
+    """Forward+backward FLOPs of the attention scores and their product with V, per token.
+
+    PaLM (Chowdhery et al. 2022) Appendix B: 12 * L * H * Q * T for MHA, i.e. 6 * L * s *
+    (q_dim + o_dim); the same 12BLs^2h term as Narayanan et al. Eq. 3. Causal masking is not
+    discounted, as in the MFU convention of both papers and llm-foundry.
+    """
+    return 6.0 * model.num_layers * seq_len * (model.q_dim + model.o_dim)
+
+
+def model_flops_per_token(model: ModelSpec, seq_len: int) -> float:
+    """Model FLOPs per trained token: 6 N + attention (Kaplan et al. 2020 Sec. 2.1; PaLM App. B).
+
+    N = parameters in matmuls per token (active parameters for MoE, input embedding excluded).
+    This is the MFU numerator; recomputation is not counted.
+    """
+    return 6.0 * model.matmul_params_per_token + attention_flops_per_token(model, seq_len)
+
+
+def hardware_flops_per_token(model: ModelSpec, seq_len: int, checkpointing: Checkpointing) -> float:
+    """Hardware FLOPs per token: model FLOPs plus recomputation (Korthikanti Sec. 6.3, HFU).
+
+    Full recomputation repeats the forward pass (+2N + 1/3 of attention); selective
+    recomputation repeats only the attention core's forward (1/3 of the attention term).
+    """
+    base = model_flops_per_token(model, seq_len)
+    attention = attention_flops_per_token(model, seq_len)
+    if checkpointing is Checkpointing.FULL:
+        return base + 2.0 * model.matmul_params_per_token + attention / 3.0
+    if checkpointing is Checkpointing.SELECTIVE:
+        return base + attention / 3.0
+    return base
+
+
+# ---- rates ---------------------------------------------------------------------------------
+
+
+def peak_tflops(gpu: GpuSpec, dtype: str) -> float:
+    """Datasheet dense tensor throughput for a compute dtype (bf16, fp16, fp8, int8, tf32).
+
+    TF32 is taken as half the BF16 rate (A100: 156 vs 312; H100: 494.5 vs 989, NVIDIA
+    datasheets). Cards without the dtype fall back to BF16 (weights are upcast).
+    """
+    bf16 = gpu.bf16_dense_tflops or gpu.fp16_dense_tflops or 0.0
+    table = {
+        "bf16": bf16,
+        "fp16": gpu.fp16_dense_tflops or bf16,
+        "fp8": gpu.fp8_dense_tflops if (gpu.supports_fp8 and gpu.fp8_dense_tflops) else bf16,
+        "int8": gpu.int8_dense_tops or bf16,
+        "tf32": bf16 / 2.0,
+    }
+    return table[dtype]
+
+
+def matmul_ceiling_tflops(gpu: GpuSpec, dtype: str, assumptions: Assumptions) -> float:
+    """Achievable matmul throughput: the measured ceiling where the catalog has one, else peak x an assumed fraction.
+
+    Measured ceilings (stas00/ml-engineering, via shared/reference/gpus.csv) are 0.78-0.87 of
+    the datasheet for NVIDIA parts and 0.51 for MI300X.
+    """
+    peak = peak_tflops(gpu, dtype)
+    measured = {"bf16": gpu.measured_bf16_matmul_tflops, "fp16": gpu.measured_bf16_matmul_tflops,
+                "fp8": gpu.measured_fp8_matmul_tflops if dtype == "fp8" and gpu.supports_fp8 else None}.get(dtype)
+    if measured:
+        return min(measured, peak)
+    return peak * assumptions.matmul_ceiling_fraction
+
+
+def train_compute_dtype(precision: TrainPrecision) -> str:
+    """GEMM dtype of a training precision policy (fp32 training uses TF32 tensor cores)."""
+    return {TrainPrecision.FP32: "tf32", TrainPrecision.BF16: "bf16", TrainPrecision.FP16: "fp16", TrainPrecision.FP8: "fp8"}[precision]
+
+
+def serve_compute_dtype(precision: WeightPrecision, gpu: GpuSpec) -> str:
+    """GEMM dtype when serving: fp8 W8A8 on FP8 cards, int8 W8A8 (SmoothQuant), int4 is W4A16 (bf16 GEMMs)."""
+    if precision is WeightPrecision.FP8:
+        return "fp8" if gpu.supports_fp8 else "bf16"
+    if precision is WeightPrecision.INT8:
+        return "int8"
+    return "bf16"
+
+
+# ---- communication -------------------------------------------------------------------------
+
+
+def ring_allreduce_s(message_bytes: float, ranks: int, bandwidth_gbps: float, latency_s: float) -> float:
+    """Ring all-reduce: 2(n-1)/n x bytes over the per-rank bandwidth, plus 2(n-1) latency hops (Patarasuk & Yuan 2009)."""
+    if ranks <= 1:
+        return 0.0
+    return 2.0 * (ranks - 1) / ranks * message_bytes / (bandwidth_gbps * 1e9) + 2 * (ranks - 1) * latency_s
+
+
+def group_bandwidth_gbps(gpu: GpuSpec, span_gpus: int, gpus_per_node: int) -> float:
+    """Per-GPU bandwidth of a group spanning `span_gpus` consecutive ranks: scale-up link inside a node, network beyond."""
+    return gpu.scaleup_link_gbps if span_gpus <= gpus_per_node else gpu.network_gbps_per_gpu
+
+
+# ---- training ------------------------------------------------------------------------------
+
+
+def elementwise_s(
+    model: ModelSpec, seq_len: int, tokens_per_replica: float, layout: TrainingLayout, gpu: GpuSpec, assumptions: Assumptions,
+) -> float:
+    """Bandwidth-bound (non-GEMM) time per step: HBM traffic over the activations each layer stores.
+
+    The stored activations of Korthikanti Table 2 are the outputs of norms, activation
+    functions, dropout and residual adds, kernels that are memory-bound (roofline, Williams et
+    al. 2009); each is written and read `activation_traffic_factor` times per step. This is
+    what makes small models reach a lower MFU than large ones at equal GEMM efficiency.
+    """
+    per_token_layer = activation_bytes_per_layer(
+        model, seq_len, 1, layout.tp, layout.sequence_parallel and layout.tp > 1, Checkpointing.NONE, True, False,
+    ) / seq_len
+    layers = math.ceil(model.num_layers / layout.pp)
+    traffic = assumptions.activation_traffic_factor * per_token_layer * layers * tokens_per_replica
+    return traffic / (gpu.hbm_bandwidth_gbps * 1e9 * assumptions.decode_hbm_efficiency)
+
+
+class TrainingPerf(BaseModel):
+    """Predicted speed of a training layout."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step_time_s: float = Field(description="One optimizer step, seconds.")
+    compute_s: float = Field(description="GEMM-bound compute per step, bubble excluded.")
+    elementwise_s: float = Field(description="Bandwidth-bound norms, activations and residuals per step.")
+    bubble_s: float = Field(description="Pipeline bubble per step.")
+    tp_comm_s: float = Field(description="Tensor-parallel all-reduces (not overlapped).")
+    pp_comm_s: float = Field(description="Pipeline point-to-point sends.")
+    dp_comm_exposed_s: float = Field(description="Data-parallel / ZeRO traffic not hidden behind compute.")
+    ep_comm_s: float = Field(description="MoE all-to-all.")
+    optimizer_s: float = Field(description="Optimizer update (memory-bound) and offload traffic.")
+    tokens_per_s: float = Field(description="Trained tokens per second, whole job.")
+    tokens_per_s_per_gpu: float = Field(description="Per GPU.")
+    mfu: float = Field(description="Model FLOPs utilisation vs the dense peak of the compute dtype.")
+    hfu: float = Field(description="Hardware FLOPs utilisation (recomputation counted).")
+    time_to_train_s: float = Field(description="Time to train the workload's tokens.")
+    gpu_hours: float = Field(description="GPUs x time to train, hours.")
+
+
+def training_perf(
+    model: ModelSpec, workload: TrainingWorkload, layout: TrainingLayout, gpu: GpuSpec, assumptions: Assumptions,
+    gpus_per_node: int | None = None,
+) -> TrainingPerf:
+    """Step time and throughput of a training layout (see the module docstring for the sources)."""
+    node = gpus_per_node or gpu.gpus_per_node
+    n = layout.num_gpus
+    s, b, m = workload.seq_len, layout.micro_batch, layout.grad_accum
+    tokens_per_step = float(s * b * m * layout.dp)
+    dtype = train_compute_dtype(layout.precision)
+    rate = matmul_ceiling_tflops(gpu, dtype, assumptions) * assumptions.training_kernel_efficiency * FLOPS_PER_TFLOP
+    hw_flops = hardware_flops_per_token(model, s, layout.checkpointing) * tokens_per_step
+    compute = hw_flops / n / rate
+    elementwise = elementwise_s(model, s, tokens_per_step / layout.dp, layout, gpu, assumptions)
+    bubble = (compute + elementwise) * (layout.pp - 1) / (assumptions.pipeline_interleave_chunks * m)
+
+    layers_per_stage = math.ceil(model.num_layers / layout.pp)
+    activation_msg = 2.0 * s * b * model.hidden_size
+    tp_bw = group_bandwidth_gbps(gpu, layout.tp, node)
+    allreduces = 6 if layout.checkpointing is Checkpointing.FULL else 4
+    tp_comm = layers_per_stage * m * allreduces * ring_allreduce_s(activation_msg, layout.tp, tp_bw, assumptions.collective_latency_s)
+
+    pp_bw = group_bandwidth_gbps(gpu, layout.tp * layout.pp, node)
+    pp_comm = 0.0 if layout.pp == 1 else 2.0 * m * (activation_msg / layout.tp) / (pp_bw * 1e9)
+
+    params = stage_params(model, stage_layer_ranges(model.num_layers, layout.pp)[0], True, layout.pp == 1, layout.tp, layout.ep, layout.expert_tp)
+    params_on_card = params.dense + params.experts
+    grad_bytes = 2.0 * params_on_card if layout.precision is not TrainPrecision.FP32 else 4.0 * params_on_card
+    dp_bw = group_bandwidth_gbps(gpu, n, node)
+    volume_factor = 3.0 if layout.zero >= ZeroStage.PARAMETERS else 2.0
+    dp_comm = 0.0
+    if layout.dp > 1:
+        dp_comm = volume_factor * (layout.dp - 1) / layout.dp * grad_bytes / (dp_bw * 1e9)
+    dp_exposed = max(0.0, dp_comm - assumptions.dp_overlap_fraction * compute)
+
+    ep_comm = 0.0
+    if model.is_moe and layout.ep > 1:
+        moe_layers_per_stage = math.ceil(model.num_moe_layers / layout.pp)
+        dispatch = 2.0 * s * b * model.experts_per_token * model.hidden_size * (layout.ep - 1) / layout.ep
+        ep_bw = group_bandwidth_gbps(gpu, layout.tp * layout.ep, node)
+        ep_comm = moe_layers_per_stage * m * 4 * dispatch / (ep_bw * 1e9)
+
+    state_bytes = params_on_card * 16.0 / (layout.dp if layout.zero >= ZeroStage.OPTIMIZER else 1)
+    optimizer = 2.0 * state_bytes / (gpu.hbm_bandwidth_gbps * 1e9)
+    if layout.offload_optimizer:
+        optimizer += 4.0 * params_on_card / layout.dp / (gpu.scaleup_link_gbps * 1e9 if gpu.scaleup_kind.startswith("PCIe") else 25e9)
+
+    step = compute + elementwise + bubble + tp_comm + pp_comm + dp_exposed + ep_comm + optimizer
+    tokens_per_s = tokens_per_step / step
+    peak = peak_tflops(gpu, dtype) * FLOPS_PER_TFLOP
+    mfu = model_flops_per_token(model, s) * tokens_per_step / (step * n * peak)
+    hfu = hw_flops / (step * n * peak)
+    time_to_train = workload.tokens / tokens_per_s
+    return TrainingPerf(
+        step_time_s=step, compute_s=compute, elementwise_s=elementwise, bubble_s=bubble, tp_comm_s=tp_comm, pp_comm_s=pp_comm,
+        dp_comm_exposed_s=dp_exposed, ep_comm_s=ep_comm, optimizer_s=optimizer, tokens_per_s=tokens_per_s,
+        tokens_per_s_per_gpu=tokens_per_s / n, mfu=mfu, hfu=hfu, time_to_train_s=time_to_train,
+        gpu_hours=n * time_to_train / 3600.0,
+    )
+
+
+# ---- inference -----------------------------------------------------------------------------
+
+
+class InferencePerf(BaseModel):
+    """Predicted speed of one serving replica at its batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttft_s: float = Field(description="Time to first token of one request (prefill), seconds.")
+    tpot_s: float = Field(description="Time per output token at the replica's batch, seconds.")
+    decode_step_s: float = Field(description="One decode step of the whole batch, seconds.")
+    output_tokens_per_s: float = Field(description="Steady-state output tokens/s of one replica.")
+    decode_bound: str = Field(description="memory or compute: what limits a decode step.")
+
+
+def expected_experts_touched(model: ModelSpec, tokens: int) -> float:
+    """Distinct routed experts a decode step reads per MoE layer: E(1 - (1 - k/E)^tokens), uniform routing."""
+    if not model.is_moe:
+        return 0.0
+    e, k = model.n_routed_experts, model.experts_per_token
+    return e * (1.0 - (1.0 - k / e) ** tokens)
+
+
+def prefill_flops(model: ModelSpec, prompt_tokens: int) -> float:
+    """Forward FLOPs of one prompt: 2 N_active per token plus causal attention 2 L s^2 (q+o)/2 (Kaplan et al. 2020, Table 1)."""
+    return 2.0 * model.matmul_params_per_token * prompt_tokens + model.num_layers * prompt_tokens**2 * (model.q_dim + model.o_dim)
+
+
+def decode_step_s(
+    model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions, context_tokens: float,
+    gpus_per_node: int | None = None,
+) -> tuple[float, str]:
+    """One decode step for the replica's batch: max(bytes read / HBM bandwidth, FLOPs / rate) per stage, plus TP all-reduces.
+
+    Bytes read per card: the weights on the card (for MoE only the experts the batch touches)
+    and the KV cache of the batch at `context_tokens` (Pope et al. 2022, Sec. 2.2, memory-
+    bound decoding). TP adds two all-reduces per layer (Shoeybi et al. 2019, Sec. 3). PP
+    stages run one after another for a given token.
+    """
+    node = gpus_per_node or gpu.gpus_per_node
+    b = layout.batch
+    body, embed = inference_weight_bytes_per_card(model, layout.weight_precision, layout.tp, layout.pp, assumptions)
+    weights = body + embed
+    if model.is_moe:
+        all_experts = model.routed_expert_params_total / layout.tp / layout.pp
+        bpp = body / max(1.0, (model.total_params - model.embedding_params - model.lm_head_params) / layout.tp / layout.pp)
+        touched = expected_experts_touched(model, b) / model.n_routed_experts
+        weights -= all_experts * bpp * (1.0 - touched)
+    kv_token, _ = kv_bytes_per_token_per_card(model, layout.kv_precision, layout.tp, layout.pp)
+    kv = kv_token * context_tokens * b
+    t_mem = (weights + kv) / (gpu.hbm_bandwidth_gbps * 1e9 * assumptions.decode_hbm_efficiency)
+    rate = matmul_ceiling_tflops(gpu, serve_compute_dtype(layout.weight_precision, gpu), assumptions) * assumptions.prefill_kernel_efficiency * FLOPS_PER_TFLOP
+    flops = 2.0 * model.matmul_params_per_token * b / (layout.tp * layout.pp)
+    flops += 2.0 * model.num_layers * context_tokens * b * (model.q_dim + model.o_dim) / (layout.tp * layout.pp)
+    t_compute = flops / rate
+    layers_per_stage = math.ceil(model.num_layers / layout.pp)
+    bw = group_bandwidth_gbps(gpu, layout.tp, node)
+    tp_comm = layers_per_stage * 2 * ring_allreduce_s(2.0 * b * model.hidden_size, layout.tp, bw, assumptions.collective_latency_s)
+    stage = max(t_mem, t_compute) + tp_comm
+    return stage * layout.pp, ("memory" if t_mem >= t_compute else "compute")
+
+
+def prefill_s(model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions, prompt_tokens: int, requests: int) -> float:
+    """Prefill time of `requests` prompts on one replica: compute-bound, FLOPs / (GPUs x sustained rate)."""
+    rate = matmul_ceiling_tflops(gpu, serve_compute_dtype(layout.weight_precision, gpu), assumptions) * assumptions.prefill_kernel_efficiency * FLOPS_PER_TFLOP
+    return requests * prefill_flops(model, prompt_tokens) / (layout.tp * rate)
+
+
+def inference_perf(
+    model: ModelSpec, workload: InferenceWorkload, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions,
+    gpus_per_node: int | None = None,
+) -> InferencePerf:
+    """TTFT, TPOT and steady-state throughput of one replica serving `layout.batch` sequences.
+
+    With continuous batching, a batch of b requests costs one prefill of b prompts and
+    `output_tokens` decode steps at the mean context prompt + output/2 (Kwon et al. 2023,
+    Sec. 6; Agrawal et al. 2024, Sarathi-Serve, Sec. 2): throughput = b x output / that time.
+    """
+    p, o = workload.prompt_tokens, workload.output_tokens
+    step, bound = decode_step_s(model, layout, gpu, assumptions, p + o / 2.0, gpus_per_node)
+    prefill_batch = prefill_s(model, layout, gpu, assumptions, p, layout.batch)
+    cycle = prefill_batch + o * step
+    ttft = prefill_s(model, layout, gpu, assumptions, p, 1) + step
+    return InferencePerf(ttft_s=ttft, tpot_s=step, decode_step_s=step, output_tokens_per_s=layout.batch * o / cycle, decode_bound=bound)
