@@ -172,12 +172,9 @@ def stage_params(model: ModelSpec, layers: range, first: bool, last: bool, tp: i
     over expert-TP (Megatron-Core MoE; DeepSpeed-MoE, Rajbhandari et al. 2022, Sec. 4), never
     over TP alone.
     """
-    dense = 0.0
-    experts = 0.0
-    for layer in layers:
-        dense += model.layer_params(layer, routed_experts_held=0)
-        if model.is_moe_layer(layer):
-            experts += model.n_routed_experts * model.expert_params
+    dense_sums, expert_sums = model.layer_prefix_sums
+    dense = dense_sums[layers.stop] - dense_sums[layers.start]
+    experts = expert_sums[layers.stop] - expert_sums[layers.start]
     if first:
         dense += model.embedding_params
     if last:
@@ -265,6 +262,17 @@ def lora_adapter_params(model: ModelSpec, lora: LoraSettings) -> float:
 # ---- training ------------------------------------------------------------------------------
 
 
+def candidate_stages(pp: int) -> list[int]:
+    """Stages that can be the most loaded: the first two and the last two.
+
+    Stage 0 holds the embedding and the most in-flight micro-batches; stage 1 the most MoE
+    layers when the first layers are dense (DeepSeek first_k_dense); the last stage the LM
+    head and logits. Middle stages hold no more layers (earlier stages take the remainder)
+    and fewer in-flight micro-batches than stage 1, so they are never heavier.
+    """
+    return sorted({0, min(1, pp - 1), max(pp - 2, 0), pp - 1})
+
+
 def training_reserve_bytes(gpu: GpuSpec, assumptions: Assumptions) -> float:
     """Runtime reserve per training card: fixed reserve plus allocator fragmentation (stated, never hidden)."""
     return assumptions.runtime_reserve_gib_training * BYTES_PER_GIB + assumptions.allocator_fragmentation_fraction * gpu.memory_bytes
@@ -279,7 +287,8 @@ def training_memory(
     dp_experts = layout.dp // layout.ep
     best: tuple[float, int, list[MemoryTerm]] | None = None
     ranges = stage_layer_ranges(model.num_layers, layout.pp)
-    for stage, layers in enumerate(ranges):
+    for stage in candidate_stages(layout.pp):
+        layers = ranges[stage]
         first, last = stage == 0, stage == layout.pp - 1
         params = stage_params(model, layers, first, last, layout.tp, layout.ep, layout.expert_tp)
         embed_on_card = ((model.embedding_params if first else 0) + (model.lm_head_params if last else 0)) / layout.tp
@@ -360,9 +369,10 @@ def _activation_terms(
     s, b, t = workload.seq_len, layout.micro_batch, layout.tp
     sp = layout.sequence_parallel and t > 1
     held = in_flight_micro_batches(stage, layout.pp, layout.grad_accum, assumptions.pipeline_interleave_chunks)
+    moe_layers = model.moe_layer_prefix[layers.stop] - model.moe_layer_prefix[layers.start]
     per_mb = sum(
-        activation_bytes_per_layer(model, s, b, t, sp, layout.checkpointing, layout.flash_attention, model.is_moe_layer(i))
-        for i in layers
+        count * activation_bytes_per_layer(model, s, b, t, sp, layout.checkpointing, layout.flash_attention, moe)
+        for moe, count in ((True, moe_layers), (False, len(layers) - moe_layers)) if count
     )
     terms = [MemoryTerm(
         name="activations", bytes=per_mb * held, fixed_bytes=per_mb * held,
@@ -370,8 +380,8 @@ def _activation_terms(
     )]
     if layout.checkpointing is Checkpointing.FULL:
         working = max(
-            activation_bytes_per_layer(model, s, b, t, sp, Checkpointing.NONE, layout.flash_attention, model.is_moe_layer(i))
-            for i in layers
+            activation_bytes_per_layer(model, s, b, t, sp, Checkpointing.NONE, layout.flash_attention, moe)
+            for moe, count in ((True, moe_layers), (False, len(layers) - moe_layers)) if count
         )
         terms.append(MemoryTerm(name="recompute_working_set", bytes=working, fixed_bytes=working,
                                 scaling="x micro-batch; one layer recomputed at a time", source=KORT + " (full recomputation)"))

@@ -10,6 +10,7 @@ Field names follow the Hugging Face configs of Llama, Qwen2, Mistral/Mixtral, De
 from __future__ import annotations
 
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -73,34 +74,34 @@ class ModelSpec(BaseModel):
         """DeepSeek `modeling_deepseek.py`: MoE when layer >= first_k_dense_replace and layer % moe_layer_freq == 0."""
         return self.is_moe and layer >= self.first_k_dense and layer % self.moe_layer_freq == 0
 
-    @property
+    @cached_property
     def num_moe_layers(self) -> int:
         """Number of layers with routed experts."""
         return sum(self.is_moe_layer(i) for i in range(self.num_layers))
 
-    @property
+    @cached_property
     def q_dim(self) -> int:
         """Width of all query heads together."""
         return self.num_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim if self.is_mla else self.head_dim)
 
-    @property
+    @cached_property
     def kv_dim(self) -> int:
         """Width of all key heads together (= value heads for non-MLA)."""
         return self.num_heads * (self.qk_nope_head_dim + self.qk_rope_head_dim) if self.is_mla else self.num_kv_heads * self.head_dim
 
-    @property
+    @cached_property
     def v_dim(self) -> int:
         """Width of all value heads together (input of the output projection)."""
         return self.num_heads * self.v_head_dim if self.is_mla else self.num_kv_heads * self.head_dim
 
-    @property
+    @cached_property
     def o_dim(self) -> int:
         """Input width of the attention output projection."""
         return self.num_heads * self.v_head_dim if self.is_mla else self.num_heads * self.head_dim
 
     # ---- parameter counts (matrix by matrix) -----------------------------------------------
 
-    @property
+    @cached_property
     def attention_params(self) -> int:
         """Attention parameters of one layer: q/k/v/o projections (GQA) or MLA's down/up projections.
 
@@ -127,12 +128,12 @@ class ModelSpec(BaseModel):
         """One MLP of inner width `inner`: 3*h*inner for SwiGLU (Shazeer 2020), 2*h*inner for GELU."""
         return (3 if self.gated_mlp else 2) * self.hidden_size * inner
 
-    @property
+    @cached_property
     def expert_params(self) -> int:
         """Parameters of one routed expert."""
         return self.mlp_params(self.moe_intermediate_size)
 
-    @property
+    @cached_property
     def shared_expert_params(self) -> int:
         """Parameters of all shared experts of one MoE layer (DeepSeekMoE: one MLP of n_shared x inner)."""
         return self.mlp_params(self.moe_intermediate_size * self.n_shared_experts) if self.n_shared_experts else 0
@@ -165,25 +166,42 @@ class ModelSpec(BaseModel):
         """Output projection v x h (0 when tied to the embedding) plus the final norm."""
         return (0 if self.tied_embeddings else self.vocab_size * self.hidden_size) + self.hidden_size
 
-    @property
+    @cached_property
+    def layer_prefix_sums(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Prefix sums over layers of (params without routed experts, routed-expert params): O(1) stage sums."""
+        dense, experts = [0.0], [0.0]
+        for i in range(self.num_layers):
+            dense.append(dense[-1] + self.layer_params(i, routed_experts_held=0))
+            experts.append(experts[-1] + (self.n_routed_experts * self.expert_params if self.is_moe_layer(i) else 0))
+        return tuple(dense), tuple(experts)
+
+    @cached_property
+    def moe_layer_prefix(self) -> tuple[int, ...]:
+        """Prefix counts of MoE layers: MoE layers in [a, b) = prefix[b] - prefix[a]."""
+        counts = [0]
+        for i in range(self.num_layers):
+            counts.append(counts[-1] + int(self.is_moe_layer(i)))
+        return tuple(counts)
+
+    @cached_property
     def total_params(self) -> int:
         """All parameters, as published model sizes count them (MTP modules excluded)."""
         layers = sum(self.layer_params(i) for i in range(self.num_layers))
         return int(self.embedding_params + layers + self.lm_head_params)
 
-    @property
+    @cached_property
     def active_params(self) -> int:
         """Parameters touched per token: all but the unused routed experts (DeepSeek-V2 Sec. 1 convention)."""
         k = self.experts_per_token
         layers = sum(self.layer_params(i, routed_experts_held=k) for i in range(self.num_layers))
         return int(self.embedding_params + layers + self.lm_head_params)
 
-    @property
+    @cached_property
     def routed_expert_params_total(self) -> int:
         """All routed-expert parameters of the model (what expert parallelism splits)."""
         return self.num_moe_layers * self.n_routed_experts * self.expert_params
 
-    @property
+    @cached_property
     def matmul_params_per_token(self) -> int:
         """Active parameters that take part in a matmul per token: active minus the input embedding lookup.
 

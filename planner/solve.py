@@ -1,0 +1,465 @@
+"""Solve a scenario: build the table, encode it, solve with CP-SAT, verify, explain.
+
+Solves are reproducible: a time limit, a fixed worker count and a fixed seed, and ties broken
+by a second lexicographic phase (fewer GPUs, then the row order). OPTIMAL (proved) and
+FEASIBLE (time limit hit, with the gap) are reported as different statuses. Every plan is
+re-evaluated by `planner.evaluate` and checked against the limits before it is returned.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+from ortools.sat.python import cp_model
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner import encode
+from planner.catalog import resolve_gpu, resolve_model
+from planner.encode import Encoding, scaled
+from planner.enums import Objective
+from planner.errors import InfeasibleError, InputError
+from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
+from planner.memory import weight_bytes_per_param
+from planner.modelspec import ModelSpec
+from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
+from planner.space import Space, build_space, gpu_cap, node_size, prune_dominated
+from planner.units import BYTES_PER_GB, BYTES_PER_GIB
+
+SOLVER_WORKERS = 2
+SOLVER_SEED = 20261129
+DEFAULT_TIME_LIMIT_S = 20.0
+
+Evaluation = TrainingEvaluation | InferenceEvaluation
+
+
+class Alternative(BaseModel):
+    """The best plan on one GPU type, or why that GPU type has none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu: str = Field(description="GPU id.")
+    feasible: bool = Field(description="A plan exists on this GPU type within the limits.")
+    summary: str = Field(description="Layout, GPUs and the objective's figures, or the reason there is none.")
+    num_gpus: int | None = Field(default=None, description="GPUs of the best plan.")
+    cost: float | None = Field(default=None, description="Training: $ for the run; serving: $/hour.")
+    throughput_tokens_per_s: float | None = Field(default=None, description="Tokens/s of the best plan.")
+    time_to_train_days: float | None = Field(default=None, description="Training only.")
+
+
+class ParetoPoint(BaseModel):
+    """One point of the cost vs throughput (or time) frontier."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cost: float = Field(description="Training: $ for the run; serving: $/hour.")
+    throughput_tokens_per_s: float = Field(description="Tokens/s.")
+    time_to_train_days: float | None = Field(default=None, description="Training only.")
+    num_gpus: int = Field(description="GPUs.")
+    summary: str = Field(description="The plan in one line.")
+
+
+class Plan(BaseModel):
+    """The chosen plan, verified, with its evidence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scenario: str = Field(description="Scenario name.")
+    kind: Literal["training", "inference"] = Field(description="Workload type.")
+    model: str = Field(description="Model name.")
+    status: Literal["OPTIMAL", "FEASIBLE"] = Field(description="OPTIMAL: proved; FEASIBLE: time limit hit (see gap).")
+    objective: Objective = Field(description="What was optimised.")
+    objective_value: float = Field(description="Value of the objective for the plan, in objective_unit.")
+    objective_unit: str = Field(description="Unit of the objective.")
+    gap: float = Field(description="Relative gap to the best bound (0 when OPTIMAL).")
+    solve_time_s: float = Field(description="CP-SAT wall time, all phases.")
+    build_time_s: float = Field(description="Time to enumerate and evaluate the table.")
+    candidates: int = Field(description="Structurally legal configurations evaluated.")
+    fitting: int = Field(description="Of those, configurations that fit in memory (the rows encoded).")
+    evaluation: TrainingEvaluation | InferenceEvaluation = Field(description="Re-evaluated plan: layout, memory, speed, cost.")
+    verified: bool = Field(description="Re-evaluation fits, meets every limit and matches the solver's objective.")
+    alternatives: tuple[Alternative, ...] = Field(default=(), description="Best plan per GPU type, or why none.")
+    pareto: tuple[ParetoPoint, ...] = Field(default=(), description="Cost vs throughput frontier, on request.")
+
+    @property
+    def num_gpus(self) -> int:
+        """GPUs of the plan."""
+        return self.evaluation.layout.num_gpus
+
+
+# ---- summaries -----------------------------------------------------------------------------
+
+
+def layout_summary(e: Evaluation) -> str:
+    """The plan in one line."""
+    lay = e.layout
+    if isinstance(e, TrainingEvaluation):
+        ep = f" ep={lay.ep}" if lay.ep > 1 else ""
+        off = " +offload" if lay.offload_optimizer else ""
+        return (f"{lay.num_gpus}x {lay.gpu} {lay.precision.value} tp={lay.tp} pp={lay.pp} dp={lay.dp}{ep} "
+                f"zero={int(lay.zero)} ckpt={lay.checkpointing.name.lower()} mb={lay.micro_batch} accum={lay.grad_accum}{off}")
+    return (f"{lay.replicas}x ({lay.gpus_per_replica}x {lay.gpu}) w={lay.weight_precision.value} kv={lay.kv_precision.value} "
+            f"tp={lay.tp} pp={lay.pp} batch={lay.batch}")
+
+
+def _cost(e: Evaluation) -> float:
+    return (e.cost_usd if isinstance(e, TrainingEvaluation) else e.usd_per_hour) or 0.0
+
+
+def _throughput(e: Evaluation) -> float:
+    return e.perf.tokens_per_s if isinstance(e, TrainingEvaluation) else e.fleet_output_tokens_per_s
+
+
+def objective_of(e: Evaluation, objective: Objective) -> tuple[float, str]:
+    """The objective's value for an evaluated plan, in its unit (what verification and the oracle compare)."""
+    if objective is Objective.MIN_GPUS:
+        return float(e.layout.num_gpus), "GPUs"
+    if objective is Objective.MAX_THROUGHPUT:
+        return _throughput(e), "tokens/s"
+    if objective is Objective.MIN_TIME:
+        assert isinstance(e, TrainingEvaluation)
+        return e.perf.time_to_train_s / 86400.0, "days"
+    return _cost(e), ("USD" if isinstance(e, TrainingEvaluation) else "USD/hour")
+
+
+# ---- encoding the scenario -----------------------------------------------------------------
+
+
+def _replica_bounds(rows: list[InferenceEvaluation], workload: InferenceWorkload, cap: int) -> list[int]:
+    bounds = []
+    for e in rows:
+        need = 1
+        if workload.target_output_tokens_per_s:
+            need = max(need, math.ceil(workload.target_output_tokens_per_s / e.perf.output_tokens_per_s))
+        if workload.concurrent_sequences:
+            need = max(need, math.ceil(workload.concurrent_sequences / e.layout.batch))
+        bounds.append(max(need, cap // e.layout.gpus_per_replica))
+    return bounds
+
+
+def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[str] = frozenset()) -> Encoding:
+    """The CP-SAT model of a table with the scenario's load and limits (limits in `skip_limits` left out)."""
+    workload = scenario.workload
+    if isinstance(workload, TrainingWorkload):
+        enc = encode.encode_training(rows)  # type: ignore[arg-type]
+    else:
+        bounds = _replica_bounds(rows, workload, gpu_cap(scenario))  # type: ignore[arg-type]
+        enc = encode.encode_inference(rows, bounds, workload.target_output_tokens_per_s, workload.concurrent_sequences)  # type: ignore[arg-type]
+    if scenario.search.max_gpus and "max_gpus" not in skip_limits:
+        encode.add_gpu_limit(enc, scenario.search.max_gpus)
+    encode.add_inventory(enc, rows, {g: c for g, c in scenario.constraints.inventory.items() if f"inventory:{g}" not in skip_limits})
+    if scenario.constraints.budget_usd and "budget" not in skip_limits:
+        encode.add_budget(enc, scenario.constraints.budget_usd)
+    if isinstance(workload, TrainingWorkload) and scenario.constraints.deadline_days and "deadline" not in skip_limits:
+        encode.add_deadline(enc, scenario.constraints.deadline_days)
+    if isinstance(workload, InferenceWorkload):
+        if workload.slo.ttft_s and "ttft" not in skip_limits:
+            encode.add_slo(enc, rows, "ttft", workload.slo.ttft_s)  # type: ignore[arg-type]
+        if workload.slo.tpot_s and "tpot" not in skip_limits:
+            encode.add_slo(enc, rows, "tpot", workload.slo.tpot_s)  # type: ignore[arg-type]
+    return enc
+
+
+def _objective_expr(enc: Encoding, objective: Objective) -> tuple[cp_model.LinearExpr, bool]:
+    """(expression, maximise?) of the objective."""
+    if objective is Objective.MIN_GPUS:
+        return enc.gpus, False
+    if objective is Objective.MAX_THROUGHPUT:
+        return enc.throughput, True
+    if objective is Objective.MIN_TIME:
+        if enc.time is None:
+            raise InputError("objective: min_time applies to training; for serving use min_cost, max_throughput or min_gpus.")
+        return enc.time, False
+    return enc.cost, False
+
+
+def _solver(time_limit_s: float) -> cp_model.CpSolver:
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit_s
+    solver.parameters.num_workers = SOLVER_WORKERS
+    solver.parameters.random_seed = SOLVER_SEED
+    return solver
+
+
+def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float, skip_limits: frozenset[str] = frozenset(),
+                only_gpu: str | None = None) -> tuple[Evaluation | None, str, float, float, list[str]]:
+    """Solve the encoded table: (chosen plan with its replicas, status, gap, solver seconds, conflicting limit keys)."""
+    enc = build_encoding(scenario, rows, skip_limits)
+    if only_gpu is not None:
+        enc.model.add(sum(x for x, e in zip(enc.x, rows) if e.layout.gpu == only_gpu) == 1)
+    expr, maximise = _objective_expr(enc, scenario.objective)
+    if maximise:
+        enc.model.maximize(expr)
+    else:
+        enc.model.minimize(expr)
+    solver = _solver(time_limit_s)
+    status = solver.solve(enc.model)
+    elapsed = solver.wall_time
+    if status == cp_model.INFEASIBLE:
+        core = set(solver.sufficient_assumptions_for_infeasibility())
+        return None, "INFEASIBLE", 0.0, elapsed, [lim.key for lim in enc.limits if lim.literal.index in core]
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None, "UNKNOWN", 0.0, elapsed, []
+    proved = status == cp_model.OPTIMAL
+    best = round(solver.objective_value)
+    bound = solver.best_objective_bound
+    gap = 0.0 if proved else abs(best - bound) / max(abs(best), 1e-9)
+    # Phase 2: among plans with the same objective value, fewer GPUs, then the earliest row.
+    enc.model.clear_objective()
+    enc.model.add(expr == best) if proved else (enc.model.add(expr >= best) if maximise else enc.model.add(expr <= best))
+    enc.model.minimize(enc.gpus * len(rows) + sum(r * x for r, x in enumerate(enc.x)))
+    for r, x in enumerate(enc.x):
+        enc.model.add_hint(x, solver.boolean_value(x))
+    solver2 = _solver(time_limit_s)
+    status2 = solver2.solve(enc.model)
+    elapsed += solver2.wall_time
+    chosen_solver = solver2 if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE) else solver
+    proved = proved and status2 == cp_model.OPTIMAL
+    chosen = next(r for r, x in enumerate(enc.x) if chosen_solver.boolean_value(x))
+    plan = rows[chosen]
+    if enc.k is not None:
+        plan = _with_replicas(plan, chosen_solver.value(enc.k[chosen]))  # type: ignore[arg-type]
+    return plan, ("OPTIMAL" if proved else "FEASIBLE"), gap, elapsed, []
+
+
+def _with_replicas(e: InferenceEvaluation, replicas: int) -> InferenceEvaluation:
+    fleet = e.perf.output_tokens_per_s * replicas
+    usd_h = (e.usd_per_hour or 0.0) / e.layout.replicas * replicas
+    return e.model_copy(update={
+        "layout": e.layout.model_copy(update={"replicas": replicas}), "fleet_output_tokens_per_s": fleet,
+        "usd_per_hour": usd_h, "usd_per_million_output_tokens": usd_h / (fleet * 3600.0) * 1e6 if fleet else None,
+    })
+
+
+# ---- verification --------------------------------------------------------------------------
+
+
+def verify(scenario: Scenario, model: ModelSpec, chosen: Evaluation, assumptions: Assumptions) -> Evaluation:
+    """Re-evaluate the chosen layout from scratch and check it fits, meets every limit and matches the table."""
+    gpu = resolve_gpu(chosen.layout.gpu)
+    node = node_size(scenario, gpu)
+    if isinstance(chosen, TrainingEvaluation):
+        fresh: Evaluation = evaluate_training(model, scenario.workload, chosen.layout, gpu, assumptions, chosen.price, node)  # type: ignore[arg-type]
+    else:
+        fresh = evaluate_inference(model, scenario.workload, chosen.layout, gpu, assumptions, chosen.price, node)  # type: ignore[arg-type]
+    problems = []
+    if not fresh.memory.fits:
+        problems.append("does not fit in memory")
+    if scenario.search.max_gpus and fresh.layout.num_gpus > scenario.search.max_gpus:
+        problems.append("exceeds max_gpus")
+    inventory = scenario.constraints.inventory.get(fresh.layout.gpu)
+    if inventory is not None and fresh.layout.num_gpus > inventory:
+        problems.append("exceeds inventory")
+    if scenario.constraints.budget_usd and _cost(fresh) > scenario.constraints.budget_usd * (1 + 1e-9):
+        problems.append("exceeds budget")
+    if isinstance(fresh, TrainingEvaluation) and scenario.constraints.deadline_days:
+        if fresh.perf.time_to_train_s > scenario.constraints.deadline_days * 86400.0 * (1 + 1e-9):
+            problems.append("misses deadline")
+    if isinstance(fresh, InferenceEvaluation):
+        w = scenario.workload
+        assert isinstance(w, InferenceWorkload)
+        if w.target_output_tokens_per_s and fresh.fleet_output_tokens_per_s < w.target_output_tokens_per_s * (1 - 1e-9):
+            problems.append("misses the tokens/s target")
+        if w.concurrent_sequences and fresh.layout.batch * fresh.layout.replicas < w.concurrent_sequences:
+            problems.append("misses the concurrency target")
+        if w.slo.ttft_s and fresh.perf.ttft_s > w.slo.ttft_s * (1 + 1e-9):
+            problems.append("misses the TTFT SLO")
+        if w.slo.tpot_s and fresh.perf.tpot_s > w.slo.tpot_s * (1 + 1e-9):
+            problems.append("misses the TPOT SLO")
+    a, _ = objective_of(fresh, scenario.objective)
+    b, _ = objective_of(chosen, scenario.objective)
+    if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9):
+        problems.append(f"objective {a} != table {b}")
+    assert not problems, f"verification failed for {layout_summary(fresh)}: {', '.join(problems)}"
+    return fresh
+
+
+# ---- explanations --------------------------------------------------------------------------
+
+
+def _limit_quantity(key: str, e: Evaluation) -> float:
+    if key == "max_gpus" or key.startswith("inventory:"):
+        return float(e.layout.num_gpus)
+    if key == "budget":
+        return _cost(e)
+    if key == "deadline":
+        assert isinstance(e, TrainingEvaluation)
+        return e.perf.time_to_train_s / 86400.0
+    if key == "ttft":
+        assert isinstance(e, InferenceEvaluation)
+        return e.perf.ttft_s
+    assert isinstance(e, InferenceEvaluation)
+    return e.perf.tpot_s
+
+
+def _limit_value(scenario: Scenario, key: str) -> float:
+    if key == "max_gpus":
+        return float(scenario.search.max_gpus or 0)
+    if key.startswith("inventory:"):
+        return float(scenario.constraints.inventory[key.split(":", 1)[1]])
+    if key == "budget":
+        return float(scenario.constraints.budget_usd or 0)
+    if key == "deadline":
+        return float(scenario.constraints.deadline_days or 0)
+    w = scenario.workload
+    assert isinstance(w, InferenceWorkload)
+    return float((w.slo.ttft_s if key == "ttft" else w.slo.tpot_s) or 0)
+
+
+UNITS = {"max_gpus": "GPUs", "budget": "$", "deadline": "days", "ttft": "s", "tpot": "s"}
+
+
+def _best_for_limit(scenario: Scenario, rows: list[Evaluation], key: str, time_limit_s: float) -> Evaluation | None:
+    """The plan that does best on one limit's quantity while meeting every other limit (CP-SAT with that limit dropped)."""
+    goal = {"budget": Objective.MIN_COST, "deadline": Objective.MIN_TIME}.get(key, Objective.MIN_GPUS)
+    if key in ("ttft", "tpot"):
+        candidates = [e for e in rows]
+        return min(candidates, key=lambda e: _limit_quantity(key, e)) if candidates else None
+    relaxed = scenario.model_copy(update={"objective": goal})
+    if key.startswith("inventory:"):
+        gpu = key.split(":", 1)[1]
+        sub = [e for e in rows if e.layout.gpu == gpu]
+        if not sub:
+            return None
+        plan, *_ = solve_table(relaxed, sub, time_limit_s, skip_limits=frozenset({key}))
+        return plan if plan is not None else min(sub, key=lambda e: e.layout.num_gpus)
+    plan, *_ = solve_table(relaxed, rows, time_limit_s, skip_limits=frozenset({key}))
+    return plan if plan is not None else min(rows, key=lambda e: _limit_quantity(key, e))
+
+
+def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows: list[Evaluation], core: list[str],
+                       time_limit_s: float) -> str:
+    """Which user limits conflict, and by how much."""
+    lines = [f"{scenario.name}: no plan meets the scenario's limits. Conflicting limits (a sufficient set found by CP-SAT):"]
+    for key in core:
+        best = _best_for_limit(scenario, rows, key, time_limit_s)
+        limit = _limit_value(scenario, key)
+        unit = UNITS.get(key, "GPUs")
+        if best is None:
+            lines.append(f"  - {key} = {limit:g} {unit}: no plan on this GPU type fits in memory.")
+            continue
+        need = _limit_quantity(key, best)
+        lines.append(f"  - {key} = {limit:,.4g} {unit}, but the best plan meeting the other limits needs {need:,.4g} {unit}: {layout_summary(best)}.")
+    if "max_gpus" in core or any(k.startswith("inventory:") for k in core):
+        lines.append("  " + weights_floor(scenario, model, space))
+    return "\n".join(lines)
+
+
+def weights_floor(scenario: Scenario, model: ModelSpec, space: Space) -> str:
+    """How much memory the weights alone need, against what the GPU limit offers."""
+    workload = scenario.workload
+    if isinstance(workload, InferenceWorkload):
+        precision = min(scenario.search.weight_precisions, key=lambda p: weight_bytes_per_param(p, 128))
+        bpp, label = weight_bytes_per_param(precision, 128), precision.value
+    else:
+        bpp, label = 16.0, "mixed-precision Adam model states (16 B/param)"
+    need_gb = model.total_params * bpp / BYTES_PER_GB
+    biggest = max(space.gpus, key=lambda g: g.memory_gib)
+    limit = scenario.search.max_gpus or max(scenario.constraints.inventory.values() or [0])
+    offer = limit * biggest.memory_gib * BYTES_PER_GIB / BYTES_PER_GB
+    return (f"{model.name} needs {need_gb:,.0f} GB for {label} alone; "
+            f"{limit} x {biggest.name} ({biggest.memory_gib:g} GiB) offer {offer:,.0f} GB.")
+
+
+def explain_no_fit(scenario: Scenario, model: ModelSpec, space: Space) -> str:
+    """Why no configuration fits in memory at all."""
+    parts = [f"{scenario.name}: no configuration of {model.name} fits in memory within the search space "
+             f"({space.structural_count} legal layouts evaluated)."]
+    if space.unpriced_gpus:
+        parts.append(f"  GPUs without a {scenario.pricing.term.value} price (excluded): {', '.join(space.unpriced_gpus)}.")
+    if space.closest_misfit is not None:
+        m = space.closest_misfit.memory
+        parts.append(f"  Closest: {layout_summary(space.closest_misfit)} needs {m.total_bytes / BYTES_PER_GIB:,.1f} GiB per card, "
+                     f"capacity {m.capacity_bytes / BYTES_PER_GIB:,.1f} GiB (short by {-m.headroom_bytes / BYTES_PER_GIB:,.1f} GiB).")
+    parts.append("  To fix: allow more GPUs or larger parallel degrees, lower precision, ZeRO-3, checkpointing or a larger card.")
+    return "\n".join(parts)
+
+
+# ---- alternatives and Pareto ---------------------------------------------------------------
+
+
+def _alternative(e: Evaluation) -> Alternative:
+    return Alternative(
+        gpu=e.layout.gpu, feasible=True, summary=layout_summary(e), num_gpus=e.layout.num_gpus, cost=_cost(e),
+        throughput_tokens_per_s=_throughput(e),
+        time_to_train_days=e.perf.time_to_train_s / 86400.0 if isinstance(e, TrainingEvaluation) else None,
+    )
+
+
+def alternatives_per_gpu(scenario: Scenario, space: Space, rows: list[Evaluation], time_limit_s: float) -> list[Alternative]:
+    """The best plan on each GPU type, or why there is none (memory, price, or which limit)."""
+    out = []
+    for gpu in space.gpus:
+        if gpu.name in space.unpriced_gpus:
+            out.append(Alternative(gpu=gpu.name, feasible=False, summary=f"no {scenario.pricing.term.value} price in the catalog"))
+            continue
+        sub = [e for e in rows if e.layout.gpu == gpu.name]
+        if not sub:
+            out.append(Alternative(gpu=gpu.name, feasible=False, summary="no layout fits in memory"))
+            continue
+        plan, status, _, _, core = solve_table(scenario, sub, time_limit_s)
+        if plan is None:
+            out.append(Alternative(gpu=gpu.name, feasible=False, summary=f"violates {', '.join(core) or 'the load'}"))
+        else:
+            out.append(_alternative(plan))
+    return out
+
+
+def pareto_frontier(scenario: Scenario, rows: list[Evaluation], time_limit_s: float, points: int = 12) -> list[ParetoPoint]:
+    """Cost vs speed frontier by the epsilon-constraint method (Haimes et al. 1971).
+
+    Minimise cost, then demand strictly faster (training: shorter time to train; serving:
+    lower TPOT) and minimise cost again, until nothing faster exists or `points` are found.
+    """
+    frontier: list[ParetoPoint] = []
+    current = scenario.model_copy(update={"objective": Objective.MIN_COST})
+    for _ in range(points):
+        e, *_ = solve_table(current, rows, time_limit_s)
+        if e is None:
+            break
+        training = isinstance(e, TrainingEvaluation)
+        frontier.append(ParetoPoint(cost=_cost(e), throughput_tokens_per_s=_throughput(e), num_gpus=e.layout.num_gpus,
+                                    time_to_train_days=e.perf.time_to_train_s / 86400.0 if training else None,
+                                    summary=layout_summary(e)))
+        if training:
+            faster = current.constraints.model_copy(update={"deadline_days": e.perf.time_to_train_s / 86400.0 * (1 - 1e-3)})
+            current = current.model_copy(update={"constraints": faster})
+        else:
+            w = current.workload
+            slo = w.slo.model_copy(update={"tpot_s": e.perf.tpot_s * (1 - 1e-3)})
+            current = current.model_copy(update={"workload": w.model_copy(update={"slo": slo})})
+    return frontier
+
+
+# ---- entry point ---------------------------------------------------------------------------
+
+
+def solve(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S, alternatives: bool = True, pareto: bool = False) -> Plan:
+    """The optimal plan for a scenario (raises `InfeasibleError` with an explanation when there is none)."""
+    assumptions = scenario.resolved_assumptions()
+    model = resolve_model(scenario.workload.model, where="workload.model")
+    if scenario.objective is Objective.MAX_THROUGHPUT and isinstance(scenario.workload, InferenceWorkload):
+        if not (scenario.search.max_gpus or scenario.constraints.budget_usd):
+            raise InputError("objective: max_throughput for serving needs search.max_gpus or constraints.budget_usd (else it is unbounded).")
+    started = time.perf_counter()
+    space = build_space(scenario, model, assumptions)
+    build_time = time.perf_counter() - started
+    rows: list[Evaluation] = prune_dominated(space.rows)
+    if not rows:
+        raise InfeasibleError(explain_no_fit(scenario, model, space))
+    chosen, status, gap, solve_time, core = solve_table(scenario, rows, time_limit_s)
+    if chosen is None:
+        if status == "UNKNOWN":
+            raise InfeasibleError(f"{scenario.name}: CP-SAT found no plan within {time_limit_s:g} s; raise --time-limit.")
+        raise InfeasibleError(explain_infeasible(scenario, model, space, rows, core, time_limit_s))
+    fresh = verify(scenario, model, chosen, assumptions)
+    value, unit = objective_of(fresh, scenario.objective)
+    alts = alternatives_per_gpu(scenario, space, rows, time_limit_s) if alternatives else []
+    front = pareto_frontier(scenario, rows, time_limit_s) if pareto else []
+    return Plan(
+        scenario=scenario.name, kind="training" if isinstance(fresh, TrainingEvaluation) else "inference", model=model.name,
+        status=status, objective=scenario.objective, objective_value=value, objective_unit=unit, gap=gap,  # type: ignore[arg-type]
+        solve_time_s=solve_time, build_time_s=build_time, candidates=space.structural_count, fitting=len(rows),
+        evaluation=fresh, verified=True, alternatives=tuple(alts), pareto=tuple(front),
+    )
