@@ -176,7 +176,7 @@ def resolve_gpu(name: str, where: str = "gpu") -> GpuSpec:
     for gpu in gpus:
         if key in _names(gpu.name, gpu.aliases):
             return gpu
-    raise UnknownNameError("GPU", name, [g.name for g in gpus], where)
+    raise UnknownNameError("GPU", name, [g.name for g in gpus], where, {a: g.name for g in gpus for a in g.aliases})
 
 
 def resolve_model(name_or_path: str, where: str = "model") -> ModelSpec:
@@ -195,4 +195,4 @@ def model_entry(name: str, where: str = "model") -> ModelEntry:
     for entry in entries:
         if key in _names(entry.name, entry.aliases):
             return entry
-    raise UnknownNameError("model", name, [e.name for e in entries], where)
+    raise UnknownNameError("model", name, [e.name for e in entries], where, {a: e.name for e in entries for a in e.aliases})

@@ -24,16 +24,18 @@ class InputError(PlannerError):
 class UnknownNameError(PlannerError):
     """A GPU, model, provider or other catalog name that is not in the catalog."""
 
-    def __init__(self, kind: str, name: str, allowed: Iterable[str], where: str = "") -> None:
+    def __init__(self, kind: str, name: str, allowed: Iterable[str], where: str = "", aliases: dict[str, str] | None = None) -> None:
         allowed_list = sorted(set(allowed))
-        close = difflib.get_close_matches(name.lower(), [a.lower() for a in allowed_list], n=3, cutoff=0.5)
         by_lower = {a.lower(): a for a in allowed_list}
-        hint = f" Did you mean {', '.join(repr(by_lower[c]) for c in close)}?" if close else ""
+        by_lower.update({alias.lower(): canonical for alias, canonical in (aliases or {}).items()})
+        close_keys = difflib.get_close_matches(name.lower(), list(by_lower), n=6, cutoff=0.5)
+        close = list(dict.fromkeys(by_lower[c] for c in close_keys))[:3]
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         prefix = f"{where}: " if where else ""
         shown = ", ".join(allowed_list[:40]) + (" …" if len(allowed_list) > 40 else "")
         super().__init__(f"{prefix}unknown {kind} {name!r}.{hint} Allowed: {shown}.")
         self.name = name
-        self.suggestions = [by_lower[c] for c in close]
+        self.suggestions = close
 
 
 class InfeasibleError(PlannerError):

@@ -293,3 +293,5 @@ def load_config_json(path: Path) -> ModelSpec:
         raise InputError(f"{path}: {field}: {first['msg']}.") from None
     except (KeyError, TypeError) as err:
         raise InputError(f"{path}: missing or wrong-typed field {err}.") from None
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None

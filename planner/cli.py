@@ -1,0 +1,229 @@
+"""Command line: `planner solve | memory | catalog | model show | validate | schema`.
+
+Every user error (`PlannerError`) becomes one line on stderr and exit code 2 (1 when the
+scenario is valid but infeasible); no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from planner.errors import PlannerError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="GPU capacity planner for LLMs: CP-SAT over cited memory, time and cost models.")
+catalog_app = typer.Typer(no_args_is_help=True, help="Show the bundled catalogs.")
+model_app = typer.Typer(no_args_is_help=True, help="Inspect a model.")
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(model_app, name="model")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command body; a PlannerError becomes one line and its exit code."""
+    try:
+        return fn()
+    except PlannerError as error:
+        err.print(str(error), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=error.exit_code) from None
+
+
+def gib(n_bytes: float) -> str:
+    """Bytes as GiB with two decimals."""
+    return f"{n_bytes / 2**30:,.2f}"
+
+
+# ---- catalog ---------------------------------------------------------------------------------
+
+
+@catalog_app.command("gpus")
+def catalog_gpus() -> None:
+    """GPUs: memory, bandwidth, dense throughput, links, power."""
+    from planner.catalog import load_gpus
+
+    table = Table(title="GPUs (catalogs/gpus.csv)")
+    for col in ("name", "memory GiB", "HBM GB/s", "BF16 TFLOPS", "FP8 TFLOPS", "scale-up GB/s", "GPUs/node", "TDP W", "as_of"):
+        table.add_column(col)
+    for g in load_gpus():
+        table.add_row(g.name, f"{g.memory_gib:g}", f"{g.hbm_bandwidth_gbps:g}", f"{g.bf16_dense_tflops or '-'}",
+                      f"{g.fp8_dense_tflops or '-'}", f"{g.scaleup_link_gbps:g}", str(g.gpus_per_node), f"{g.tdp_watts:g}", g.as_of)
+    out.print(table)
+
+
+@catalog_app.command("prices")
+def catalog_prices(price_file: Optional[Path] = typer.Option(None, help="A price CSV with the catalog's columns.")) -> None:
+    """Cloud prices per GPU-hour, with provider, term and date."""
+    from planner.catalog import load_prices
+
+    def body() -> None:
+        rows = load_prices(price_file) if price_file else load_prices()
+        table = Table(title=f"Prices ({price_file or 'catalogs/prices.csv'})")
+        for col in ("gpu", "provider", "offering", "region", "term", "$/GPU-h", "as_of"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r.gpu, r.provider, r.offering, r.region, r.term.value, f"{r.usd_per_gpu_hour:.3f}", r.as_of)
+        out.print(table)
+
+    guarded(body)
+
+
+@catalog_app.command("models")
+def catalog_models() -> None:
+    """Bundled model configs with computed and published parameter counts."""
+    from planner.catalog import load_model_entries, resolve_model
+
+    table = Table(title="Models (catalogs/models/)")
+    for col in ("name", "layers", "hidden", "heads/kv", "experts", "total B", "published B", "active B"):
+        table.add_column(col)
+    for e in load_model_entries():
+        m = resolve_model(e.name)
+        experts = f"{m.n_routed_experts}+{m.n_shared_experts} top{m.experts_per_token}" if m.is_moe else "-"
+        table.add_row(e.name, str(m.num_layers), str(m.hidden_size), f"{m.num_heads}/{m.num_kv_heads}", experts,
+                      f"{m.total_params / 1e9:.2f}", f"{e.published_total_params_b:g}", f"{m.active_params / 1e9:.2f}")
+    out.print(table)
+
+
+@model_app.command("show")
+def model_show(name_or_path: str = typer.Argument(..., help="Catalog model name or path to a config.json."),
+               as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Shape and parameter counts of a model."""
+    from planner.catalog import resolve_model
+    from planner.memory import kv_cache_bytes_per_token
+    from planner.enums import KvPrecision
+
+    def body() -> None:
+        m = resolve_model(name_or_path)
+        facts = {
+            "name": m.name, "total_params_b": m.total_params / 1e9, "active_params_b": m.active_params / 1e9,
+            "layers": m.num_layers, "hidden_size": m.hidden_size, "heads": m.num_heads, "kv_heads": m.num_kv_heads,
+            "vocab_size": m.vocab_size, "moe": m.is_moe, "routed_experts": m.n_routed_experts, "shared_experts": m.n_shared_experts,
+            "experts_per_token": m.experts_per_token, "mla": m.is_mla, "kv_lora_rank": m.kv_lora_rank,
+            "kv_cache_bytes_per_token_bf16": kv_cache_bytes_per_token(m, KvPrecision.BF16),
+        }
+        if as_json:
+            out.print_json(json.dumps(facts))
+            return
+        table = Table(title=f"{m.name}", show_header=False)
+        for key, value in facts.items():
+            table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
+        out.print(table)
+
+    guarded(body)
+
+
+# ---- scenario files ---------------------------------------------------------------------------
+
+
+@app.command("validate")
+def validate(files: list[Path] = typer.Argument(..., help="Scenario files (YAML or JSON).")) -> None:
+    """Check scenario files against the schema and the catalogs."""
+    from planner.catalog import resolve_gpu, resolve_model
+    from planner.scenario import load_scenario
+
+    def body() -> None:
+        for path in files:
+            scenario = load_scenario(path)
+            resolve_model(scenario.workload.model, where=f"{path}: workload.model")
+            for gpu in scenario.search.gpus or ():
+                resolve_gpu(gpu, where=f"{path}: search.gpus")
+            for gpu in scenario.constraints.inventory:
+                resolve_gpu(gpu, where=f"{path}: constraints.inventory")
+            out.print(f"{path}: ok ({scenario.workload.kind}, {scenario.workload.model}, objective {scenario.objective.value})")
+
+    guarded(body)
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the scenario JSON Schema (for editor autocompletion)."""
+    from planner.scenario import Scenario
+
+    sys.stdout.write(json.dumps(Scenario.model_json_schema(), indent=2) + "\n")
+
+
+# ---- solve ----------------------------------------------------------------------------------
+
+
+@app.command("solve")
+def solve_cmd(
+    scenario_file: Path = typer.Argument(..., help="Scenario file (YAML or JSON)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    top: int = typer.Option(0, "--top", help="Show at most K alternatives (0 = one per GPU type)."),
+    pareto: bool = typer.Option(False, "--pareto", help="Also compute the cost vs speed frontier."),
+    time_limit: float = typer.Option(20.0, "--time-limit", help="CP-SAT time limit per solve, seconds."),
+) -> None:
+    """Find the optimal plan for a scenario and explain it."""
+    from planner.render import print_plan
+    from planner.scenario import load_scenario
+    from planner.solve import solve
+
+    def body() -> None:
+        scenario = load_scenario(scenario_file)
+        plan = solve(scenario, time_limit_s=time_limit, alternatives=True, pareto=pareto)
+        if as_json:
+            sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+            return
+        print_plan(out, plan, top=top)
+
+    guarded(body)
+
+
+@app.command("memory")
+def memory_cmd(
+    model: str = typer.Option(..., help="Catalog model name or config.json path."),
+    gpu: str = typer.Option(..., help="GPU id."),
+    kind: str = typer.Option("inference", help="training or inference."),
+    weights: str = typer.Option("bf16", help="Serving weight precision: bf16, fp8, int8, int4."),
+    kv: str = typer.Option("bf16", help="KV-cache precision: bf16, fp8, int4."),
+    precision: str = typer.Option("bf16", help="Training precision: bf16, fp16, fp8, fp32."),
+    optimizer: str = typer.Option("adamw", help="adamw, adamw_8bit, sgd_momentum."),
+    mode: str = typer.Option("pretrain", help="pretrain, full_finetune, lora, qlora."),
+    tp: int = typer.Option(1, help="Tensor-parallel degree."),
+    pp: int = typer.Option(1, help="Pipeline-parallel degree."),
+    dp: int = typer.Option(1, help="Data-parallel degree (training)."),
+    ep: int = typer.Option(1, help="Expert-parallel degree (training, MoE)."),
+    zero: int = typer.Option(0, help="ZeRO stage 0-3."),
+    ckpt: str = typer.Option("full", help="none, selective, full."),
+    micro_batch: int = typer.Option(1, help="Sequences per micro-batch."),
+    seq_len: int = typer.Option(4096, help="Training sequence length."),
+    global_batch: int = typer.Option(0, help="Global batch in sequences (default micro_batch x dp)."),
+    prompt: int = typer.Option(1024, help="Prompt tokens (serving)."),
+    output: int = typer.Option(256, help="Output tokens (serving)."),
+    batch: int = typer.Option(1, help="Concurrent sequences per replica (serving)."),
+    price_term: str = typer.Option("on_demand", help="Pricing term for the cost line."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Evaluate ONE configuration: per-card memory breakdown, headroom, speed and cost."""
+    from planner.render import evaluate_one, print_evaluation
+
+    def body() -> None:
+        evaluation, model_spec, derived = evaluate_one(
+            model=model, gpu=gpu, kind=kind, weights=weights, kv=kv, precision=precision, optimizer=optimizer, mode=mode,
+            tp=tp, pp=pp, dp=dp, ep=ep, zero=zero, ckpt=ckpt, micro_batch=micro_batch, seq_len=seq_len,
+            global_batch=global_batch, prompt=prompt, output=output, batch=batch, price_term=price_term,
+        )
+        if as_json:
+            sys.stdout.write(evaluation.model_dump_json(indent=2) + "\n")
+            return
+        print_evaluation(out, evaluation, model_spec, derived)
+
+    guarded(body)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
