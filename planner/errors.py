@@ -39,4 +39,6 @@ class UnknownNameError(PlannerError):
 
 
 class InfeasibleError(PlannerError):
-    """No configuration satisfies the scenario; the message names the limits that conflict."""
+    """No configuration satisfies the scenario; the message names the limits that conflict (exit code 1: valid input, no plan)."""
+
+    exit_code: int = 1

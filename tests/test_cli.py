@@ -1,0 +1,165 @@
+"""CLI: every bundled scenario validates and solves; bad input gives one line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from planner.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_bundled_scenario_validates(path: Path) -> None:
+    result = run("validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.output
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _base() -> dict:
+    return yaml.safe_load((ROOT / "scenarios" / "deepseek-67b-serving-h100.yaml").read_text())
+
+
+BROKEN = {
+    "malformed_yaml": ("name: x\nworkload: [unclosed\n", "malformed YAML"),
+    "wrong_type": (None, "workload.prompt_tokens"),
+    "negative_length": (None, "workload.output_tokens"),
+    "unknown_key": (None, "unknown key"),
+    "unknown_gpu": (None, "Did you mean 'H100-SXM'"),
+    "unknown_model": (None, "'deepseek-llm-67b'"),
+}
+
+
+def _broken_text(kind: str) -> str:
+    data = _base()
+    if kind == "wrong_type":
+        data["workload"]["prompt_tokens"] = "lots"
+    elif kind == "negative_length":
+        data["workload"]["output_tokens"] = -5
+    elif kind == "unknown_key":
+        data["search"]["gpu_list"] = ["H100-SXM"]
+    elif kind == "unknown_gpu":
+        data["search"]["gpus"] = ["H100-SMX"]
+    elif kind == "unknown_model":
+        data["workload"]["model"] = "deepseek-llm-76b"
+    return yaml.safe_dump(data)
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+@pytest.mark.parametrize("command", ["validate", "solve"])
+def test_broken_scenarios_fail_with_one_line(tmp_path: Path, kind: str, command: str) -> None:
+    text, expected = BROKEN[kind]
+    path = _write(tmp_path, f"{kind}.yaml", text if text is not None else _broken_text(kind))
+    result = run(command, str(path))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert expected in lines[0]
+    assert str(path) in lines[0] or kind in ("unknown_gpu", "unknown_model")
+    assert "Traceback" not in result.output
+
+
+def test_missing_file_is_one_line(tmp_path: Path) -> None:
+    result = run("solve", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert "file not found" in result.output
+
+
+def test_model_show_deepseek_v3() -> None:
+    result = run("model", "show", "deepseek-v3", "--json")
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert facts["total_params_b"] == pytest.approx(671, rel=0.01)
+    assert facts["active_params_b"] == pytest.approx(37, rel=0.03)
+
+
+def test_model_show_copied_config(tmp_path: Path) -> None:
+    copy = tmp_path / "config.json"
+    shutil.copy(ROOT / "catalogs" / "models" / "deepseek-v3.json", copy)
+    result = run("model", "show", str(copy), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["total_params_b"] == pytest.approx(671.026, rel=1e-4)
+
+
+def test_schema_is_json_schema() -> None:
+    result = run("schema")
+    schema = json.loads(result.output)
+    assert "workload" in schema["properties"]
+    assert schema["additionalProperties"] is False
+
+
+def test_catalog_tables() -> None:
+    for what in ("gpus", "prices", "models"):
+        result = run("catalog", what)
+        assert result.exit_code == 0, result.output
+    assert "MI300X" in run("catalog", "gpus").output
+
+
+def test_memory_readable_breakdowns() -> None:
+    small = run("memory", "--model", "deepseek-llm-7b", "--gpu", "RTX-4090", "--weights", "int8", "--batch", "4")
+    assert small.exit_code == 0, small.output
+    assert "fits" in small.output and "kv_cache" in small.output and "headroom" in small.output
+    assert "output tokens/s" in small.output and "per million output tokens" in small.output
+    big = run("memory", "--model", "deepseek-v3", "--gpu", "H200", "--weights", "fp8", "--kv", "fp8", "--tp", "8", "--batch", "32")
+    assert big.exit_code == 0, big.output
+    assert "fits" in big.output and "NOT" not in big.output
+
+
+def test_memory_training_json_has_speed_and_cost() -> None:
+    result = run("memory", "--model", "deepseek-llm-67b", "--gpu", "H100-SXM", "--kind", "training", "--dp", "8",
+                 "--zero", "3", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["perf"]["tokens_per_s"] > 0 and data["cost_usd"] > 0
+    total = sum(t["bytes"] for t in data["memory"]["terms"])
+    assert total > 16 * 67.4e9 / 8  # model states alone at ZeRO-3 over 8 ranks
+
+
+def test_memory_bad_flag_value_is_one_line() -> None:
+    result = run("memory", "--model", "deepseek-llm-7b", "--gpu", "RTX-4090", "--weights", "int3")
+    assert result.exit_code == 2
+    assert "weight-precision" in result.output or "weight_precision" in result.output
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_bundled_scenario_solves_optimal(path: Path) -> None:
+    result = run("solve", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["status"] == "OPTIMAL"
+    assert plan["verified"] is True
+    memory = plan["evaluation"]["memory"]
+    assert sum(t["bytes"] for t in memory["terms"]) <= memory["capacity_bytes"]
+
+
+def test_solve_prints_plan_and_alternatives() -> None:
+    result = run("solve", str(ROOT / "scenarios" / "deepseek-67b-serving-h100.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "OPTIMAL" in result.output and "Per-card memory" in result.output and "Best plan per GPU type" in result.output
+
+
+def test_infeasible_scenario_exit_1_names_limit(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "scenarios" / "deepseek-v3-serving.yaml").read_text())
+    data["search"]["max_gpus"] = 4
+    path = _write(tmp_path, "tight.yaml", yaml.safe_dump(data))
+    result = run("solve", str(path))
+    assert result.exit_code == 1, result.output
+    assert "max_gpus" in result.output and "needs" in result.output
