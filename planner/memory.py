@@ -193,22 +193,25 @@ def activation_bytes_per_layer(
 ) -> float:
     """Activation bytes one transformer layer stores for one micro-batch, 16-bit activations.
 
-    Korthikanti Table 2 for GPT (4h GELU MLP, MHA): sbh(34 + 5as/h) without parallelism;
-    sbh(10 + 24/t + 5as/(ht)) with TP; sbh(34/t + 5as/(ht)) with TP+SP; selective
-    recomputation drops the 5as/h attention-score term; full recomputation keeps 2sbh (the
-    layer input). Generalised here term by term (Sec. 4.1): 10sbh replicated outside the TP
-    region (two LayerNorm inputs 4, two dropout masks 2, QKV and MLP inputs 4); inside it
-    2sb(q+k+v+o widths) for attention (11sbh - 3sbh for MHA: Q,K 4 + V 2 + out-proj input 2)
-    and, per MLP, 2sb*I for each saved intermediate (GELU: 2 -> 16sbh at I=4h; SwiGLU: 3).
-    MoE layers store the MLP part once per routed expert a token visits (top-k) plus the
-    shared experts and a copy of the dispatched input per expert. FlashAttention (Dao et al.
-    2022) stores no s^2 scores, only the softmax statistics (4 bytes per head per token).
+    Korthikanti Table 2 for GPT (4h GELU MLP, MHA, dropout): sbh(34 + 5as/h) without
+    parallelism; sbh(10 + 24/t + 5as/(ht)) with TP; sbh(34/t + 5as/(ht)) with TP+SP;
+    selective recomputation drops the 5as/h attention-score term; full recomputation keeps
+    2sbh (the layer input). Generalised here term by term (Sec. 4.1): outside the TP region
+    two LayerNorm inputs (4sbh), the QKV and MLP inputs (4sbh) and, with dropout, two 1-byte
+    masks (2sbh); inside it 2sb(q+k+v+o widths) for attention (MHA: Q,K 4 + V 2 + out-proj
+    input 2 = 8sbh) and, per MLP, 2sb*I for each saved intermediate (GELU: 2 -> 16sbh at
+    I=4h; SwiGLU: 3). Attention scores: softmax output 2as^2b, plus with dropout its mask
+    and output (5as^2b in total). MoE layers store the MLP part once per routed expert a
+    token visits (top-k) plus the shared experts and a copy of the dispatched input per
+    expert. FlashAttention (Dao et al. 2022) stores no s^2 scores, only the softmax
+    statistics (4 bytes per head per token). Models whose config sets no dropout (Llama,
+    DeepSeek, Qwen, Mixtral, MPT) store no masks.
     """
     s, b, h, t = seq_len, micro_batch, model.hidden_size, tp
     sbh = s * b * h
     if checkpointing is Checkpointing.FULL:
         return 2 * sbh / (t if sequence_parallel else 1)
-    replicated = 10 * sbh
+    replicated = (10 if model.dropout else 8) * sbh
     attention = 2 * s * b * (model.q_dim + model.kv_dim + model.v_dim + model.o_dim)
     saved_mlp = 3 if model.gated_mlp else 2
     if moe_layer:
@@ -221,7 +224,7 @@ def activation_bytes_per_layer(
     elif checkpointing is Checkpointing.SELECTIVE:
         scores = 0.0
     else:
-        scores = 5 * model.num_heads * s * s * b
+        scores = (5 if model.dropout else 2) * model.num_heads * s * s * b
     split = (attention + mlp + scores) / t
     return split + replicated / (t if sequence_parallel else 1)
 

@@ -36,6 +36,7 @@ class ModelSpec(BaseModel):
     tied_embeddings: bool = Field(description="LM head shares the input embedding matrix.")
     gated_mlp: bool = Field(default=True, description="SwiGLU (3 matrices) instead of GELU (2 matrices).")
     qkv_bias: bool = Field(default=False, description="q/k/v projections carry biases (Qwen2).")
+    dropout: bool = Field(default=False, description="Training uses dropout (stores 1-byte masks); modern LLM configs set 0.")
     n_routed_experts: int = Field(default=0, ge=0, description="Routed experts per MoE layer (0 = dense).")
     n_shared_experts: int = Field(default=0, ge=0, description="Always-active shared experts per MoE layer.")
     experts_per_token: int = Field(default=0, ge=0, description="Routed experts each token uses (top-k).")
@@ -238,6 +239,7 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str) -> ModelSpec:
             max_position_embeddings=cfg.get("max_seq_len", 2048),
             tied_embeddings=True,
             gated_mlp=False,
+            dropout=any(float(cfg.get(k) or cfg.get("attn_config", {}).get(k) or 0) > 0 for k in ("resid_pdrop", "attn_pdrop", "emb_pdrop")),
         )
         return ModelSpec(name=name, **fields)
     hidden = _first(cfg, "hidden_size", "n_embd", "d_model")
@@ -255,6 +257,7 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str) -> ModelSpec:
         tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         gated_mlp=True,
         qkv_bias=model_type.startswith("qwen2") or bool(cfg.get("attention_bias", False)),
+        dropout=any(float(cfg.get(k) or 0) > 0 for k in ("attention_dropout", "hidden_dropout", "resid_pdrop", "attn_pdrop", "dropout")),
         n_routed_experts=n_routed,
         n_shared_experts=int(cfg.get("n_shared_experts") or 0),
         experts_per_token=int(cfg.get("num_experts_per_tok") or 0) if n_routed else 0,

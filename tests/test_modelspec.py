@@ -173,11 +173,6 @@ def test_missing_hidden_size_is_an_input_error(tmp_path) -> None:
     assert "hidden_size" in str(err.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planner/modelspec.py spec_from_hf_config raises InputError(f'{name}: config.json lacks ...') with the "
-    "model name only, and load_config_json does not catch InputError to prefix the path, so the file path is missing",
-)
 def test_missing_hidden_size_error_names_the_file(tmp_path) -> None:
     cfg = _llama_config()
     del cfg["hidden_size"]
