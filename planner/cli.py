@@ -220,6 +220,39 @@ def memory_cmd(
     guarded(body)
 
 
+@app.command("fleet")
+def fleet_cmd(
+    fleet_file: Path = typer.Argument(..., help="Fleet file (YAML or JSON)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the fleet plan as JSON."),
+    time_limit: float = typer.Option(30.0, "--time-limit", help="CP-SAT time limit, seconds."),
+) -> None:
+    """Plan one fleet (owned, bought, rented GPUs) for several workloads."""
+    from planner.fleet import load_fleet, solve_fleet
+
+    def body() -> None:
+        plan = solve_fleet(load_fleet(fleet_file), time_limit_s=time_limit)
+        if as_json:
+            sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+            return
+        out.print(f"[bold]{plan.name}[/bold]: total cost of ownership ${plan.total_cost_usd:,.0f} over the horizon — {plan.status}; "
+                  f"CP-SAT {plan.solve_time_s:.3f} s over {plan.candidates} candidates; verified: {plan.verified}")
+        fleet_table = Table(title="Fleet")
+        for col in ("GPU", "owned", "bought", "peak rented"):
+            fleet_table.add_column(col)
+        for g in sorted({*plan.owned_gpus, *plan.bought_gpus, *plan.peak_rented_gpus}):
+            fleet_table.add_row(g, str(plan.owned_gpus.get(g, 0)), str(plan.bought_gpus.get(g, 0)), str(plan.peak_rented_gpus.get(g, 0)))
+        out.print(fleet_table)
+        out.print(f"Purchases (capex amortised over the horizon): ${plan.purchase_cost_usd:,.0f}")
+        table = Table(title="Workloads")
+        for col in ("workload", "plan", "source", "GPUs", "weeks", "power or rent $"):
+            table.add_column(col)
+        for a in plan.assignments:
+            table.add_row(a.workload, a.plan, a.source, str(a.num_gpus), f"{a.weeks[0]}-{a.weeks[1]}", f"{a.cost_usd:,.0f}")
+        out.print(table)
+
+    guarded(body)
+
+
 def main() -> None:
     """Console entry point."""
     app()

@@ -219,11 +219,11 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     chosen = next(r for r, x in enumerate(enc.x) if chosen_solver.boolean_value(x))
     plan = rows[chosen]
     if enc.k is not None:
-        plan = _with_replicas(plan, chosen_solver.value(enc.k[chosen]))  # type: ignore[arg-type]
+        plan = with_replicas(plan, chosen_solver.value(enc.k[chosen]))  # type: ignore[arg-type]
     return plan, ("OPTIMAL" if proved else "FEASIBLE"), gap, elapsed, []
 
 
-def _with_replicas(e: InferenceEvaluation, replicas: int) -> InferenceEvaluation:
+def with_replicas(e: InferenceEvaluation, replicas: int) -> InferenceEvaluation:
     fleet = e.perf.output_tokens_per_s * replicas
     usd_h = (e.usd_per_hour or 0.0) / e.layout.replicas * replicas
     return e.model_copy(update={

@@ -1,0 +1,376 @@
+"""Fleet planning: one acquisition (owned, bought, rented GPUs) that serves several workloads.
+
+Notation
+  w          a workload (training or serving) with its active weeks in the planning horizon
+  p          a candidate plan of w: GPU type g_p, GPU count n_p, active weeks A_p (training: the
+             weeks its time to train spans from its start week; serving: its start..end weeks)
+  s          where w runs: the pool of g_p (owned + bought GPUs) or rented GPUs of g_p
+  z[w,p,s]   1 when workload w runs plan p on source s              (BoolVar)
+  b[g]       whole nodes of GPU type g bought                          (IntVar)
+
+Objective (total cost of ownership over the horizon, USD): bought GPUs' capex amortised
+straight-line over their life for the horizon's share of it (SemiAnalysis-style TCO), plus wall
+power x PUE x $/kWh for every GPU-hour run on the pool, plus rented GPU-hours at the catalog
+price of the offer's term (rent is paid only while the workload runs: duty cycle x active
+hours; power is included in the rent).
+
+Constraints (one function each)
+  each workload runs exactly one plan on one source;
+  in every week, pool demand of type g <= owned[g] + node_size x b[g] (bought GPUs only from
+  their lead time on): workloads active in the same week never share GPUs (a duty-cycled
+  workload keeps its GPUs for its active weeks: conservative);
+  purchase and rental availability caps; the budget (assumption literals, for explanations).
+
+Each workload's candidate plans come from `planner.space` (the evaluator over its legal
+layouts, dominance-pruned on GPU count and duration) and every chosen plan is re-verified.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ortools.sat.python import cp_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from planner.catalog import load_onprem, resolve_gpu, resolve_model
+from planner.cost import onprem_usd_per_gpu_hour, price_quote
+from planner.encode import scaled
+from planner.enums import PriceTerm
+from planner.errors import InfeasibleError, InputError
+from planner.evaluate import InferenceEvaluation, TrainingEvaluation
+from planner.scenario import (
+    Assumptions, Constraints, InferenceWorkload, Pricing, Scenario, SearchSpace, TrainingWorkload, Workload,
+    read_structured_file, validation_message,
+)
+from planner.solve import SOLVER_SEED, SOLVER_WORKERS, layout_summary, verify, with_replicas
+from planner.space import build_space
+
+HOURS_PER_WEEK = 168.0
+FORBID = ConfigDict(extra="forbid", frozen=True)
+
+
+class FleetWorkload(BaseModel):
+    """One workload of the fleet and when it runs."""
+
+    model_config = FORBID
+
+    name: str = Field(min_length=1, description="Short name.")
+    workload: Workload = Field(description="Training or serving workload, as in a scenario.")
+    search: SearchSpace = Field(default_factory=SearchSpace, description="Restrictions of its layouts (GPU types come from the fleet).")
+    deadline_days: float | None = Field(default=None, gt=0, description="Training: finish within this many days of its start.")
+    start_week: int = Field(default=0, ge=0, description="First week it runs.")
+    end_week: int | None = Field(default=None, ge=1, description="Week it must be done by (exclusive; default the horizon).")
+    duty_cycle: float = Field(default=1.0, gt=0, le=1, description="Serving: share of its active hours it actually runs (power and rent).")
+    repeat_weekly: bool = Field(default=False, description="Training: the run repeats every active week and must finish within a week.")
+
+
+class GpuOffer(BaseModel):
+    """GPUs the team can buy or rent."""
+
+    model_config = FORBID
+
+    gpu: str = Field(description="GPU id.")
+    buy: bool = Field(default=True, description="Can be bought (capex and life from catalogs/onprem.csv).")
+    rent_term: PriceTerm | None = Field(default=PriceTerm.ON_DEMAND, description="Cloud term to rent at (None = not rentable).")
+    max_buy_gpus: int | None = Field(default=None, ge=0, description="Most GPUs vendors can deliver in the horizon.")
+    max_rent_gpus: int | None = Field(default=None, ge=0, description="Most GPUs rentable at once.")
+    lead_time_weeks: int = Field(default=0, ge=0, description="Bought GPUs are usable from this week on.")
+
+
+class FleetScenario(BaseModel):
+    """Several workloads, one fleet."""
+
+    model_config = FORBID
+
+    name: str = Field(min_length=1, description="Fleet name.")
+    description: str = Field(default="", description="What the team wants.")
+    horizon_weeks: int = Field(gt=0, le=520, description="Planning horizon, weeks.")
+    budget_usd: float | None = Field(default=None, gt=0, description="Most total cost over the horizon, USD.")
+    owned: dict[str, int] = Field(default_factory=dict, description="GPUs already owned, per GPU id (capex sunk; power paid).")
+    offers: tuple[GpuOffer, ...] = Field(default=(), description="GPUs that can be bought or rented.")
+    workloads: tuple[FleetWorkload, ...] = Field(min_length=1, description="Workloads sharing the fleet.")
+    assumptions: dict[str, Any] = Field(default_factory=dict, description="Overrides of catalogs/assumptions.yaml.")
+
+    @model_validator(mode="after")
+    def _weeks(self) -> FleetScenario:
+        for w in self.workloads:
+            end = w.end_week or self.horizon_weeks
+            if not w.start_week < end <= self.horizon_weeks:
+                raise ValueError(f"workload {w.name}: need start_week < end_week <= horizon_weeks")
+        return self
+
+
+class FleetCandidate(BaseModel):
+    """A plan of one workload on one source, with its fleet coefficients."""
+
+    model_config = FORBID
+
+    workload: str = Field(description="Workload name.")
+    gpu: str = Field(description="GPU id.")
+    source: str = Field(description="pool (owned + bought) or rent.")
+    num_gpus: int = Field(description="GPUs it holds while active.")
+    weeks: tuple[int, ...] = Field(description="Weeks it holds them.")
+    cost_usd: float = Field(description="Its own cost: pool power or rent, over the horizon.")
+    evaluation: TrainingEvaluation | InferenceEvaluation = Field(description="The evaluated plan.")
+
+
+class FleetAssignment(BaseModel):
+    """What one workload runs."""
+
+    model_config = FORBID
+
+    workload: str = Field(description="Workload name.")
+    plan: str = Field(description="Layout summary.")
+    gpu: str = Field(description="GPU id.")
+    source: str = Field(description="pool or rent.")
+    num_gpus: int = Field(description="GPUs.")
+    weeks: tuple[int, int] = Field(description="First and last+1 active week.")
+    cost_usd: float = Field(description="Power or rent over the horizon.")
+
+
+class FleetPlan(BaseModel):
+    """The fleet and its assignments."""
+
+    model_config = FORBID
+
+    name: str = Field(description="Fleet name.")
+    status: str = Field(description="OPTIMAL or FEASIBLE.")
+    total_cost_usd: float = Field(description="TCO over the horizon.")
+    purchase_cost_usd: float = Field(description="Amortised capex of bought GPUs for the horizon.")
+    bought_gpus: dict[str, int] = Field(description="GPUs bought per type (whole nodes).")
+    owned_gpus: dict[str, int] = Field(description="GPUs owned per type.")
+    peak_rented_gpus: dict[str, int] = Field(description="Most GPUs rented at once per type.")
+    assignments: tuple[FleetAssignment, ...] = Field(description="One per workload.")
+    solve_time_s: float = Field(description="CP-SAT wall time.")
+    candidates: int = Field(description="Candidate (plan, source) pairs encoded.")
+    verified: bool = Field(description="Every chosen plan re-evaluated by the evaluator.")
+
+
+def load_fleet(path: str | Path) -> FleetScenario:
+    """Read and validate a fleet file (YAML or JSON)."""
+    path = Path(path)
+    data = read_structured_file(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of fleet fields at the top level.")
+    try:
+        fleet = FleetScenario.model_validate(data)
+    except ValidationError as err:
+        raise InputError(validation_message(err, str(path))) from None
+    for gpu in [*fleet.owned, *(o.gpu for o in fleet.offers)]:
+        resolve_gpu(gpu, where=f"{path}: GPU")
+    for w in fleet.workloads:
+        resolve_model(w.workload.model, where=f"{path}: workloads.{w.name}.workload.model")
+    return fleet
+
+
+# ---- candidates ------------------------------------------------------------------------------
+
+
+def fleet_gpus(fleet: FleetScenario) -> list[str]:
+    """GPU types the fleet can use: owned or offered."""
+    names = [resolve_gpu(g).name for g in fleet.owned] + [resolve_gpu(o.gpu).name for o in fleet.offers]
+    return list(dict.fromkeys(names))
+
+
+def workload_scenario(fleet: FleetScenario, w: FleetWorkload, gpus: list[str]) -> Scenario:
+    """The single-workload scenario whose space gives the workload's candidate plans (price-neutral: $1/GPU-h)."""
+    search = w.search.model_copy(update={"gpus": tuple(gpus), "max_gpus": None})
+    return Scenario(name=f"{fleet.name}/{w.name}", workload=w.workload, search=search, constraints=Constraints(),
+                    pricing=Pricing(usd_per_gpu_hour={g: 1.0 for g in gpus}), assumptions=fleet.assumptions)
+
+
+def active_weeks(fleet: FleetScenario, w: FleetWorkload, e: TrainingEvaluation | InferenceEvaluation) -> tuple[int, ...] | None:
+    """Weeks a plan holds its GPUs, or None when it cannot finish in time."""
+    end = w.end_week or fleet.horizon_weeks
+    if isinstance(e, InferenceEvaluation):
+        return tuple(range(w.start_week, end))
+    days = e.perf.time_to_train_s / 86400.0
+    if w.deadline_days is not None and days > w.deadline_days:
+        return None
+    if w.repeat_weekly:
+        return tuple(range(w.start_week, end)) if days <= 7.0 else None
+    weeks = max(1, math.ceil(days / 7.0 - 1e-9))
+    if w.start_week + weeks > end:
+        return None
+    return tuple(range(w.start_week, w.start_week + weeks))
+
+
+def min_replicas(w: InferenceWorkload, e: InferenceEvaluation) -> int:
+    """Fewest replicas that serve the load."""
+    need = 1
+    if w.target_output_tokens_per_s:
+        need = max(need, math.ceil(w.target_output_tokens_per_s / e.perf.output_tokens_per_s))
+    if w.concurrent_sequences:
+        need = max(need, math.ceil(w.concurrent_sequences / e.layout.batch))
+    return need
+
+
+def plan_options(fleet: FleetScenario, w: FleetWorkload, gpus: list[str], assumptions: Assumptions) -> list[tuple[TrainingEvaluation | InferenceEvaluation, tuple[int, ...]]]:
+    """A workload's plans that meet its own targets, keeping per GPU type only those not beaten on (GPUs, weeks, GPU-hours)."""
+    scenario = workload_scenario(fleet, w, gpus)
+    model = resolve_model(w.workload.model)
+    space = build_space(scenario, model, assumptions)
+    options: dict[tuple[str, int, int], tuple[float, TrainingEvaluation | InferenceEvaluation, tuple[int, ...]]] = {}
+    for e in space.rows:
+        if isinstance(e, InferenceEvaluation):
+            assert isinstance(w.workload, InferenceWorkload)
+            slo = w.workload.slo
+            if (slo.ttft_s and e.perf.ttft_s > slo.ttft_s) or (slo.tpot_s and e.perf.tpot_s > slo.tpot_s):
+                continue
+            e = with_replicas(e, min_replicas(w.workload, e))
+        weeks = active_weeks(fleet, w, e)
+        if weeks is None:
+            continue
+        hours = run_hours(w, e, weeks)
+        key = (e.layout.gpu, e.layout.num_gpus, len(weeks))
+        if key not in options or hours < options[key][0]:
+            options[key] = (hours, e, weeks)
+    kept = []
+    for (gpu, n, nweeks), (hours, e, weeks) in sorted(options.items()):
+        beaten = any(g2 == gpu and n2 <= n and w2 <= nweeks and h2 <= hours and (n2, w2, h2) != (n, nweeks, hours)
+                     for (g2, n2, w2), (h2, _, _) in options.items())
+        if not beaten:
+            kept.append((e, weeks))
+    return kept
+
+
+def run_hours(w: FleetWorkload, e: TrainingEvaluation | InferenceEvaluation, weeks: tuple[int, ...]) -> float:
+    """Hours the plan's GPUs actually run: time to train (per repeat), or active weeks x duty cycle."""
+    if isinstance(e, TrainingEvaluation):
+        return e.perf.time_to_train_s / 3600.0 * (len(weeks) if w.repeat_weekly else 1)
+    return len(weeks) * HOURS_PER_WEEK * w.duty_cycle
+
+
+def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[FleetCandidate]:
+    """Every (workload, plan, source) pair with its own cost."""
+    gpus = fleet_gpus(fleet)
+    offers = {resolve_gpu(o.gpu).name: o for o in fleet.offers}
+    onprem = {row.gpu: row for row in load_onprem()}
+    owned = {resolve_gpu(g).name: n for g, n in fleet.owned.items()}
+    out: list[FleetCandidate] = []
+    for w in fleet.workloads:
+        options = plan_options(fleet, w, gpus, assumptions)
+        if not options:
+            raise InfeasibleError(f"{fleet.name}: workload {w.name} has no plan that fits in memory and meets its own targets "
+                                  f"(deadline, SLOs, weeks) on {', '.join(gpus)}.")
+        for e, weeks in options:
+            g = e.layout.gpu
+            hours = run_hours(w, e, weeks)
+            n = e.layout.num_gpus
+            pool_ok = owned.get(g, 0) > 0 or (g in offers and offers[g].buy)
+            if pool_ok and g in onprem:
+                watts = onprem[g].watts_per_gpu_at_wall
+                power = n * hours * watts * assumptions.pue * assumptions.usd_per_kwh / 1000.0
+                out.append(FleetCandidate(workload=w.name, gpu=g, source="pool", num_gpus=n, weeks=weeks, cost_usd=power, evaluation=e))
+            offer = offers.get(g)
+            if offer is not None and offer.rent_term is not None:
+                quote = price_quote(g, Pricing(term=offer.rent_term), assumptions)
+                if quote is not None:
+                    out.append(FleetCandidate(workload=w.name, gpu=g, source="rent", num_gpus=n, weeks=weeks,
+                                              cost_usd=n * hours * quote.usd_per_gpu_hour, evaluation=e))
+    return out
+
+
+def amortised_capex_per_gpu(fleet: FleetScenario, gpu: str, assumptions: Assumptions) -> float | None:
+    """Capex share of one bought GPU over the horizon: capex x horizon / life (straight-line)."""
+    for row in load_onprem():
+        if row.gpu == gpu:
+            horizon_years = fleet.horizon_weeks * HOURS_PER_WEEK / 8760.0
+            return row.capex_usd_per_gpu * min(1.0, horizon_years / row.expected_life_years)
+    return None
+
+
+# ---- CP-SAT model ----------------------------------------------------------------------------
+
+
+def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
+    """The cheapest fleet and assignment (raises InfeasibleError naming the conflicting limits)."""
+    assumptions = Assumptions.with_overrides(fleet.assumptions)
+    cands = build_candidates(fleet, assumptions)
+    owned = {resolve_gpu(g).name: n for g, n in fleet.owned.items()}
+    offers = {resolve_gpu(o.gpu).name: o for o in fleet.offers}
+    model = cp_model.CpModel()
+    z = [model.new_bool_var(f"z{i}") for i in range(len(cands))]
+    limits: dict[str, cp_model.IntVar] = {}
+
+    def limit(key: str) -> cp_model.IntVar:
+        literal = model.new_bool_var(key)
+        model.add_assumption(literal)
+        limits[key] = literal
+        return literal
+
+    # Each workload runs exactly one plan on one source.
+    for w in fleet.workloads:
+        model.add_exactly_one(z[i] for i, c in enumerate(cands) if c.workload == w.name)
+
+    # Whole nodes bought per GPU type, within the vendors' availability.
+    bought_nodes: dict[str, cp_model.IntVar] = {}
+    for g in fleet_gpus(fleet):
+        offer = offers.get(g)
+        node = resolve_gpu(g).gpus_per_node
+        cap = (offer.max_buy_gpus if offer and offer.max_buy_gpus is not None else 1 << 16) // node if offer and offer.buy else 0
+        bought_nodes[g] = model.new_int_var(0, 1 << 16, f"b_{g}")
+        if offer is not None and offer.buy and offer.max_buy_gpus is not None:
+            model.add(bought_nodes[g] <= cap).only_enforce_if(limit(f"max_buy:{g}"))
+        elif not (offer and offer.buy):
+            model.add(bought_nodes[g] == 0)
+
+    # Each week, workloads on the pool of type g fit in owned + bought GPUs (bought only after the lead time).
+    for g in fleet_gpus(fleet):
+        node = resolve_gpu(g).gpus_per_node
+        lead = offers[g].lead_time_weeks if g in offers else 0
+        for t in range(fleet.horizon_weeks):
+            demand = [c.num_gpus * z[i] for i, c in enumerate(cands) if c.gpu == g and c.source == "pool" and t in c.weeks]
+            if demand:
+                supply = owned.get(g, 0) + (node * bought_nodes[g] if t >= lead else 0)
+                model.add(sum(demand) <= supply)
+            rented = [c.num_gpus * z[i] for i, c in enumerate(cands) if c.gpu == g and c.source == "rent" and t in c.weeks]
+            if rented and g in offers and offers[g].max_rent_gpus is not None:
+                model.add(sum(rented) <= offers[g].max_rent_gpus).only_enforce_if(limit(f"max_rent:{g}@w{t}"))
+
+    capex = {g: amortised_capex_per_gpu(fleet, g, assumptions) or 0.0 for g in fleet_gpus(fleet)}
+    purchase = sum(scaled(capex[g] * resolve_gpu(g).gpus_per_node, "usd") * bought_nodes[g] for g in bought_nodes)
+    running = sum(scaled(c.cost_usd, "usd") * z[i] for i, c in enumerate(cands))
+    total = purchase + running
+    if fleet.budget_usd is not None:
+        model.add(total <= scaled(fleet.budget_usd, "usd", "limit")).only_enforce_if(limit("budget"))
+    model.minimize(total)
+
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = time_limit_s
+    solver.parameters.num_workers = SOLVER_WORKERS
+    solver.parameters.random_seed = SOLVER_SEED
+    status = solver.solve(model)
+    if status == cp_model.INFEASIBLE:
+        core = {lit.index for lit in limits.values()} & set(solver.sufficient_assumptions_for_infeasibility())
+        names = sorted(k for k, lit in limits.items() if lit.index in core)
+        raise InfeasibleError(f"{fleet.name}: no fleet meets every workload; conflicting limits: {', '.join(names) or 'none (capacity)'}."
+                              + (f" The cheapest fleet without the budget costs more than {fleet.budget_usd:,.0f} USD." if "budget" in names else ""))
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        raise InfeasibleError(f"{fleet.name}: CP-SAT found no fleet within {time_limit_s:g} s.")
+    return _fleet_plan(fleet, cands, z, bought_nodes, capex, solver, status == cp_model.OPTIMAL, assumptions)
+
+
+def _fleet_plan(fleet: FleetScenario, cands: list[FleetCandidate], z: list, bought_nodes: dict, capex: dict[str, float],
+                solver: cp_model.CpSolver, proved: bool, assumptions: Assumptions) -> FleetPlan:
+    chosen = [c for i, c in enumerate(cands) if solver.boolean_value(z[i])]
+    assignments, verified = [], True
+    for c in chosen:
+        w = next(x for x in fleet.workloads if x.name == c.workload)
+        scenario = workload_scenario(fleet, w, fleet_gpus(fleet))
+        verify(scenario, resolve_model(w.workload.model), c.evaluation, assumptions)
+        assignments.append(FleetAssignment(workload=c.workload, plan=layout_summary(c.evaluation), gpu=c.gpu, source=c.source,
+                                           num_gpus=c.num_gpus, weeks=(c.weeks[0], c.weeks[-1] + 1), cost_usd=c.cost_usd))
+    bought = {g: solver.value(v) * resolve_gpu(g).gpus_per_node for g, v in bought_nodes.items() if solver.value(v)}
+    purchase = sum(capex[g] * n for g, n in bought.items())
+    peak_rent: dict[str, int] = {}
+    for t in range(fleet.horizon_weeks):
+        for g in {c.gpu for c in chosen if c.source == "rent"}:
+            peak_rent[g] = max(peak_rent.get(g, 0), sum(c.num_gpus for c in chosen if c.source == "rent" and c.gpu == g and t in c.weeks))
+    total = purchase + sum(c.cost_usd for c in chosen)
+    return FleetPlan(name=fleet.name, status="OPTIMAL" if proved else "FEASIBLE", total_cost_usd=total, purchase_cost_usd=purchase,
+                     bought_gpus=bought, owned_gpus={resolve_gpu(g).name: n for g, n in fleet.owned.items()},
+                     peak_rented_gpus=peak_rent, assignments=tuple(assignments), solve_time_s=solver.wall_time,
+                     candidates=len(cands), verified=verified)
