@@ -253,6 +253,33 @@ def fleet_cmd(
     guarded(body)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    study_file: Path = typer.Argument(..., help="Study file (YAML): a base scenario plus axes or cases."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="results.csv or results.parquet (resumable, written atomically)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes (default: all cores; 1 = serial)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="CP-SAT time limit per case, seconds."),
+) -> None:
+    """Run a what-if study: one solve per case, as a table (CSV/Parquet), with a progress bar and a summary."""
+    from planner.study import load_study, run_study, summarize
+
+    def body() -> None:
+        frame = run_study(load_study(study_file), workers=workers, scheduler=scheduler, output=output, progress=True,
+                          time_limit_s=time_limit)
+        table = Table(title=f"{study_file.name}: {len(frame)} cases")
+        summary = summarize(frame)
+        for col in summary.columns:
+            table.add_column(str(col))
+        for row in summary.itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        out.print(table)
+        if output is not None:
+            out.print(f"wrote {output}")
+
+    guarded(body)
+
+
 @app.command("report")
 def report_cmd(
     scenario_file: Path = typer.Argument(..., help="Scenario file (YAML or JSON)."),

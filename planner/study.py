@@ -1,0 +1,538 @@
+"""Batch what-if studies: one base scenario, many variations, one table of plans.
+
+A study file names a base scenario (a path relative to the study file, or an inline mapping)
+and either `axes` (dotted scenario field path -> list of values; the full grid product) or
+`cases` (an explicit list of {dotted path: value} mappings). Every case is solved on its own
+by `solve_case`, a top-level function that takes a plain scenario dict and returns a plain
+row dict, so the same code runs serially, in a local process pool or on a dask cluster, and
+gives the same table (the solver is deterministic). A case that is infeasible or errors
+becomes a row with its reason; the study never stops for one case.
+
+With an output file (.csv or .parquet) the whole table is rewritten atomically (temp file in
+the same folder, then `os.replace`) as cases finish, and a rerun skips the case ids already
+in the file: an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import tempfile
+import time
+import types
+import typing
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from planner.errors import InfeasibleError, InputError, PlannerError
+from planner.evaluate import TrainingEvaluation
+from planner.scenario import Scenario, parse_scenario, read_structured_file, validation_message
+from planner.solve import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, solve
+from planner.units import BYTES_PER_GIB
+
+STATUSES = ("optimal", "feasible", "infeasible", "error")
+"""Case statuses, in the order tables and summaries list them."""
+
+CATEGORY_COLUMNS = ("status", "gpu", "precision", "kv_precision", "checkpointing", "objective_unit")
+INT_COLUMNS = ("num_gpus", "tp", "pp", "dp", "ep", "zero", "micro_batch", "replicas", "batch")
+FLOAT_COLUMNS = ("memory_gib", "capacity_gib", "headroom_gib", "tokens_per_s", "time_to_train_days", "cost_usd",
+                 "usd_per_hour", "usd_per_million_tokens", "objective_value", "solve_time_s")
+TEXT_COLUMNS = ("case_id", "reason", "layout")
+
+RESULT_COLUMNS = (
+    "case_id", "status", "reason", "gpu", "num_gpus", "precision", "kv_precision", "tp", "pp", "dp", "ep", "zero",
+    "checkpointing", "micro_batch", "replicas", "batch", "memory_gib", "capacity_gib", "headroom_gib", "tokens_per_s",
+    "time_to_train_days", "cost_usd", "usd_per_hour", "usd_per_million_tokens", "objective_value", "objective_unit",
+    "layout", "solve_time_s",
+)
+"""Columns after the axis columns, in table order (`solve_case` returns all but `case_id`)."""
+
+FLUSH_INTERVAL_S = 1.0
+"""Least time between two rewrites of the output file while a study runs."""
+
+
+# ---- the study file ------------------------------------------------------------------------
+
+
+class Study(BaseModel):
+    """A study: a base scenario and the variations to solve."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Short name of the study.")
+    description: str = Field(default="", description="What the study wants to find out.")
+    base: str | dict[str, Any] = Field(
+        description="Base scenario: a path relative to the study file, or an inline scenario mapping (load_study inlines a path).")
+    axes: dict[str, list[Any]] | None = Field(
+        default=None, description="Dotted scenario field path -> values; the study solves the full grid product.")
+    cases: list[dict[str, Any]] | None = Field(
+        default=None, description="Explicit cases, each a mapping of dotted scenario field path -> value.")
+    scheduler: str | None = Field(default=None, description="dask scheduler address (tcp://host:port); None = local processes.")
+    time_limit_s: float | None = Field(default=None, gt=0, description="CP-SAT time limit per case, seconds (None = 20 s).")
+
+    @model_validator(mode="after")
+    def _axes_or_cases(self) -> Study:
+        if (self.axes is None) == (self.cases is None):
+            raise ValueError("give exactly one of axes (a grid) or cases (an explicit list)")
+        for path, values in (self.axes or {}).items():
+            if not path:
+                raise ValueError("an axis needs a dotted scenario field path as its key")
+            if not values:
+                raise ValueError(f"axis {path!r} needs at least one value")
+        if self.cases is not None and (not self.cases or any(not case for case in self.cases)):
+            raise ValueError("cases must be a non-empty list of non-empty mappings")
+        return self
+
+
+class Case(BaseModel):
+    """One variation of the base scenario, ready to solve."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int = Field(ge=0, description="Position in the study (grid order or list order); the table's row order.")
+    case_id: str = Field(description="Stable id: a hash of the axis values, the key for resuming.")
+    values: dict[str, Any] = Field(description="Axis values by dotted scenario field path.")
+    scenario: dict[str, Any] = Field(description="The base scenario with the values applied: what the worker solves.")
+
+
+def _allowed_submodel(annotation: Any, kind: Any) -> type[BaseModel] | type[dict] | None:
+    """The pydantic model (or dict) a field's value is, for walking a dotted path; None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        return dict
+    if origin in (typing.Union, types.UnionType):
+        models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        for model in models:  # a discriminated union (the workload): follow the base's kind
+            literal = model.model_fields.get("kind")
+            if literal is not None and kind in typing.get_args(literal.annotation):
+                return model
+        return models[0] if models else None
+    return None
+
+
+def check_path(path: str, base: dict[str, Any], origin: str = "study") -> None:
+    """Raise `InputError` unless `path` names a scenario field, naming the allowed keys where it goes wrong.
+
+    The walk follows the Scenario pydantic model (the workload's kind is the base's), so a typo
+    fails when the study loads, not in every case. Keys below a free-form mapping (assumptions,
+    inventory, explicit prices) are checked when each case's scenario is validated.
+    """
+    kind = (base.get("workload") or {}).get("kind") if isinstance(base.get("workload"), dict) else None
+    model: type[BaseModel] = Scenario
+    parts = path.split(".")
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth]) or "the top level"
+        fields = model.model_fields
+        if part not in fields:
+            raise InputError(f"{origin}: axis {path!r}: unknown key {part!r} at {where}; allowed: {', '.join(fields)}.")
+        if depth == len(parts) - 1:
+            return
+        sub = _allowed_submodel(fields[part].annotation, kind)
+        if sub is dict:
+            return
+        if sub is None:
+            raise InputError(f"{origin}: axis {path!r}: {'.'.join(parts[:depth + 1])} is a value, not a mapping; "
+                             f"the path must end there.")
+        model = sub
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A deep copy of a scenario mapping with `value` at the dotted `path` (missing mappings created).
+
+    `search.gpus` also takes one GPU id as a string, meaning the subset of that one GPU.
+    """
+    if path == "search.gpus" and isinstance(value, str):
+        value = [value]
+    out = copy.deepcopy(data)
+    node = out
+    parts = path.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = copy.deepcopy(value)
+    return out
+
+
+def parse_study(data: Any, origin: str = "study", root: Path | None = None) -> Study:
+    """Validate a study mapping: inline a base path (relative to `root`), check the base and every axis path."""
+    if not isinstance(data, dict):
+        raise InputError(f"{origin}: expected a mapping of study fields at the top level.")
+    try:
+        study = Study.model_validate(data)
+    except ValidationError as err:
+        raise InputError(validation_message(err, origin)) from None
+    base = study.base
+    base_origin = f"{origin}: base"
+    if isinstance(base, str):
+        base_path = (root or Path.cwd()) / base
+        base = read_structured_file(base_path)
+        base_origin = str(base_path)
+        if not isinstance(base, dict):
+            raise InputError(f"{base_path}: expected a mapping of scenario fields at the top level.")
+    base = {"name": study.name, **base}
+    parse_scenario(base, base_origin)
+    paths = list(study.axes or {}) or list(dict.fromkeys(key for case in study.cases or [] for key in case))
+    for path in paths:
+        check_path(path, base, origin)
+    return study.model_copy(update={"base": base})
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file (YAML or JSON); a base given as a path is read relative to the study file."""
+    path = Path(path)
+    return parse_study(read_structured_file(path), str(path), path.parent)
+
+
+def case_id_of(values: dict[str, Any]) -> str:
+    """Stable 12-hex-digit id of a case: SHA-256 of its axis values as canonical JSON."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def expand_cases(study: Study) -> list[Case]:
+    """Every case of a study, in grid order (last axis fastest) or list order; duplicates are an `InputError`."""
+    if isinstance(study.base, str):
+        study = parse_study(study.model_dump(), study.name)
+    base = study.base
+    assert isinstance(base, dict)
+    if study.axes is not None:
+        paths = list(study.axes)
+        combos: Iterable[dict[str, Any]] = (dict(zip(paths, combo)) for combo in itertools.product(*study.axes.values()))
+    else:
+        combos = study.cases or []
+    cases: list[Case] = []
+    seen: dict[str, int] = {}
+    for index, values in enumerate(combos):
+        case_id = case_id_of(values)
+        if case_id in seen:
+            raise InputError(f"{study.name}: case {index} repeats case {seen[case_id]} ({values}); remove the duplicate value.")
+        seen[case_id] = index
+        scenario = base
+        for path, value in values.items():
+            scenario = set_path(scenario, path, value)
+        cases.append(Case(index=index, case_id=case_id, values=dict(values), scenario=scenario))
+    return cases
+
+
+# ---- one case ------------------------------------------------------------------------------
+
+
+def _reason(err: BaseException) -> str:
+    """The message's first line; when that line only introduces a list (ends with ':'), the list joined on."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if lines[0].endswith(":") and len(lines) > 1:
+        return lines[0] + " " + "; ".join(lines[1:])
+    return lines[0]
+
+
+def plan_row(plan: Plan) -> dict[str, Any]:
+    """The table's plan fields of a solved plan, as plain Python values (None where they do not apply)."""
+    e = plan.evaluation
+    lay = e.layout
+    row: dict[str, Any] = dict.fromkeys(RESULT_COLUMNS)
+    row.update(
+        status=plan.status.lower(), reason="", gpu=lay.gpu, num_gpus=lay.num_gpus, tp=lay.tp, pp=lay.pp,
+        memory_gib=e.memory.total_bytes / BYTES_PER_GIB, capacity_gib=e.memory.capacity_bytes / BYTES_PER_GIB,
+        headroom_gib=e.memory.headroom_bytes / BYTES_PER_GIB, objective_value=plan.objective_value,
+        objective_unit=plan.objective_unit, layout=layout_summary(e),
+    )
+    if isinstance(e, TrainingEvaluation):
+        usd_per_hour = lay.num_gpus * e.price.usd_per_gpu_hour if e.price else None
+        tokens_per_s = e.perf.tokens_per_s
+        row.update(
+            precision=lay.precision.value, dp=lay.dp, ep=lay.ep, zero=int(lay.zero),
+            checkpointing=lay.checkpointing.name.lower(), micro_batch=lay.micro_batch, tokens_per_s=tokens_per_s,
+            time_to_train_days=e.perf.time_to_train_s / 86400.0, cost_usd=e.cost_usd, usd_per_hour=usd_per_hour,
+            usd_per_million_tokens=usd_per_hour / (tokens_per_s * 3600.0) * 1e6 if usd_per_hour and tokens_per_s else None,
+        )
+    else:
+        row.update(
+            precision=lay.weight_precision.value, kv_precision=lay.kv_precision.value, replicas=lay.replicas,
+            batch=lay.batch, tokens_per_s=e.fleet_output_tokens_per_s, usd_per_hour=e.usd_per_hour,
+            usd_per_million_tokens=e.usd_per_million_output_tokens,
+        )
+    del row["case_id"]
+    return row
+
+
+def solve_case(scenario: dict[str, Any], time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> dict[str, Any]:
+    """Solve one case's scenario mapping into a plain row dict; never raises for a bad or infeasible case.
+
+    Top-level and picklable so process pools and dask workers can run it. `solve_time_s` is
+    the case's wall time (validation, table build and CP-SAT); alternatives are not computed.
+    """
+    started = time.perf_counter()
+    row: dict[str, Any] = dict.fromkeys(c for c in RESULT_COLUMNS if c != "case_id")
+    try:
+        row.update(plan_row(solve(parse_scenario(scenario, "case"), time_limit_s, alternatives=False)))
+    except InfeasibleError as err:
+        row.update(status="infeasible", reason=_reason(err))
+    except PlannerError as err:
+        row.update(status="error", reason=_reason(err))
+    except Exception as err:  # noqa: BLE001 - a bug in one case must not stop the study; the row names it
+        row.update(status="error", reason=f"{type(err).__name__}: {_reason(err)}")
+    row["solve_time_s"] = time.perf_counter() - started
+    return row
+
+
+def _crash_row(err: BaseException) -> dict[str, Any]:
+    """The row of a case whose worker died or could not run it."""
+    row: dict[str, Any] = dict.fromkeys(c for c in RESULT_COLUMNS if c != "case_id")
+    row.update(status="error", reason=f"worker failed: {type(err).__name__}: {_reason(err)}")
+    return row
+
+
+# ---- the table -----------------------------------------------------------------------------
+
+
+def _label(value: Any) -> Any:
+    """An axis value as a table cell: numbers and booleans as they are, lists joined by ',', mappings as JSON."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _axis_series(values: list[Any]) -> pd.Series:
+    """An axis column: Int64, float64 or boolean when every value is one, else a categorical of labels."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        return pd.Series(pd.array(values, dtype="boolean"))
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pd.Series(pd.array(values, dtype="Int64"))
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return pd.Series([math.nan if v is None else float(v) for v in values], dtype="float64")
+    return pd.Series(pd.Categorical([None if v is None else str(_label(v)) for v in values]))
+
+
+def _result_series(column: str, values: list[Any]) -> pd.Series:
+    if column == "status":
+        return pd.Series(pd.Categorical(values, categories=STATUSES))
+    if column in CATEGORY_COLUMNS:
+        return pd.Series(pd.Categorical(values))
+    if column in INT_COLUMNS:
+        return pd.Series(pd.array(values, dtype="Int64"))
+    if column in FLOAT_COLUMNS:
+        return pd.Series([math.nan if v is None else float(v) for v in values], dtype="float64")
+    return pd.Series(pd.array(["" if column == "reason" and v is None else v for v in values], dtype="string"))
+
+
+def build_table(cases: list[Case], rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """The study table of the finished cases, in case order: axis columns, then RESULT_COLUMNS, typed."""
+    done = [c for c in cases if c.case_id in rows]
+    paths = list(dict.fromkeys(p for c in cases for p in c.values))
+    columns: dict[str, pd.Series] = {}
+    for path in paths:
+        columns[path] = _axis_series([c.values.get(path) for c in done])
+    for column in RESULT_COLUMNS:
+        values = [c.case_id if column == "case_id" else rows[c.case_id].get(column) for c in done]
+        columns[column] = _result_series(column, values)
+    return pd.DataFrame(columns)
+
+
+def _plain(value: Any) -> Any:
+    """A cell read back from a file as a plain Python value (None for missing)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def read_table(path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of an existing study output by case id (plan fields only; axis values come from the study)."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            exact = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}  # pandas 3: exact by default
+            frame = pd.read_csv(path, dtype={"case_id": str}, **exact)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise InputError(f"{path}: cannot read the existing study output to resume ({err}); move it away to start over.") from None
+    if "case_id" not in frame.columns or "status" not in frame.columns:
+        raise InputError(f"{path}: not a study output (no case_id/status columns); move it away to start over.")
+    rows: dict[str, dict[str, Any]] = {}
+    kept = [c for c in RESULT_COLUMNS if c in frame.columns and c != "case_id"]
+    for record in frame[["case_id", *kept]].astype(object).itertuples(index=False, name=None):
+        row = {column: _plain(value) for column, value in zip(kept, record[1:])}
+        if row.get("status") in STATUSES:
+            rows[str(record[0])] = row
+    return rows
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write the table atomically: a temp file in the same folder, flushed, then `os.replace` over `path`."""
+    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            if path.suffix.lower() == ".parquet":
+                frame.to_parquet(stream, index=False)
+            else:
+                stream.write(frame.to_csv(index=False).encode())
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+# ---- running -------------------------------------------------------------------------------
+
+
+def _run_serial(pending: list[Case], time_limit_s: float, done: Callable[[Case, dict[str, Any]], None]) -> None:
+    for case in pending:
+        done(case, solve_case(case.scenario, time_limit_s))
+
+
+def _run_pool(pending: list[Case], workers: int, time_limit_s: float, done: Callable[[Case, dict[str, Any]], None],
+              started: Callable[[], None]) -> None:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        futures = {pool.submit(solve_case, case.scenario, time_limit_s): case for case in pending}
+        started()  # the progress display's thread starts after the workers are forked
+        for future in as_completed(futures):
+            error = future.exception()
+            done(futures[future], _crash_row(error) if error else future.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_dask(pending: list[Case], scheduler: Any, time_limit_s: float, done: Callable[[Case, dict[str, Any]], None]) -> None:
+    from dask.distributed import Client, as_completed
+
+    own = isinstance(scheduler, str)
+    try:
+        client = Client(scheduler, set_as_default=False, timeout=30) if own else scheduler
+    except (OSError, TimeoutError) as err:
+        raise InputError(f"scheduler: cannot connect to dask scheduler {scheduler!r}: {err}.") from None
+    try:
+        futures = {client.submit(solve_case, case.scenario, time_limit_s, pure=False): case for case in pending}
+        try:
+            for future in as_completed(list(futures), loop=client.loop):
+                try:
+                    row = future.result()
+                except Exception as err:  # noqa: BLE001 - a lost worker is one case's error row
+                    row = _crash_row(err)
+                done(futures[future], row)
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+    finally:
+        if own:
+            client.close()
+
+
+def _progress(name: str, total: int, completed: int, failures: int) -> Any:
+    """A rich progress bar on stderr: cases done of total, infeasible + errors, elapsed and ETA."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("failed {task.fields[failures]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    progress.add_task(name, total=total, completed=completed, failures=failures)
+    return progress
+
+
+def run_study(study: Study, workers: int | None = None, scheduler: Any = None, output: Path | str | None = None,
+              progress: bool = False, time_limit_s: float | None = None) -> pd.DataFrame:
+    """Solve every case of a study and return the table (one row per case, in case order).
+
+    workers: local processes (default os.cpu_count(); 1 = serially in this process).
+    scheduler: a dask scheduler address or a `distributed.Client`; defaults to the study's.
+    output: .csv or .parquet, rewritten atomically as cases finish; case ids already in it are
+    not recomputed. time_limit_s: per case; defaults to the study's, else 20 s.
+    """
+    output = Path(output) if output is not None else None
+    if output is not None and output.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"{output}: the study output must end in .csv or .parquet.")
+    limit = time_limit_s or study.time_limit_s or DEFAULT_TIME_LIMIT_S
+    scheduler = scheduler if scheduler is not None else study.scheduler
+    cases = expand_cases(study)
+    ids = {c.case_id for c in cases}
+    rows: dict[str, dict[str, Any]] = {}
+    if output is not None and output.exists():
+        rows = {case_id: row for case_id, row in read_table(output).items() if case_id in ids}
+    pending = [c for c in cases if c.case_id not in rows]
+    bar = _progress(study.name, len(cases), len(rows), sum(r["status"] in ("infeasible", "error") for r in rows.values())) \
+        if progress else None
+    state = {"dirty": False, "flushed": time.monotonic()}
+
+    def flush() -> None:
+        if output is not None and state["dirty"]:
+            write_table(build_table(cases, rows), output)
+            state.update(dirty=False, flushed=time.monotonic())
+
+    def done(case: Case, row: dict[str, Any]) -> None:
+        rows[case.case_id] = row
+        state["dirty"] = True
+        if bar is not None:
+            task = bar.tasks[0]
+            bar.update(task.id, advance=1, failures=task.fields["failures"] + (row["status"] in ("infeasible", "error")))
+        if time.monotonic() - state["flushed"] >= FLUSH_INTERVAL_S:
+            flush()
+
+    def start_bar() -> None:
+        if bar is not None:
+            bar.start()
+
+    n_workers = min(workers or os.cpu_count() or 1, max(len(pending), 1))
+    try:
+        if not pending:
+            start_bar()
+        elif scheduler is not None:
+            start_bar()
+            _run_dask(pending, scheduler, limit, done)
+        elif n_workers <= 1:
+            start_bar()
+            _run_serial(pending, limit, done)
+        else:
+            _run_pool(pending, n_workers, limit, done, start_bar)
+    finally:
+        if bar is not None:
+            bar.stop()
+        flush()
+    if output is not None and not output.exists():
+        write_table(build_table(cases, rows), output)
+    return build_table(cases, rows)
+
+
+# ---- summary -------------------------------------------------------------------------------
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Two text columns (item, value) for the CLI: cases by status, then the best plan per objective unit.
+
+    Best = highest tokens/s for max_throughput, else the lowest value (cost, GPUs, days); ties
+    go to the earlier case. Axis values of the best case are listed with it.
+    """
+    items: list[tuple[str, str]] = [("cases", str(len(df)))]
+    status = df["status"].astype(str) if len(df) else pd.Series([], dtype=str)
+    items += [(s, str(int((status == s).sum()))) for s in STATUSES]
+    axes = [c for c in df.columns if c not in RESULT_COLUMNS]
+    solved = df[status.isin(["optimal", "feasible"]).to_numpy()] if len(df) else df
+    for unit in sorted(solved["objective_unit"].dropna().astype(str).unique()) if len(solved) else []:
+        group = solved[(solved["objective_unit"].astype(str) == unit).to_numpy()]
+        best = group.loc[group["objective_value"].idxmax() if unit == "tokens/s" else group["objective_value"].idxmin()]
+        where = ", ".join(f"{a}={best[a]}" for a in axes if not pd.isna(best[a]))
+        items.append((f"best ({unit})", f"{best['objective_value']:,.6g} {unit}: case {best['case_id']} ({where}): {best['layout']}"))
+    return pd.DataFrame(items, columns=["item", "value"])
