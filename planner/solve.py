@@ -24,7 +24,7 @@ from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_i
 from planner.memory import weight_bytes_per_param
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
-from planner.space import Space, build_space, gpu_cap, node_size, prune_dominated
+from planner.space import Space, build_space, node_size, prune_dominated
 from planner.units import BYTES_PER_GB, BYTES_PER_GIB
 
 SOLVER_WORKERS = 2
@@ -126,7 +126,10 @@ def objective_of(e: Evaluation, objective: Objective) -> tuple[float, str]:
 # ---- encoding the scenario -----------------------------------------------------------------
 
 
-def _replica_bounds(rows: list[InferenceEvaluation], workload: InferenceWorkload, cap: int) -> list[int]:
+def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario) -> list[int]:
+    """Most replicas worth considering per row: enough for the load, and as many as the GPU limits or the budget allow."""
+    workload = scenario.workload
+    assert isinstance(workload, InferenceWorkload)
     bounds = []
     for e in rows:
         need = 1
@@ -134,7 +137,14 @@ def _replica_bounds(rows: list[InferenceEvaluation], workload: InferenceWorkload
             need = max(need, math.ceil(workload.target_output_tokens_per_s / e.perf.output_tokens_per_s))
         if workload.concurrent_sequences:
             need = max(need, math.ceil(workload.concurrent_sequences / e.layout.batch))
-        bounds.append(max(need, cap // e.layout.gpus_per_replica))
+        bound = need
+        if scenario.search.max_gpus:
+            bound = max(bound, scenario.search.max_gpus // e.layout.gpus_per_replica)
+        if e.layout.gpu in scenario.constraints.inventory:
+            bound = max(bound, scenario.constraints.inventory[e.layout.gpu] // e.layout.gpus_per_replica)
+        if scenario.constraints.budget_usd and e.usd_per_hour:
+            bound = max(bound, math.floor(scenario.constraints.budget_usd / e.usd_per_hour))
+        bounds.append(bound)
     return bounds
 
 
@@ -144,7 +154,7 @@ def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: froz
     if isinstance(workload, TrainingWorkload):
         enc = encode.encode_training(rows)  # type: ignore[arg-type]
     else:
-        bounds = _replica_bounds(rows, workload, gpu_cap(scenario))  # type: ignore[arg-type]
+        bounds = _replica_bounds(rows, scenario)  # type: ignore[arg-type]
         enc = encode.encode_inference(rows, bounds, workload.target_output_tokens_per_s, workload.concurrent_sequences)  # type: ignore[arg-type]
     if scenario.search.max_gpus and "max_gpus" not in skip_limits:
         encode.add_gpu_limit(enc, scenario.search.max_gpus)
@@ -198,7 +208,8 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     elapsed = solver.wall_time
     if status == cp_model.INFEASIBLE:
         core = set(solver.sufficient_assumptions_for_infeasibility())
-        return None, "INFEASIBLE", 0.0, elapsed, [lim.key for lim in enc.limits if lim.literal.index in core]
+        keys = [lim.key for lim in enc.limits if lim.literal.index in core]
+        return None, "INFEASIBLE", 0.0, elapsed, minimal_core(scenario, rows, keys, [lim.key for lim in enc.limits], time_limit_s)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, "UNKNOWN", 0.0, elapsed, []
     proved = status == cp_model.OPTIMAL
@@ -221,6 +232,23 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     if enc.k is not None:
         plan = with_replicas(plan, chosen_solver.value(enc.k[chosen]))  # type: ignore[arg-type]
     return plan, ("OPTIMAL" if proved else "FEASIBLE"), gap, elapsed, []
+
+
+def minimal_core(scenario: Scenario, rows: list[Evaluation], core: list[str], all_keys: list[str], time_limit_s: float) -> list[str]:
+    """Shrink CP-SAT's sufficient set of conflicting limits to a minimal one by deletion (Junker's QuickXplain idea, linear form).
+
+    CP-SAT's `sufficient_assumptions_for_infeasibility` is not guaranteed minimal; a limit is
+    dropped from the set when the others alone are still infeasible. The load itself (always
+    enforced) is part of every conflict.
+    """
+    current = list(core)
+    for key in list(current):
+        trial = [k for k in current if k != key]
+        enc = build_encoding(scenario, rows, skip_limits=frozenset(k for k in all_keys if k not in trial))
+        solver = _solver(time_limit_s)
+        if solver.solve(enc.model) == cp_model.INFEASIBLE:
+            current = trial
+    return current
 
 
 def with_replicas(e: InferenceEvaluation, replicas: int) -> InferenceEvaluation:
