@@ -18,7 +18,7 @@ from pathlib import Path
 
 from planner.catalog import resolve_model
 from planner.scenario import load_scenario, parse_scenario
-from planner.solve import solve
+from planner.solver import solve
 from planner.space import (
     _divisors, build_space, candidate_gpus, ep_values, gpu_cap, node_size, pp_values, prune_dominated, tp_values, whole_nodes,
 )

@@ -15,7 +15,7 @@ import time
 
 import pandas as pd
 
-from planner.study import parse_study, run_study
+from planner.studies import parse_study, run_study
 
 BASE = {
     "name": "llama-8b-l4-serving",

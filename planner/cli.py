@@ -165,7 +165,7 @@ def solve_cmd(
     """Find the optimal plan for a scenario and explain it."""
     from planner.render import print_plan
     from planner.scenario import load_scenario
-    from planner.solve import solve
+    from planner.solver import solve
 
     def body() -> None:
         scenario = load_scenario(scenario_file)
@@ -262,7 +262,7 @@ def sweep_cmd(
     time_limit: Optional[float] = typer.Option(None, "--time-limit", help="CP-SAT time limit per case, seconds."),
 ) -> None:
     """Run a what-if study: one solve per case, as a table (CSV/Parquet), with a progress bar and a summary."""
-    from planner.study import load_study, run_study, summarize
+    from planner.studies import load_study, run_study, summarize
 
     def body() -> None:
         frame = run_study(load_study(study_file), workers=workers, scheduler=scheduler, output=output, progress=True,

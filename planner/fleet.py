@@ -44,7 +44,7 @@ from planner.scenario import (
     Assumptions, Constraints, InferenceWorkload, Pricing, Scenario, SearchSpace, TrainingWorkload, Workload,
     read_structured_file, validation_message,
 )
-from planner.solve import SOLVER_SEED, SOLVER_WORKERS, layout_summary, verify, with_replicas
+from planner.solver import SOLVER_SEED, SOLVER_WORKERS, layout_summary, verify, with_replicas
 from planner.space import build_space
 
 HOURS_PER_WEEK = 168.0

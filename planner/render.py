@@ -14,7 +14,7 @@ from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import MemoryBreakdown, kv_tokens_that_fit, max_concurrent_sequences, max_context_for_concurrency
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Pricing, TrainingWorkload
-from planner.solve import Plan, layout_summary
+from planner.solver import Plan, layout_summary
 
 Evaluation = TrainingEvaluation | InferenceEvaluation
 

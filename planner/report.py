@@ -3,7 +3,7 @@
 A buyer needs more than the optimum: what the next-best GPU type costs, what each pricing term
 (on-demand, spot, reserved, owned) changes, how much memory the plan leaves, the cost/speed
 trade-off, how fragile the choice is to prices and load, and where every number comes from.
-`build_report` gathers those by direct `planner.solve.solve` calls (the main solve with its
+`build_report` gathers those by direct `planner.solver.solve` calls (the main solve with its
 alternatives and Pareto frontier, one solve per pricing term, a few sensitivity solves);
 `render_html` and `render_markdown` turn the same blocks into a self-contained page (charts as
 inline SVG or base64 data URIs; no external URL, font or script), and `write_report` writes one
@@ -31,7 +31,7 @@ from planner.enums import PriceTerm
 from planner.errors import InputError, PlannerError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
-from planner.solve import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, solve
+from planner.solver import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, solve
 from planner.units import BYTES_PER_GIB
 
 Evaluation = TrainingEvaluation | InferenceEvaluation
@@ -347,7 +347,7 @@ def pareto_chart(plan: Plan) -> str:
     fig, ax = plt.subplots(figsize=(9.0, 5.0))
     if pts:
         # Training points are ordered by time, so a line is the frontier; serving points come from TPOT steps
-        # (planner.solve.pareto_frontier), so fleet tokens/s is not monotonic along them and a line would zigzag.
+        # (planner.solver.pareto_frontier), so fleet tokens/s is not monotonic along them and a line would zigzag.
         style, what = ("-o", "Pareto frontier (cheapest plan at each time to train)") if training else ("o", "frontier points (cheapest plan at each TPOT)")
         ax.plot(xs, ys, style, color="#4c72b0", markersize=5, label=what)
         for i, (x, y, p) in enumerate(zip(xs, ys, pts)):

@@ -19,7 +19,7 @@ from planner.enums import PriceTerm
 from planner.errors import InputError
 from planner.evaluate import TrainingEvaluation
 from planner.scenario import Scenario, load_scenario, parse_scenario
-from planner.solve import layout_summary, solve
+from planner.solver import layout_summary, solve
 
 TIME_LIMIT_S = 10.0
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"

@@ -5,7 +5,7 @@ Python, from the UNPRUNED evaluated table of `planner.space.build_space` (each r
 `planner.evaluate`): a training plan is one row; a serving plan is one row times a replica count
 k = 1..K. The limits (max_gpus, inventory, budget, deadline, load, TTFT/TPOT SLOs) and the
 objective values are computed here from the rows' figures, independently of `planner.encode`
-and of the CP-SAT code in `planner.solve`. Then `planner.solve.solve` must agree:
+and of the CP-SAT code in `planner.solver`. Then `planner.solver.solve` must agree:
 
 * infeasible per the oracle  <=>  `InfeasibleError`;
 * otherwise status OPTIMAL, verified, and `plan.objective_value` = the oracle's optimum within
@@ -34,7 +34,7 @@ from planner.catalog import load_gpus, resolve_model
 from planner.errors import InfeasibleError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import InferenceWorkload, Scenario, parse_scenario
-from planner.solve import solve
+from planner.solver import solve
 from planner.space import build_space
 
 SEED = 20_261_130

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from planner import study as study_mod
+from planner import studies as study_mod
 from planner.errors import InputError
 from planner.scenario import parse_scenario
-from planner.solve import solve
-from planner.study import (
+from planner.solver import solve
+from planner.studies import (
     CATEGORY_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, RESULT_COLUMNS, STATUSES, expand_cases, load_study, parse_study,
     run_study, summarize,
 )

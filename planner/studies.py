@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from planner.errors import InfeasibleError, InputError, PlannerError
 from planner.evaluate import TrainingEvaluation
 from planner.scenario import Scenario, parse_scenario, read_structured_file, validation_message
-from planner.solve import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, solve
+from planner.solver import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, solve
 from planner.units import BYTES_PER_GIB
 
 STATUSES = ("optimal", "feasible", "infeasible", "error")
