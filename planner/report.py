@@ -28,6 +28,7 @@ from typing import Any
 from planner.catalog import GpuSpec, model_entry, resolve_gpu
 from planner.cost import PriceQuote, price_quote
 from planner.enums import PriceTerm
+from planner.fleet import FleetPlan, FleetScenario, solve_fleet
 from planner.errors import InputError, PlannerError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
@@ -96,6 +97,8 @@ def money(usd: float | None) -> str:
     """Dollars as the report prints them: whole dollars from $1,000, cents below, 4 decimals under $1."""
     if usd is None:
         return "n/a"
+    if usd == 0:
+        return "$0"
     if abs(usd) >= 1000:
         return f"${usd:,.0f}"
     if abs(usd) >= 1:
@@ -503,8 +506,10 @@ def _memory_table(e: Evaluation) -> Block:
     return ("table", ["term", "GiB", "scaling", "source"], body, set())
 
 
-def blocks(report: Report) -> list[Block]:
+def blocks(report: Report | FleetReport) -> list[Block]:
     """The report as format-neutral blocks, so HTML and Markdown show exactly the same content."""
+    if isinstance(report, FleetReport):
+        return fleet_blocks(report)
     s, plan, training = report.scenario, report.plan, report.training
     e = plan.evaluation
     out: list[Block] = [("h1", f"GPU procurement report: {s.name}")]
@@ -537,6 +542,43 @@ def blocks(report: Report) -> list[Block]:
     return out
 
 
+@dataclass(frozen=True)
+class FleetReport:
+    """A fleet plan (planner.fleet) ready to render: the fleet view of a procurement report."""
+
+    fleet: FleetScenario
+    plan: FleetPlan
+    generated_utc: str
+
+
+def build_fleet_report(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetReport:
+    """Solve a fleet scenario for its report."""
+    plan = solve_fleet(fleet, time_limit_s=time_limit_s)
+    return FleetReport(fleet=fleet, plan=plan, generated_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"))
+
+
+def fleet_blocks(report: FleetReport) -> list[Block]:
+    """The fleet view: what to own, buy and rent, and what each workload runs on it."""
+    f, p = report.fleet, report.plan
+    gpus = sorted({*p.owned_gpus, *p.bought_gpus, *p.peak_rented_gpus})
+    out: list[Block] = [("h1", f"GPU fleet report: {f.name}")]
+    if f.description:
+        out.append(("p", f.description))
+    out.append(("callout", f"Total cost of ownership over {f.horizon_weeks} weeks: {money(p.total_cost_usd)} "
+                           f"(purchases amortised {money(p.purchase_cost_usd)}); solver {p.status}, {p.solve_time_s:.3f} s over "
+                           f"{p.candidates} candidate (plan, source) pairs; every plan re-verified: {p.verified}. "
+                           f"Generated {report.generated_utc} UTC."))
+    out += [("h2", "Fleet"), ("table", ["GPU", "owned", "bought (whole nodes)", "peak rented"],
+                              [[g, str(p.owned_gpus.get(g, 0)), str(p.bought_gpus.get(g, 0)), str(p.peak_rented_gpus.get(g, 0))] for g in gpus], set())]
+    out += [("h2", "Workloads"), ("table", ["workload", "plan", "source", "GPUs", "weeks", "power or rent"],
+                                  [[a.workload, a.plan, a.source, str(a.num_gpus), f"{a.weeks[0]}-{a.weeks[1]}", money(a.cost_usd)]
+                                   for a in p.assignments], set())]
+    out += [("p", "Pool = owned plus bought GPUs: workloads active in the same week never share a GPU; bought GPUs count from "
+                  "their lead time on and cost capex x horizon / life; pool GPU-hours pay wall power x PUE x $/kWh; rented "
+                  "GPU-hours pay the catalog price of the offer's term.")]
+    return out
+
+
 _SCHEME = re.compile(r"\b(?:https?|ftp)://", re.I)
 
 
@@ -558,11 +600,11 @@ figure{margin:1rem 0}figure svg{max-width:100%;height:auto}figcaption{font-size:
 """
 
 
-def render_html(report: Report) -> str:
+def render_html(report: Report | FleetReport) -> str:
     """A self-contained HTML page: inline CSS and SVG, every user and catalog string escaped, no external URL."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{_h('planner report: ' + report.scenario.name)}</title><style>{CSS}</style></head><body>"]
+             f"<title>{_h('planner report: ' + (report.fleet.name if isinstance(report, FleetReport) else report.scenario.name))}</title><style>{CSS}</style></head><body>"]
     for block in blocks(report):
         kind = block[0]
         if kind in ("h1", "h2", "h3", "p"):
@@ -588,7 +630,7 @@ def _md(text: str) -> str:
     return " ".join(t.split())
 
 
-def render_markdown(report: Report) -> str:
+def render_markdown(report: Report | FleetReport) -> str:
     """The same report as Markdown; charts as base64 `data:image/svg+xml` images, so the file stands alone."""
     lines: list[str] = []
     for block in blocks(report):
@@ -629,7 +671,7 @@ def _renderer(path: Path) -> Any:
     return fmt
 
 
-def save_report(report: Report, path: Path) -> Path:
+def save_report(report: Report | FleetReport, path: Path) -> Path:
     """Render a built report by the path's suffix and write it atomically (temp file in the same folder + os.replace)."""
     path = Path(path)
     text = _renderer(path)(report)

@@ -252,3 +252,23 @@ def test_unknown_format_fails_before_solving(serving, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="does not exist"):
         rpt.write_report(serving, tmp_path / "missing" / "r.html")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fleet_report_adds_the_fleet_view(tmp_path: Path) -> None:
+    """`planner report` accepts a fleet file: fleet table, one row per workload, TCO matching solve_fleet."""
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+    from planner.fleet import load_fleet, solve_fleet
+
+    fleet_file = SCENARIOS / "fleets" / "team-fleet.yaml"
+    out = tmp_path / "fleet.html"
+    result = CliRunner().invoke(app, ["report", str(fleet_file), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    plan = solve_fleet(load_fleet(fleet_file))
+    assert f"${plan.total_cost_usd:,.0f}" in page
+    for assignment in plan.assignments:
+        assert html.escape(assignment.plan) in page
+    assert (tmp_path / "fleet.md").exists()
+    assert "https://" not in page
