@@ -1,0 +1,58 @@
+"""Plans a practitioner can sanity-check by hand (issue acceptance lines), solved end to end."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner.catalog import resolve_gpu, resolve_model
+from planner.errors import InfeasibleError
+from planner.layout import InferenceLayout
+from planner.memory import inference_memory
+from planner.scenario import Assumptions, InferenceWorkload, parse_scenario
+from planner.solver import solve
+
+
+def _serving(model: str, gpus: list[str], weights: list[str], **search) -> dict:
+    return {"name": f"{model}-sane", "workload": {"kind": "inference", "model": model, "prompt_tokens": 1024, "output_tokens": 256,
+                                                  "concurrent_sequences": 8},
+            "search": {"gpus": gpus, "weight_precisions": weights, "kv_precisions": ["bf16"], **search}}
+
+
+def test_deepseek_7b_int8_or_int4_fits_one_24gb_card() -> None:
+    plan = solve(parse_scenario(_serving("deepseek-llm-7b", ["RTX-4090"], ["int8", "int4"], max_gpus=1)), alternatives=False)
+    assert plan.num_gpus == 1
+    assert plan.evaluation.layout.weight_precision.value in ("int8", "int4")
+
+
+def test_deepseek_7b_bf16_does_not_fit_one_24gb_card_with_its_load() -> None:
+    """32 sequences of 1,280 tokens at 480 KiB per token need 18.75 GiB of KV cache; with 12.9 GiB of bf16 weights that
+    exceeds the 0.9 x 24 GiB a serving engine may use on one RTX 4090."""
+    data = _serving("deepseek-llm-7b", ["RTX-4090"], ["bf16"], max_gpus=1, batch_per_replica=[32])
+    data["workload"]["concurrent_sequences"] = 32
+    with pytest.raises(InfeasibleError):
+        solve(parse_scenario(data), alternatives=False)
+
+
+def test_deepseek_67b_bf16_serving_needs_at_least_two_80gb_cards() -> None:
+    plan = solve(parse_scenario(_serving("deepseek-llm-67b", ["H100-SXM", "A100-80GB"], ["bf16"])), alternatives=False)
+    assert plan.evaluation.layout.gpus_per_replica >= 2
+    one_card = InferenceLayout(gpu="H100-SXM", weight_precision="bf16", kv_precision="bf16", tp=1, batch=1)
+    workload = InferenceWorkload(kind="inference", model="deepseek-llm-67b", prompt_tokens=1024, output_tokens=256, concurrent_sequences=1)
+    assert not inference_memory(resolve_model("deepseek-llm-67b"), workload, one_card, resolve_gpu("H100-SXM"), Assumptions.with_overrides()).fits
+
+
+def test_deepseek_v3_fp8_serving_fits_8_h200() -> None:
+    data = _serving("deepseek-v3", ["H200"], ["fp8"], tp=[8], pp=[1], max_gpus=8)
+    plan = solve(parse_scenario(data), alternatives=False)
+    assert plan.num_gpus == 8
+    weights = plan.evaluation.memory.term("weights") + plan.evaluation.memory.term("embeddings_16bit")
+    assert weights / 1e9 == pytest.approx(673 / 8, rel=0.03)  # 671B x 1 byte + 16-bit embeddings, over 8 cards (GB)
+
+
+def test_deepseek_v3_bf16_on_8_h100_is_explained() -> None:
+    data = _serving("deepseek-v3", ["H100-SXM"], ["bf16"], max_gpus=8)
+    with pytest.raises(InfeasibleError) as err:
+        solve(parse_scenario(data), alternatives=False)
+    message = str(err.value)
+    assert "max_gpus" in message
+    assert "1,342 GB" in message  # 671B x 2 bytes of bf16 weights alone
