@@ -44,7 +44,7 @@ from planner.scenario import (
     Assumptions, Constraints, InferenceWorkload, Pricing, Scenario, SearchSpace, TrainingWorkload, Workload,
     read_structured_file, validation_message,
 )
-from planner.solver import SOLVER_SEED, SOLVER_WORKERS, layout_summary, verify, with_replicas
+from planner.solver import SOLVER_SEED, SOLVER_WORKERS, layout_summary, min_replicas, verify, with_replicas
 from planner.space import build_space
 
 HOURS_PER_WEEK = 168.0
@@ -195,16 +195,6 @@ def active_weeks(fleet: FleetScenario, w: FleetWorkload, e: TrainingEvaluation |
     if w.start_week + weeks > end:
         return None
     return tuple(range(w.start_week, w.start_week + weeks))
-
-
-def min_replicas(w: InferenceWorkload, e: InferenceEvaluation) -> int:
-    """Fewest replicas that serve the load."""
-    need = 1
-    if w.target_output_tokens_per_s:
-        need = max(need, math.ceil(w.target_output_tokens_per_s / e.perf.output_tokens_per_s))
-    if w.concurrent_sequences:
-        need = max(need, math.ceil(w.concurrent_sequences / e.layout.batch))
-    return need
 
 
 def plan_options(fleet: FleetScenario, w: FleetWorkload, gpus: list[str], assumptions: Assumptions) -> list[tuple[TrainingEvaluation | InferenceEvaluation, tuple[int, ...]]]:

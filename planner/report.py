@@ -16,10 +16,8 @@ import base64
 import html
 import importlib.metadata
 import io
-import os
 import platform
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 from planner.catalog import GpuSpec, model_entry, resolve_gpu
 from planner.cost import PriceQuote, price_quote
 from planner.enums import PriceTerm
+from planner.files import write_atomically
 from planner.fleet import FleetPlan, FleetScenario, solve_fleet
 from planner.errors import InputError, PlannerError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
@@ -675,20 +674,7 @@ def save_report(report: Report | FleetReport, path: Path) -> Path:
     """Render a built report by the path's suffix and write it atomically (temp file in the same folder + os.replace)."""
     path = Path(path)
     text = _renderer(path)(report)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def write_report(scenario: Scenario, path: Path, time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> Path:

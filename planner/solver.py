@@ -126,18 +126,23 @@ def objective_of(e: Evaluation, objective: Objective) -> tuple[float, str]:
 # ---- encoding the scenario -----------------------------------------------------------------
 
 
+def min_replicas(workload: InferenceWorkload, e: InferenceEvaluation) -> int:
+    """Fewest replicas of a serving layout that meet the load (output tokens/s and concurrent sequences)."""
+    need = 1
+    if workload.target_output_tokens_per_s:
+        need = max(need, math.ceil(workload.target_output_tokens_per_s / e.perf.output_tokens_per_s))
+    if workload.concurrent_sequences:
+        need = max(need, math.ceil(workload.concurrent_sequences / e.layout.batch))
+    return need
+
+
 def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario) -> list[int]:
     """Most replicas worth considering per row: enough for the load, and as many as the GPU limits or the budget allow."""
     workload = scenario.workload
     assert isinstance(workload, InferenceWorkload)
     bounds = []
     for e in rows:
-        need = 1
-        if workload.target_output_tokens_per_s:
-            need = max(need, math.ceil(workload.target_output_tokens_per_s / e.perf.output_tokens_per_s))
-        if workload.concurrent_sequences:
-            need = max(need, math.ceil(workload.concurrent_sequences / e.layout.batch))
-        bound = need
+        bound = min_replicas(workload, e)
         if scenario.search.max_gpus:
             bound = max(bound, scenario.search.max_gpus // e.layout.gpus_per_replica)
         if e.layout.gpu in scenario.constraints.inventory:

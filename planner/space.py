@@ -14,6 +14,7 @@ assumption literals, so that infeasibility can be explained.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from planner.catalog import GpuSpec, load_gpus, resolve_gpu
@@ -109,6 +110,16 @@ def _keep_closest(space: Space, evaluation: TrainingEvaluation | InferenceEvalua
         space.closest_misfit = evaluation
 
 
+def priced_gpus(scenario: Scenario, space: Space, assumptions: Assumptions) -> Iterator[tuple[GpuSpec, PriceQuote, int]]:
+    """The space's GPUs that have a price for the scenario's term, with their node size; the others are recorded."""
+    for gpu in space.gpus:
+        quote = price_quote(gpu.name, scenario.pricing, assumptions)
+        if quote is None:
+            space.unpriced_gpus.append(gpu.name)
+            continue
+        yield gpu, quote, node_size(scenario, gpu)
+
+
 def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions) -> Space:
     """All legal training layouts that fit in memory, evaluated."""
     workload = scenario.workload
@@ -116,12 +127,7 @@ def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumption
     space = Space(kind="training", gpus=candidate_gpus(scenario))
     cap = gpu_cap(scenario)
     search = scenario.search
-    for gpu in space.gpus:
-        quote = price_quote(gpu.name, scenario.pricing, assumptions)
-        if quote is None:
-            space.unpriced_gpus.append(gpu.name)
-            continue
-        node = node_size(scenario, gpu)
+    for gpu, quote, node in priced_gpus(scenario, space, assumptions):
         precisions = [p for p in search.train_precisions if p is not TrainPrecision.FP8 or gpu.supports_fp8]
         zeros = list(search.zero_stages)
         for tp in tp_values(scenario, model, gpu):
@@ -174,12 +180,7 @@ def inference_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptio
     space = Space(kind="inference", gpus=candidate_gpus(scenario))
     search = scenario.search
     batches = search.batch_per_replica or SERVING_BATCHES
-    for gpu in space.gpus:
-        quote = price_quote(gpu.name, scenario.pricing, assumptions)
-        if quote is None:
-            space.unpriced_gpus.append(gpu.name)
-            continue
-        node = node_size(scenario, gpu)
+    for gpu, quote, node in priced_gpus(scenario, space, assumptions):
         weight_precisions = [w for w in search.weight_precisions if w is not WeightPrecision.FP8 or gpu.supports_fp8]
         for tp in tp_values(scenario, model, gpu):
             for pp in (search.pp or (1, 2, 4)):

@@ -21,18 +21,18 @@ import itertools
 import json
 import math
 import os
-import tempfile
 import time
 import types
 import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import InfeasibleError, InputError, PlannerError
+from planner.files import write_atomically
 from planner.evaluate import TrainingEvaluation
 from planner.scenario import Scenario, parse_scenario, read_structured_file, validation_message
 from planner.solver import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, solve
@@ -374,19 +374,13 @@ def read_table(path: Path) -> dict[str, dict[str, Any]]:
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
     """Write the table atomically: a temp file in the same folder, flushed, then `os.replace` over `path`."""
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            if path.suffix.lower() == ".parquet":
-                frame.to_parquet(stream, index=False)
-            else:
-                stream.write(frame.to_csv(index=False).encode())
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    def write(stream: BinaryIO) -> None:
+        if path.suffix.lower() == ".parquet":
+            frame.to_parquet(stream, index=False)
+        else:
+            stream.write(frame.to_csv(index=False).encode())
+
+    write_atomically(path, write)
 
 
 # ---- running -------------------------------------------------------------------------------

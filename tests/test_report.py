@@ -239,7 +239,9 @@ def test_failed_write_leaves_no_temp_file(reports, tmp_path, monkeypatch):
     def fail(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(rpt.os, "replace", fail)
+    import planner.files
+
+    monkeypatch.setattr(planner.files.os, "replace", fail)
     with pytest.raises(OSError):
         rpt.save_report(reports["serving"], tmp_path / "r.md")
     assert list(tmp_path.iterdir()) == []
