@@ -130,7 +130,7 @@ def kv_bytes_per_element(precision: KvPrecision) -> float:
 QLORA_NF4_BYTES_PER_PARAM = 0.5 + 0.127 / 8
 """NF4 with double quantisation: 4 bits + 0.127 bits of constants per parameter (Dettmers et al. 2023, QLoRA, Sec. 3)."""
 
-ADAPTER_BYTES_PER_PARAM = 16.0
+ADAPTER_STATE_BYTES = StateBytes(weights=2.0, gradients=2.0, optimizer=12.0)
 """Trainable adapter parameters under mixed-precision Adam: 2+2+12 bytes (ZeRO Sec. 3.1)."""
 
 
@@ -170,16 +170,21 @@ def stage_params(model: ModelSpec, layers: range, first: bool, last: bool, tp: i
     and the vocabulary-parallel embedding/LM head by t; norms are replicated (their share is
     tiny and counted as split). Routed experts are split over EP ranks and, within an expert,
     over expert-TP (Megatron-Core MoE; DeepSpeed-MoE, Rajbhandari et al. 2022, Sec. 4), never
-    over TP alone.
+    over TP alone. MLA's down-projections (W^DQ, W^DKV with W^KR) and latent norms are
+    replicated on every TP rank, as vLLM and SGLang build them (`ReplicatedLinear`).
     """
     dense_sums, expert_sums = model.layer_prefix_sums
     dense = dense_sums[layers.stop] - dense_sums[layers.start]
     experts = expert_sums[layers.stop] - expert_sums[layers.start]
+    replicated = model.mla_replicated_params * len(layers)
+    dense -= replicated
     if first:
         dense += model.embedding_params
     if last:
         dense += model.lm_head_params
-    return StageParams(dense=dense / tp, experts=experts / (ep * expert_tp))
+        if model.tied_embeddings and not first:
+            dense += model.embedding_params  # the last stage keeps its own copy of a tied matrix (Megatron, vLLM)
+    return StageParams(dense=dense / tp + replicated, experts=experts / (ep * expert_tp))
 
 
 # ---- activations ---------------------------------------------------------------------------
@@ -265,15 +270,20 @@ def lora_adapter_params(model: ModelSpec, lora: LoraSettings) -> float:
 # ---- training ------------------------------------------------------------------------------
 
 
-def candidate_stages(pp: int) -> list[int]:
-    """Stages that can be the most loaded: the first two and the last two.
+def candidate_stages(model: ModelSpec, pp: int) -> list[int]:
+    """Stages that can be the most loaded: the earliest stage of each (layers, MoE layers, first, last) kind.
 
-    Stage 0 holds the embedding and the most in-flight micro-batches; stage 1 the most MoE
-    layers when the first layers are dense (DeepSeek first_k_dense); the last stage the LM
-    head and logits. Middle stages hold no more layers (earlier stages take the remainder)
-    and fewer in-flight micro-batches than stage 1, so they are never heavier.
+    A stage's memory depends only on how many layers and MoE layers it holds, whether it
+    holds the embedding (first) or the LM head (last), and its in-flight micro-batches, which
+    fall with the stage index under 1F1B. Among stages of one kind the earliest is therefore
+    the heaviest, so checking one stage per kind is exact (DeepSeek's leading dense layers
+    can make a middle stage the heaviest).
     """
-    return sorted({0, min(1, pp - 1), max(pp - 2, 0), pp - 1})
+    kinds: dict[tuple[int, int, bool, bool], int] = {}
+    for stage, layers in enumerate(stage_layer_ranges(model.num_layers, pp)):
+        moe = model.moe_layer_prefix[layers.stop] - model.moe_layer_prefix[layers.start]
+        kinds.setdefault((len(layers), moe, stage == 0, stage == pp - 1), stage)
+    return sorted(kinds.values())
 
 
 def training_reserve_bytes(gpu: GpuSpec, assumptions: Assumptions) -> float:
@@ -290,12 +300,14 @@ def training_memory(
     dp_experts = layout.dp // layout.ep
     best: tuple[float, int, list[MemoryTerm]] | None = None
     ranges = stage_layer_ranges(model.num_layers, layout.pp)
-    for stage in candidate_stages(layout.pp):
+    for stage in candidate_stages(model, layout.pp):
         layers = ranges[stage]
         first, last = stage == 0, stage == layout.pp - 1
         params = stage_params(model, layers, first, last, layout.tp, layout.ep, layout.expert_tp)
         embed_on_card = ((model.embedding_params if first else 0) + (model.lm_head_params if last else 0)) / layout.tp
         terms = _model_state_terms(model, workload, layout, params, states, dp_experts, len(layers), lora, embed_on_card)
+        if layout.zero >= ZeroStage.PARAMETERS and not lora:
+            terms.append(zero3_gathered_term(model, layout, layers, states))
         terms += _activation_terms(model, workload, layout, stage, layers, last, assumptions)
         terms.append(MemoryTerm(
             name="reserve", bytes=training_reserve_bytes(gpu, assumptions), fixed_bytes=training_reserve_bytes(gpu, assumptions),
@@ -331,12 +343,30 @@ def _model_state_terms(
         if workload.mode is TrainingMode.QLORA:
             base += embed_on_card * (2.0 - base_bpp)  # bitsandbytes quantises Linear layers only
         adapters = lora_adapter_params(model, workload.lora) * stage_layers / model.num_layers / layout.tp
-        return [
-            MemoryTerm(name="weights", bytes=base, fixed_bytes=base, scaling="split by TP/PP/EP; frozen", source=base_src),
-            _sharded("adapter_states", adapters * ADAPTER_BYTES_PER_PARAM, 0.0, dp, dp_experts, zero >= ZeroStage.OPTIMIZER,
-                     "LoRA adapters r(d_in+d_out) per projection (Hu et al. 2021) x 16 bytes (ZeRO Sec. 3.1)"),
+        adapter_terms = model_state_terms(adapters, 0.0, ADAPTER_STATE_BYTES, zero, dp)
+        return [MemoryTerm(name="weights", bytes=base, fixed_bytes=base, scaling="split by TP/PP/EP; frozen", source=base_src)] + [
+            t.model_copy(update={"name": f"adapter_{t.name}", "source": "LoRA adapters r(d_in+d_out) per projection (Hu et al. 2021); " + t.source})
+            for t in adapter_terms
         ]
     return model_state_terms(params.dense, params.experts, states, zero, dp, layout.ep, layout.offload_optimizer)
+
+
+def zero3_gathered_term(model: ModelSpec, layout: TrainingLayout, layers: range, states: StateBytes) -> MemoryTerm:
+    """ZeRO-3 / FSDP working set: the largest layer's parameters gathered whole, for the current and the prefetched layer.
+
+    ZeRO-3 all-gathers each layer's parameters before use (Rajbhandari et al. 2020, Sec. 5.3);
+    FSDP keeps the current and the next unit (backward prefetch), so two layers are counted.
+    """
+    largest = 0.0
+    moe_layers = model.moe_layer_prefix[layers.stop] - model.moe_layer_prefix[layers.start]
+    for moe in [kind for kind, count in ((True, moe_layers), (False, len(layers) - moe_layers)) if count]:
+        index = next(i for i in layers if model.is_moe_layer(i) == moe)
+        body = stage_params(model, range(index, index + 1), False, False, layout.tp, layout.ep, layout.expert_tp)
+        largest = max(largest, body.dense + body.experts)
+    gathered = 2 * largest * states.weights
+    return MemoryTerm(name="zero3_gathered_layers", bytes=gathered, fixed_bytes=gathered,
+                      scaling="two layers' parameters on the card, gathered (current + prefetch)",
+                      source="Rajbhandari et al. 2020 (ZeRO) Sec. 5.3; PyTorch FSDP backward prefetch")
 
 
 def model_state_terms(
@@ -423,7 +453,7 @@ def kv_heads_per_card(model: ModelSpec, tp: int) -> tuple[float, str]:
         return 1.0, "MLA latent KV cache is replicated on every TP rank (not split by heads)"
     if tp > model.num_kv_heads:
         return 1.0, f"tp={tp} > kv_heads={model.num_kv_heads}: each rank holds a replicated KV head"
-    return model.num_kv_heads / tp, ""
+    return float(math.ceil(model.num_kv_heads / tp)), ""
 
 
 def kv_bytes_per_token_per_card(model: ModelSpec, precision: KvPrecision, tp: int, pp: int) -> tuple[float, str]:
@@ -441,8 +471,8 @@ def paged_tokens(tokens: int, block_tokens: int) -> int:
     return math.ceil(tokens / block_tokens) * block_tokens
 
 
-def inference_weight_bytes_per_card(model: ModelSpec, precision: WeightPrecision, tp: int, pp: int, assumptions: Assumptions) -> tuple[float, float]:
-    """(weight bytes, 16-bit embedding/LM-head bytes) on the most loaded card of a replica.
+def serving_stage_bytes(model: ModelSpec, precision: WeightPrecision, tp: int, pp: int, assumptions: Assumptions) -> tuple[float, float, float]:
+    """(weight bytes, 16-bit embedding/LM-head bytes, routed-expert bytes within the weights) of the most loaded serving card.
 
     Weights are split by TP within a stage and by PP over stages; routed experts over the
     replica's TP ranks (expert parallelism with EP = TP, or expert-TP = TP: same bytes).
@@ -451,16 +481,22 @@ def inference_weight_bytes_per_card(model: ModelSpec, precision: WeightPrecision
     """
     bpp = weight_bytes_per_param(precision, assumptions.int4_group_size)
     keep16 = bpp < 2.0 and not assumptions.quantize_embeddings
-    best = (0.0, 0.0)
+    best = (0.0, 0.0, 0.0)
     for stage, layers in enumerate(stage_layer_ranges(model.num_layers, pp)):
         first, last = stage == 0, stage == pp - 1
         params = stage_params(model, layers, first, last, tp, tp, 1)
         embed = ((model.embedding_params if first else 0) + (model.lm_head_params if last else 0)) / tp
         body = params.dense + params.experts - (embed if keep16 else 0.0)
-        weights = body * bpp + (embed * 2.0 if keep16 else 0.0)
-        if weights > sum(best):
-            best = (body * bpp, embed * 2.0 if keep16 else 0.0)
+        candidate = (body * bpp, embed * 2.0 if keep16 else 0.0, params.experts * bpp)
+        if candidate[0] + candidate[1] > best[0] + best[1]:
+            best = candidate
     return best
+
+
+def inference_weight_bytes_per_card(model: ModelSpec, precision: WeightPrecision, tp: int, pp: int, assumptions: Assumptions) -> tuple[float, float]:
+    """(weight bytes, 16-bit embedding/LM-head bytes) on the most loaded card of a replica (see `serving_stage_bytes`)."""
+    body, embed, _ = serving_stage_bytes(model, precision, tp, pp, assumptions)
+    return body, embed
 
 
 def prefill_workspace_bytes(model: ModelSpec, tp: int, batch: int, assumptions: Assumptions) -> float:

@@ -125,6 +125,15 @@ class ModelSpec(BaseModel):
         bias = (q_width + 2 * kv_width) if self.qkv_bias else 0
         return h * q_width + 2 * h * kv_width + q_width * h + bias
 
+    @cached_property
+    def mla_replicated_params(self) -> int:
+        """MLA parameters every TP rank holds whole per layer: W^DQ, W^DKV + W^KR and the two latent norms (0 for non-MLA)."""
+        if not self.is_mla:
+            return 0
+        h = self.hidden_size
+        q_down = h * self.q_lora_rank + self.q_lora_rank if self.q_lora_rank else 0
+        return q_down + h * (self.kv_lora_rank + self.qk_rope_head_dim) + self.kv_lora_rank
+
     def mlp_params(self, inner: int) -> int:
         """One MLP of inner width `inner`: 3*h*inner for SwiGLU (Shazeer 2020), 2*h*inner for GELU."""
         return (3 if self.gated_mlp else 2) * self.hidden_size * inner

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from planner.catalog import GpuSpec
 from planner.enums import Checkpointing, TrainPrecision, WeightPrecision, ZeroStage
 from planner.layout import InferenceLayout, TrainingLayout
-from planner.memory import activation_bytes_per_layer, inference_weight_bytes_per_card, kv_bytes_per_token_per_card, stage_layer_ranges, stage_params
+from planner.memory import activation_bytes_per_layer, serving_stage_bytes, kv_bytes_per_token_per_card, stage_layer_ranges, stage_params
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
 from planner.units import FLOPS_PER_TFLOP
@@ -31,7 +31,8 @@ def attention_flops_per_token(model: ModelSpec, seq_len: int) -> float:
     """Forward+backward FLOPs of the attention scores and their product with V, per token.
 
     PaLM (Chowdhery et al. 2022) Appendix B: 12 * L * H * Q * T for MHA, i.e. 6 * L * s *
-    (q_dim + o_dim); the same 12BLs^2h term as Narayanan et al. Eq. 3. Causal masking is not
+    (q_dim + o_dim); Narayanan et al. Eq. 3 has 16BLs^2h because it includes the recomputed
+    forward (12 without it). Causal masking is not
     discounted, as in the MFU convention of both papers and llm-foundry.
     """
     return 6.0 * model.num_layers * seq_len * (model.q_dim + model.o_dim)
@@ -119,12 +120,46 @@ def ring_allreduce_s(message_bytes: float, ranks: int, bandwidth_gbps: float, la
     return 2.0 * (ranks - 1) / ranks * message_bytes / (bandwidth_gbps * 1e9) + 2 * (ranks - 1) * latency_s
 
 
-def group_bandwidth_gbps(gpu: GpuSpec, span_gpus: int, gpus_per_node: int) -> float:
-    """Per-GPU bandwidth of a group spanning `span_gpus` consecutive ranks: scale-up link inside a node, network beyond."""
-    return gpu.scaleup_link_gbps if span_gpus <= gpus_per_node else gpu.network_gbps_per_gpu
+def group_bandwidth_gbps(gpu: GpuSpec, size: int, stride: int, gpus_per_node: int, collective: bool = True) -> float:
+    """Per-GPU bandwidth of a group of `size` ranks spaced `stride` apart (the inner parallel degrees), GB/s.
+
+    Inside one node: the scale-up link. Across nodes, a ring collective (all-reduce, all-gather,
+    reduce-scatter) runs one ring per group member on a node, each over its own NIC, so it gets
+    the NIC bandwidth times the members per node, capped by the scale-up link (NCCL's
+    multi-node bus bandwidth approaches the node's aggregate NIC rate: nccl-tests PERFORMANCE.md,
+    'bus bandwidth'). Point-to-point sends and all-to-all get one NIC per GPU.
+    """
+    if size * stride <= gpus_per_node:
+        return gpu.scaleup_link_gbps
+    if not collective:
+        return gpu.network_gbps_per_gpu
+    members_per_node = max(1, min(size, gpus_per_node // stride))
+    return min(gpu.scaleup_link_gbps, gpu.network_gbps_per_gpu * members_per_node)
 
 
 # ---- training ------------------------------------------------------------------------------
+
+
+def stage_imbalance(num_layers: int, pp: int) -> float:
+    """How much slower the slowest pipeline stage is than an even split: ceil(L/p) x p / L (1 when p divides L)."""
+    return math.ceil(num_layers / pp) * pp / num_layers
+
+
+def dp_volume_factor(zero: ZeroStage, micro_batches: int) -> float:
+    """Data-parallel traffic per step in units of (d-1)/d x the gradient bytes on a card.
+
+    Plain DP and ZeRO-1 all-reduce (or reduce-scatter + all-gather) once per step: 2
+    (Rajbhandari et al. 2020, Sec. 7.1). ZeRO-2 reduce-scatters the gradients after every
+    micro-batch's backward (partitioned gradients cannot accumulate locally; DeepSpeed issue
+    #2252) and all-gathers the parameters once: m + 1. ZeRO-3 all-gathers the parameters in
+    each forward and backward and reduce-scatters the gradients, every micro-batch: 3m
+    (Sec. 7.2.2: 1.5x plain DP per micro-batch).
+    """
+    if zero >= ZeroStage.PARAMETERS:
+        return 3.0 * micro_batches
+    if zero >= ZeroStage.GRADIENTS:
+        return micro_batches + 1.0
+    return 2.0
 
 
 def elementwise_s(
@@ -179,40 +214,40 @@ def training_perf(
     dtype = train_compute_dtype(layout.precision)
     rate = matmul_ceiling_tflops(gpu, dtype, assumptions) * assumptions.training_kernel_efficiency * FLOPS_PER_TFLOP
     hw_flops = hardware_flops_per_token(model, s, layout.checkpointing) * tokens_per_step
-    compute = hw_flops / n / rate
-    elementwise = elementwise_s(model, s, tokens_per_step / layout.dp, layout, gpu, assumptions)
+    imbalance = stage_imbalance(model.num_layers, layout.pp)
+    compute = hw_flops / n / rate * imbalance
+    elementwise = elementwise_s(model, s, tokens_per_step / layout.dp, layout, gpu, assumptions) * imbalance
     bubble = (compute + elementwise) * (layout.pp - 1) / (assumptions.pipeline_interleave_chunks * m)
 
     layers_per_stage = math.ceil(model.num_layers / layout.pp)
     activation_msg = 2.0 * s * b * model.hidden_size
-    tp_bw = group_bandwidth_gbps(gpu, layout.tp, node)
+    tp_bw = group_bandwidth_gbps(gpu, layout.tp, 1, node)
     allreduces = 6 if layout.checkpointing is Checkpointing.FULL else 4
     tp_comm = layers_per_stage * m * allreduces * ring_allreduce_s(activation_msg, layout.tp, tp_bw, assumptions.collective_latency_s)
 
-    pp_bw = group_bandwidth_gbps(gpu, layout.tp * layout.pp, node)
+    pp_bw = group_bandwidth_gbps(gpu, layout.pp, layout.tp, node, collective=False)
     pp_comm = 0.0 if layout.pp == 1 else 2.0 * m * (activation_msg / layout.tp) / (pp_bw * 1e9)
 
     params = stage_params(model, stage_layer_ranges(model.num_layers, layout.pp)[0], True, layout.pp == 1, layout.tp, layout.ep, layout.expert_tp)
     params_on_card = params.dense + params.experts
     grad_bytes = 2.0 * params_on_card if layout.precision is not TrainPrecision.FP32 else 4.0 * params_on_card
-    dp_bw = group_bandwidth_gbps(gpu, n, node)
-    volume_factor = 3.0 if layout.zero >= ZeroStage.PARAMETERS else 2.0
+    dp_bw = group_bandwidth_gbps(gpu, layout.dp, layout.tp * layout.pp, node)
     dp_comm = 0.0
     if layout.dp > 1:
-        dp_comm = volume_factor * (layout.dp - 1) / layout.dp * grad_bytes / (dp_bw * 1e9)
+        dp_comm = dp_volume_factor(layout.zero, m) * (layout.dp - 1) / layout.dp * grad_bytes / (dp_bw * 1e9)
     dp_exposed = max(0.0, dp_comm - assumptions.dp_overlap_fraction * compute)
 
     ep_comm = 0.0
     if model.is_moe and layout.ep > 1:
         moe_layers_per_stage = math.ceil(model.num_moe_layers / layout.pp)
         dispatch = 2.0 * s * b * model.experts_per_token * model.hidden_size * (layout.ep - 1) / layout.ep
-        ep_bw = group_bandwidth_gbps(gpu, layout.tp * layout.ep, node)
+        ep_bw = group_bandwidth_gbps(gpu, layout.ep, layout.tp * layout.pp, node, collective=False)
         ep_comm = moe_layers_per_stage * m * 4 * dispatch / (ep_bw * 1e9)
 
     state_bytes = params_on_card * 16.0 / (layout.dp if layout.zero >= ZeroStage.OPTIMIZER else 1)
     optimizer = 2.0 * state_bytes / (gpu.hbm_bandwidth_gbps * 1e9)
     if layout.offload_optimizer:
-        optimizer += 4.0 * params_on_card / layout.dp / (gpu.scaleup_link_gbps * 1e9 if gpu.scaleup_kind.startswith("PCIe") else 25e9)
+        optimizer += 4.0 * params_on_card / layout.dp / (assumptions.host_link_gbps * 1e9)
 
     step = compute + elementwise + bubble + tp_comm + pp_comm + dp_exposed + ep_comm + optimizer
     tokens_per_s = tokens_per_step / step
@@ -252,8 +287,13 @@ def expected_experts_touched(model: ModelSpec, tokens: int) -> float:
 
 
 def prefill_flops(model: ModelSpec, prompt_tokens: int) -> float:
-    """Forward FLOPs of one prompt: 2 N_active per token plus causal attention 2 L s^2 (q+o)/2 (Kaplan et al. 2020, Table 1)."""
-    return 2.0 * model.matmul_params_per_token * prompt_tokens + model.num_layers * prompt_tokens**2 * (model.q_dim + model.o_dim)
+    """Forward FLOPs of one prompt: 2 N per token (Kaplan et al. 2020, Table 1) plus causal attention L s^2 (q+o).
+
+    The LM head runs for the last prompt token only (serving engines sample from it alone).
+    """
+    head = model.vocab_size * model.hidden_size
+    body = model.matmul_params_per_token - head
+    return 2.0 * body * prompt_tokens + 2.0 * head + model.num_layers * prompt_tokens**2 * (model.q_dim + model.o_dim)
 
 
 def decode_step_s(
@@ -269,13 +309,11 @@ def decode_step_s(
     """
     node = gpus_per_node or gpu.gpus_per_node
     b = layout.batch
-    body, embed = inference_weight_bytes_per_card(model, layout.weight_precision, layout.tp, layout.pp, assumptions)
+    body, embed, experts = serving_stage_bytes(model, layout.weight_precision, layout.tp, layout.pp, assumptions)
     weights = body + embed
     if model.is_moe:
-        all_experts = model.routed_expert_params_total / layout.tp / layout.pp
-        bpp = body / max(1.0, (model.total_params - model.embedding_params - model.lm_head_params) / layout.tp / layout.pp)
-        touched = expected_experts_touched(model, b) / model.n_routed_experts
-        weights -= all_experts * bpp * (1.0 - touched)
+        untouched = 1.0 - expected_experts_touched(model, b) / model.n_routed_experts
+        weights -= experts * untouched
     kv_token, _ = kv_bytes_per_token_per_card(model, layout.kv_precision, layout.tp, layout.pp)
     kv = kv_token * context_tokens * b
     t_mem = (weights + kv) / (gpu.hbm_bandwidth_gbps * 1e9 * assumptions.decode_hbm_efficiency)
@@ -284,7 +322,7 @@ def decode_step_s(
     flops += 2.0 * model.num_layers * context_tokens * b * (model.q_dim + model.o_dim) / (layout.tp * layout.pp)
     t_compute = flops / rate
     layers_per_stage = math.ceil(model.num_layers / layout.pp)
-    bw = group_bandwidth_gbps(gpu, layout.tp, node)
+    bw = group_bandwidth_gbps(gpu, layout.tp, 1, node)
     tp_comm = layers_per_stage * 2 * ring_allreduce_s(2.0 * b * model.hidden_size, layout.tp, bw, assumptions.collective_latency_s)
     stage = max(t_mem, t_compute) + tp_comm
     return stage * layout.pp, ("memory" if t_mem >= t_compute else "compute")

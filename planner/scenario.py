@@ -54,6 +54,7 @@ class Assumptions(BaseModel):
     usd_per_kwh: float = Field(ge=0, description="Electricity price, USD per kWh.")
     pipeline_interleave_chunks: int = Field(ge=1, description="Virtual stages per pipeline rank (1 = plain 1F1B).")
     activation_traffic_factor: float = Field(ge=0, description="HBM passes over stored activations per training step.")
+    host_link_gbps: float = Field(gt=0, description="Host<->GPU bandwidth for offload traffic, GB/s.")
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, Any] | None = None) -> Assumptions:

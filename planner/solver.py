@@ -143,6 +143,9 @@ def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario) -> list
     bounds = []
     for e in rows:
         bound = min_replicas(workload, e)
+        if workload.target_output_tokens_per_s:  # the encoding compares scaled integers: bound on those too
+            supply = max(1, scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit"))
+            bound = max(bound, math.ceil(scaled(workload.target_output_tokens_per_s, "tokens_per_s") / supply))
         if scenario.search.max_gpus:
             bound = max(bound, scenario.search.max_gpus // e.layout.gpus_per_replica)
         if e.layout.gpu in scenario.constraints.inventory:
@@ -197,12 +200,10 @@ def _solver(time_limit_s: float) -> cp_model.CpSolver:
     return solver
 
 
-def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float, skip_limits: frozenset[str] = frozenset(),
-                only_gpu: str | None = None) -> tuple[Evaluation | None, str, float, float, list[str]]:
+def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
+                skip_limits: frozenset[str] = frozenset()) -> tuple[Evaluation | None, str, float, float, list[str]]:
     """Solve the encoded table: (chosen plan with its replicas, status, gap, solver seconds, conflicting limit keys)."""
     enc = build_encoding(scenario, rows, skip_limits)
-    if only_gpu is not None:
-        enc.model.add(sum(x for x, e in zip(enc.x, rows) if e.layout.gpu == only_gpu) == 1)
     expr, maximise = _objective_expr(enc, scenario.objective)
     if maximise:
         enc.model.maximize(expr)
@@ -214,7 +215,8 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     if status == cp_model.INFEASIBLE:
         core = set(solver.sufficient_assumptions_for_infeasibility())
         keys = [lim.key for lim in enc.limits if lim.literal.index in core]
-        return None, "INFEASIBLE", 0.0, elapsed, minimal_core(scenario, rows, keys, [lim.key for lim in enc.limits], time_limit_s)
+        all_keys = [lim.key for lim in enc.limits]
+        return None, "INFEASIBLE", 0.0, elapsed, minimal_core(scenario, rows, keys, all_keys, skip_limits, time_limit_s)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None, "UNKNOWN", 0.0, elapsed, []
     proved = status == cp_model.OPTIMAL
@@ -239,7 +241,8 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     return plan, ("OPTIMAL" if proved else "FEASIBLE"), gap, elapsed, []
 
 
-def minimal_core(scenario: Scenario, rows: list[Evaluation], core: list[str], all_keys: list[str], time_limit_s: float) -> list[str]:
+def minimal_core(scenario: Scenario, rows: list[Evaluation], core: list[str], all_keys: list[str], skipped: frozenset[str],
+                 time_limit_s: float) -> list[str]:
     """Shrink CP-SAT's sufficient set of conflicting limits to a minimal one by deletion (Junker's QuickXplain idea, linear form).
 
     CP-SAT's `sufficient_assumptions_for_infeasibility` is not guaranteed minimal; a limit is
@@ -249,7 +252,7 @@ def minimal_core(scenario: Scenario, rows: list[Evaluation], core: list[str], al
     current = list(core)
     for key in list(current):
         trial = [k for k in current if k != key]
-        enc = build_encoding(scenario, rows, skip_limits=frozenset(k for k in all_keys if k not in trial))
+        enc = build_encoding(scenario, rows, skip_limits=skipped | frozenset(k for k in all_keys if k not in trial))
         solver = _solver(time_limit_s)
         if solver.solve(enc.model) == cp_model.INFEASIBLE:
             current = trial
@@ -373,7 +376,8 @@ def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows:
             lines.append(f"  - {key} = {limit:g} {unit}: no plan on this GPU type fits in memory.")
             continue
         need = _limit_quantity(key, best)
-        lines.append(f"  - {key} = {limit:,.4g} {unit}, but the best plan meeting the other limits needs {need:,.4g} {unit}: {layout_summary(best)}.")
+        which = "the fastest layout" if key in ("ttft", "tpot") else "the best plan meeting the other limits"
+        lines.append(f"  - {key} = {limit:,.4g} {unit}, but {which} needs {need:,.4g} {unit}: {layout_summary(best)}.")
     if "max_gpus" in core or any(k.startswith("inventory:") for k in core):
         lines.append("  " + weights_floor(scenario, model, space))
     return "\n".join(lines)
@@ -462,7 +466,8 @@ def pareto_frontier(scenario: Scenario, rows: list[Evaluation], time_limit_s: fl
             w = current.workload
             slo = w.slo.model_copy(update={"tpot_s": e.perf.tpot_s * (1 - 1e-3)})
             current = current.model_copy(update={"workload": w.model_copy(update={"slo": slo})})
-    return frontier
+    # Ties on (rounded) cost are broken by GPUs, not speed: keep only points no later, faster point matches on cost.
+    return [p for i, p in enumerate(frontier) if not any(q.cost <= p.cost for q in frontier[i + 1:])]
 
 
 # ---- entry point ---------------------------------------------------------------------------

@@ -62,7 +62,10 @@ def test_routed_experts_split_by_ep_not_by_tp() -> None:
     assert single.experts == v3.routed_expert_params_total
     assert tp8.experts == single.experts  # TP alone leaves every routed expert on every TP rank
     assert tp8.experts == pytest.approx(8 * ep8.experts)  # EP=8 holds 1/8 of them
-    assert tp8.dense == pytest.approx(single.dense / 8)  # TP does split attention, dense MLPs, embeddings
+    # TP splits attention, dense MLPs and embeddings, but MLA's down-projections stay whole on every rank (vLLM ReplicatedLinear)
+    replicated = v3.mla_replicated_params * v3.num_layers
+    assert replicated == pytest.approx(0.92e9, rel=0.01)
+    assert tp8.dense == pytest.approx((single.dense - replicated) / 8 + replicated)
     assert ep8.dense == single.dense
     # expert-TP splits within an expert: EP x expert-TP is what counts
     assert stage_params(v3, layers, True, True, tp=1, ep=4, expert_tp=2).experts == pytest.approx(ep8.experts)
@@ -242,12 +245,25 @@ def test_lora_on_a_24gb_card() -> None:
     """deepseek-llm-7b LoRA r=16 on an RTX 4090: frozen 16-bit base = 6.91e9 x 2 B = 13.8 GB (1e9), adapters small."""
     bd = _lora(TrainingMode.LORA)
     assert bd.term("weights") / GB == pytest.approx(13.82, rel=0.02)
-    assert 0 < bd.term("adapter_states") < 1 * GB
+    adapter_bytes = sum(bd.term(f"adapter_{name}") for name in ("weights", "gradients", "optimizer_states"))
+    assert 0 < adapter_bytes < 1 * GB
     assert bd.term("gradients") == 0 and bd.term("optimizer_states") == 0
-    # r x (d_in + d_out) on q,k,v,o,gate,up,down x 30 layers x 16 bytes
+    # r x (d_in + d_out) on q,k,v,o,gate,up,down x 30 layers x (2 + 2 + 12) bytes
     h, inner, r = 4096, 11008, 16
     adapters = 30 * r * (4 * 2 * h + 3 * (h + inner))
-    assert bd.term("adapter_states") == pytest.approx(adapters * 16.0)
+    assert adapter_bytes == pytest.approx(adapters * 16.0)
+    assert bd.term("adapter_optimizer_states") == pytest.approx(adapters * 12.0)
+
+
+def test_lora_zero1_shards_only_the_adapter_optimizer_states() -> None:
+    """ZeRO-1 over 4 ranks: adapter weights and gradients stay whole, the 12 optimizer bytes are divided by 4 (ZeRO Sec. 5.1)."""
+    one = train("deepseek-llm-7b", "RTX-4090", seq=2048, mode=TrainingMode.LORA, lora=LoraSettings(rank=16), micro_batch=1,
+                checkpointing=Checkpointing.FULL)
+    four = train("deepseek-llm-7b", "RTX-4090", seq=2048, mode=TrainingMode.LORA, lora=LoraSettings(rank=16), micro_batch=1,
+                 checkpointing=Checkpointing.FULL, dp=4, zero=ZeroStage.OPTIMIZER)
+    assert four.term("adapter_weights") == pytest.approx(one.term("adapter_weights"))
+    assert four.term("adapter_gradients") == pytest.approx(one.term("adapter_gradients"))
+    assert four.term("adapter_optimizer_states") == pytest.approx(one.term("adapter_optimizer_states") / 4)
 
 
 def test_qlora_weights_nf4_plus_16bit_embeddings() -> None:
@@ -274,3 +290,21 @@ def test_reserve_is_a_stated_term(case: str) -> None:
         bd = inference_memory(model, workload, layout, card, A)
     reserve = [t for t in bd.terms if t.name == "reserve"]
     assert len(reserve) == 1 and reserve[0].bytes > 0 and reserve[0].source
+
+
+def test_most_loaded_stage_is_found_when_dense_layers_spill_past_stage_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DeepSeek-V3 at pp=32 (2 layers per stage, 3 leading dense layers): stage 2 (two MoE layers) outweighs stages 0 and 1.
+
+    The stage shortcut must give exactly what checking every stage gives."""
+    import planner.memory as memory
+
+    for pp, tp, ep in ((32, 1, 8), (32, 1, 1), (16, 2, 4), (61, 1, 8)):
+        fast = train("deepseek-v3", "H200", pp=pp, tp=tp, dp=ep, ep=ep, zero=ZeroStage.OPTIMIZER,
+                     checkpointing=Checkpointing.SELECTIVE)
+        with monkeypatch.context() as patch:
+            patch.setattr(memory, "candidate_stages", lambda model, pp: list(range(pp)))
+            every = train("deepseek-v3", "H200", pp=pp, tp=tp, dp=ep, ep=ep, zero=ZeroStage.OPTIMIZER,
+                          checkpointing=Checkpointing.SELECTIVE)
+        assert fast.total_bytes == pytest.approx(every.total_bytes, rel=1e-12)
+        assert fast.stage == every.stage
+    assert train("deepseek-v3", "H200", pp=32, tp=1, dp=8, ep=8, zero=ZeroStage.OPTIMIZER).stage == 2
