@@ -274,7 +274,21 @@ def read_structured_file(path: Path) -> Any:
         raise InputError(f"{path}: malformed YAML{where}: {problem}.") from None
 
 
+def check_catalog_names(scenario: Scenario, origin: str) -> Scenario:
+    """Resolve the model and every GPU name against the catalogs, so a typo fails at load time naming file and field."""
+    from planner.catalog import resolve_gpu, resolve_model
+
+    resolve_model(scenario.workload.model, where=f"{origin}: workload.model")
+    for gpu in scenario.search.gpus or ():
+        resolve_gpu(gpu, where=f"{origin}: search.gpus")
+    for gpu in scenario.constraints.inventory:
+        resolve_gpu(gpu, where=f"{origin}: constraints.inventory")
+    for gpu in scenario.pricing.usd_per_gpu_hour:
+        resolve_gpu(gpu, where=f"{origin}: pricing.usd_per_gpu_hour")
+    return scenario
+
+
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file (YAML or JSON)."""
+    """Read and validate a scenario file (YAML or JSON), catalog names included."""
     path = Path(path)
-    return parse_scenario(read_structured_file(path), str(path))
+    return check_catalog_names(parse_scenario(read_structured_file(path), str(path)), str(path))

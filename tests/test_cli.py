@@ -73,7 +73,7 @@ def test_broken_scenarios_fail_with_one_line(tmp_path: Path, kind: str, command:
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert expected in lines[0]
-    assert str(path) in lines[0] or kind in ("unknown_gpu", "unknown_model")
+    assert str(path) in lines[0]
     assert "Traceback" not in result.output
 
 
