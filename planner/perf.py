@@ -83,16 +83,21 @@ def peak_tflops(gpu: GpuSpec, dtype: str) -> float:
 
 
 def matmul_ceiling_tflops(gpu: GpuSpec, dtype: str, assumptions: Assumptions) -> float:
-    """Achievable matmul throughput: the measured ceiling where the catalog has one, else peak x an assumed fraction.
+    """Achievable matmul throughput: the measured ceiling where the catalog has one, else peak x a fraction.
 
     Measured ceilings (stas00/ml-engineering, via shared/reference/gpus.csv) are 0.78-0.87 of
-    the datasheet for NVIDIA parts and 0.51 for MI300X.
+    the datasheet for NVIDIA parts and 0.51 for MI300X. A dtype without its own measurement
+    takes the card's measured BF16 fraction (kernel maturity is a property of the card's
+    software stack), else the `matmul_ceiling_fraction` assumption.
     """
     peak = peak_tflops(gpu, dtype)
     measured = {"bf16": gpu.measured_bf16_matmul_tflops, "fp16": gpu.measured_bf16_matmul_tflops,
                 "fp8": gpu.measured_fp8_matmul_tflops if dtype == "fp8" and gpu.supports_fp8 else None}.get(dtype)
     if measured:
         return min(measured, peak)
+    bf16_peak = peak_tflops(gpu, "bf16")
+    if gpu.measured_bf16_matmul_tflops and bf16_peak:
+        return peak * min(1.0, gpu.measured_bf16_matmul_tflops / bf16_peak)
     return peak * assumptions.matmul_ceiling_fraction
 
 
