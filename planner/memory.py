@@ -428,6 +428,7 @@ def _activation_terms(
 # ---- inference -----------------------------------------------------------------------------
 
 PAGED = "Kwon et al. 2023 (PagedAttention, arXiv:2309.06180), Sec. 3: 2 x layers x kv_heads x head_dim x bytes per token"
+MLA_KV = "DeepSeek-V2 (arXiv:2405.04434) Sec. 2.1.2: (kv_lora_rank + qk_rope_head_dim) x layers x bytes per token, in paged blocks"
 
 
 def kv_cache_bytes_per_token(model: ModelSpec, precision: KvPrecision) -> float:
@@ -523,15 +524,18 @@ def inference_memory(
     kv = kv_token * tokens * layout.batch
     workspace = prefill_workspace_bytes(model, layout.tp, layout.batch, assumptions)
     reserve = assumptions.runtime_reserve_gib_inference * BYTES_PER_GIB
+    scales = {"int4": f"GPTQ/AWQ group-{assumptions.int4_group_size} scales and zeros", "int8": "per-channel scales",
+              "fp8": "128x128 block scales (DeepSeek-V3 Sec. 3.3.2)"}.get(layout.weight_precision.value, "no scales")
     terms = [MemoryTerm(name="weights", bytes=body, fixed_bytes=body, scaling="split by TP and PP (experts by EP=TP)",
-                        source=f"weights x bytes per weight ({layout.weight_precision.value}, GPTQ/AWQ group scales)")]
+                        source=f"parameters on the card x bytes per weight ({layout.weight_precision.value}, {scales})")]
     notes = []
     if embed16:
         terms.append(MemoryTerm(name="embeddings_16bit", bytes=embed16, fixed_bytes=embed16, scaling="split by TP; first/last stage",
                                 source="AutoGPTQ/AutoAWQ keep embedding and LM head in 16-bit"))
         notes.append("embedding and LM head kept in 16-bit (assumption quantize_embeddings=false)")
     terms += [
-        MemoryTerm(name="kv_cache", bytes=kv, fixed_bytes=kv, scaling=f"x batch x {tokens} tokens (blocks of {assumptions.kv_block_tokens})", source=PAGED),
+        MemoryTerm(name="kv_cache", bytes=kv, fixed_bytes=kv, scaling=f"x batch x {tokens} tokens (blocks of {assumptions.kv_block_tokens})",
+                   source=MLA_KV if model.is_mla else PAGED),
         MemoryTerm(name="workspace", bytes=workspace, fixed_bytes=workspace, scaling="prefill chunk + logits of the batch", source="vLLM profile run (approximation)"),
         MemoryTerm(name="reserve", bytes=reserve, fixed_bytes=reserve, scaling="fixed per card", source="assumptions: runtime_reserve_gib_inference"),
     ]
