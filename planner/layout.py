@@ -30,6 +30,7 @@ class TrainingLayout(BaseModel):
     sequence_parallel: bool = Field(default=True, description="Megatron sequence parallelism (effective when tp > 1).")
     flash_attention: bool = Field(default=True, description="FlashAttention: no s^2 activations.")
     offload_optimizer: bool = Field(default=False, description="ZeRO-Offload: optimizer states in CPU memory.")
+    offload_params: bool = Field(default=False, description="ZeRO-Infinity: parameter shards in CPU memory (ZeRO-3 only).")
 
     @model_validator(mode="after")
     def _ep_divides_dp(self) -> TrainingLayout:
@@ -37,6 +38,8 @@ class TrainingLayout(BaseModel):
             raise ValueError(f"ep={self.ep} must divide dp={self.dp}")
         if self.offload_optimizer and self.zero < ZeroStage.OPTIMIZER:
             raise ValueError("optimizer offload needs ZeRO stage >= 1")
+        if self.offload_params and self.zero < ZeroStage.PARAMETERS:
+            raise ValueError("parameter offload needs ZeRO stage 3")
         return self
 
     @property

@@ -348,7 +348,7 @@ def _model_state_terms(
             t.model_copy(update={"name": f"adapter_{t.name}", "source": "LoRA adapters r(d_in+d_out) per projection (Hu et al. 2021); " + t.source})
             for t in adapter_terms
         ]
-    return model_state_terms(params.dense, params.experts, states, zero, dp, layout.ep, layout.offload_optimizer)
+    return model_state_terms(params.dense, params.experts, states, zero, dp, layout.ep, layout.offload_optimizer, layout.offload_params)
 
 
 def zero3_gathered_term(model: ModelSpec, layout: TrainingLayout, layers: range, states: StateBytes) -> MemoryTerm:
@@ -371,7 +371,7 @@ def zero3_gathered_term(model: ModelSpec, layout: TrainingLayout, layers: range,
 
 def model_state_terms(
     replicated_params: float, expert_params: float, states: StateBytes, zero: ZeroStage, dp: int, ep: int = 1,
-    offload_optimizer: bool = False,
+    offload_optimizer: bool = False, offload_params: bool = False,
 ) -> list[MemoryTerm]:
     """Weights, gradients and optimizer states on one card (ZeRO Sec. 5.1-5.3).
 
@@ -380,9 +380,14 @@ def model_state_terms(
     `expert_params` (routed experts already split by EP) are sharded over dp/ep ranks only.
     """
     dp_experts = dp // ep
+    if offload_params:
+        weights = MemoryTerm(name="weights", bytes=0.0, scaling="parameter shards in CPU memory (ZeRO-Infinity); gathered layers counted apart",
+                             source="Rajbhandari et al. 2021, ZeRO-Infinity, Sec. 5")
+    else:
+        weights = _sharded("weights", replicated_params * states.weights, expert_params * states.weights, dp, dp_experts,
+                           zero >= ZeroStage.PARAMETERS, ZERO)
     terms = [
-        _sharded("weights", replicated_params * states.weights, expert_params * states.weights, dp, dp_experts,
-                 zero >= ZeroStage.PARAMETERS, ZERO),
+        weights,
         _sharded("gradients", replicated_params * states.gradients, expert_params * states.gradients, dp, dp_experts,
                  zero >= ZeroStage.GRADIENTS, ZERO),
     ]

@@ -251,8 +251,10 @@ def training_perf(
 
     state_bytes = params_on_card * 16.0 / (layout.dp if layout.zero >= ZeroStage.OPTIMIZER else 1)
     optimizer = 2.0 * state_bytes / (gpu.hbm_bandwidth_gbps * 1e9)
-    if layout.offload_optimizer:
+    if layout.offload_optimizer:  # gradients down, updated parameters up (ZeRO-Offload, Ren et al. 2021, Sec. 4)
         optimizer += 4.0 * params_on_card / layout.dp / (assumptions.host_link_gbps * 1e9)
+    if layout.offload_params:  # each rank fetches its parameter shard for every forward and backward (ZeRO-Infinity Sec. 5)
+        optimizer += 2.0 * m * 2.0 * params_on_card / layout.dp / (assumptions.host_link_gbps * 1e9)
 
     step = compute + elementwise + bubble + tp_comm + pp_comm + dp_exposed + ep_comm + optimizer
     tokens_per_s = tokens_per_step / step

@@ -96,7 +96,7 @@ def layout_summary(e: Evaluation) -> str:
     lay = e.layout
     if isinstance(e, TrainingEvaluation):
         ep = f" ep={lay.ep}" if lay.ep > 1 else ""
-        off = " +offload" if lay.offload_optimizer else ""
+        off = " +offload(params)" if lay.offload_params else (" +offload" if lay.offload_optimizer else "")
         return (f"{lay.num_gpus}x {lay.gpu} {lay.precision.value} tp={lay.tp} pp={lay.pp} dp={lay.dp}{ep} "
                 f"zero={int(lay.zero)} ckpt={lay.checkpointing.name.lower()} mb={lay.micro_batch} accum={lay.grad_accum}{off}")
     return (f"{lay.replicas}x ({lay.gpus_per_replica}x {lay.gpu}) w={lay.weight_precision.value} kv={lay.kv_precision.value} "

@@ -157,12 +157,16 @@ def _add_training(
     node: int, precision: TrainPrecision, tp: int, pp: int, dp: int, ep: int, zero: ZeroStage, ckpt: Checkpointing,
     mb: int, accum: int, sequence_parallel: bool, flash: bool, allow_offload: bool,
 ) -> None:
-    offloads = [False, True] if allow_offload and zero >= ZeroStage.OPTIMIZER else [False]
-    for offload in offloads:
+    offloads = [(False, False)]
+    if allow_offload and zero >= ZeroStage.OPTIMIZER:
+        offloads.append((True, False))
+    if allow_offload and zero >= ZeroStage.PARAMETERS:
+        offloads.append((True, True))
+    for offload_optimizer, offload_params in offloads:
         layout = TrainingLayout(
             gpu=gpu.name, precision=precision, tp=tp, pp=pp, dp=dp, ep=ep, expert_tp=tp if ep == 1 else 1, zero=zero,
             checkpointing=ckpt, micro_batch=mb, grad_accum=accum, sequence_parallel=sequence_parallel,
-            flash_attention=flash, offload_optimizer=offload,
+            flash_attention=flash, offload_optimizer=offload_optimizer, offload_params=offload_params,
         )
         space.structural_count += 1
         evaluation = evaluate_training(model, workload, layout, gpu, assumptions, quote, node)

@@ -308,3 +308,15 @@ def test_most_loaded_stage_is_found_when_dense_layers_spill_past_stage_one(monke
         assert fast.total_bytes == pytest.approx(every.total_bytes, rel=1e-12)
         assert fast.stage == every.stage
     assert train("deepseek-v3", "H200", pp=32, tp=1, dp=8, ep=8, zero=ZeroStage.OPTIMIZER).stage == 2
+
+
+def test_offload_moves_states_off_the_card() -> None:
+    """ZeRO-Offload puts the optimizer states in CPU memory; ZeRO-Infinity also the parameter shards (ZeRO-3 only)."""
+    base = train("llama-3.1-8b", dp=8, zero=ZeroStage.PARAMETERS)
+    opt = train("llama-3.1-8b", dp=8, zero=ZeroStage.PARAMETERS, offload_optimizer=True)
+    both = train("llama-3.1-8b", dp=8, zero=ZeroStage.PARAMETERS, offload_optimizer=True, offload_params=True)
+    assert base.term("optimizer_states") > 0 and opt.term("optimizer_states") == 0
+    assert opt.term("weights") > 0 and both.term("weights") == 0
+    assert both.term("zero3_gathered_layers") == base.term("zero3_gathered_layers") > 0
+    with pytest.raises(ValueError):
+        train("llama-3.1-8b", dp=8, zero=ZeroStage.GRADIENTS, offload_params=True)
