@@ -90,6 +90,10 @@ class TrainingWorkload(BaseModel):
     tokens: float = Field(gt=0, description="Tokens to train on.")
     seq_len: int = Field(gt=0, le=1_048_576, description="Sequence length, tokens.")
     global_batch_seqs: int = Field(gt=0, description="Sequences per optimizer step.")
+    global_batch_tolerance: float = Field(
+        default=0.0, ge=0, le=0.5,
+        description="Accept a global batch within this fraction of global_batch_seqs when it divides better (0 = exact).",
+    )
     optimizer: Optimizer = Field(default=Optimizer.ADAMW, description="Optimizer (sets optimizer-state bytes).")
     lora: LoraSettings | None = Field(default=None, description="Adapter settings for lora/qlora.")
 

@@ -100,6 +100,29 @@ def _divisors(n: int) -> list[int]:
     return sorted(set(small + [n // d for d in small]))
 
 
+def batch_splits(global_batch: int, tolerance: float, micro_batch: int, max_dp: int) -> list[tuple[int, int]]:
+    """(DP, accumulation) pairs with micro-batch x DP x accumulation = the global batch, or within the tolerance of it.
+
+    Exact splits use the divisors of global_batch / micro_batch. With a tolerance, every DP up
+    to max_dp takes the accumulation that lands nearest the target, kept when within
+    tolerance x global_batch (the nearest allowed global batch, as Megatron's
+    --global-batch-size must be a multiple of micro-batch x DP).
+    """
+    splits: dict[int, int] = {}
+    if global_batch % micro_batch == 0:
+        for dp in _divisors(global_batch // micro_batch):
+            if dp <= max_dp:
+                splits[dp] = global_batch // (micro_batch * dp)
+    if tolerance > 0:
+        for dp in range(1, min(max_dp, global_batch // micro_batch) + 1):
+            if dp in splits:
+                continue
+            accum = max(1, round(global_batch / (micro_batch * dp)))
+            if abs(micro_batch * dp * accum - global_batch) <= tolerance * global_batch:
+                splits[dp] = accum
+    return sorted(splits.items())
+
+
 def _keep_closest(space: Space, evaluation: TrainingEvaluation | InferenceEvaluation) -> None:
     if space.closest_misfit is None:
         space.closest_misfit = evaluation
@@ -133,13 +156,10 @@ def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumption
         for tp in tp_values(scenario, model, gpu):
             for pp in pp_values(scenario, model):
                 for mb in search.micro_batches:
-                    if workload.global_batch_seqs % mb:
-                        continue
-                    for dp in _divisors(workload.global_batch_seqs // mb):
+                    for dp, accum in batch_splits(workload.global_batch_seqs, workload.global_batch_tolerance, mb, cap // (tp * pp)):
                         n = tp * pp * dp
-                        if n > cap or not whole_nodes(n, node):
+                        if not whole_nodes(n, node):
                             continue
-                        accum = workload.global_batch_seqs // (mb * dp)
                         for ep in ep_values(scenario, model):
                             if dp % ep:
                                 continue

@@ -320,3 +320,16 @@ def test_offload_moves_states_off_the_card() -> None:
     assert both.term("zero3_gathered_layers") == base.term("zero3_gathered_layers") > 0
     with pytest.raises(ValueError):
         train("llama-3.1-8b", dp=8, zero=ZeroStage.GRADIENTS, offload_params=True)
+
+
+def test_batch_splits_exact_and_nearest() -> None:
+    """micro-batch x DP x accumulation = global batch exactly, or within the tolerance when the scenario allows a range."""
+    from planner.space import batch_splits
+
+    exact = batch_splits(1024, 0.0, 2, 4096)
+    assert all(2 * dp * accum == 1024 for dp, accum in exact)
+    assert [dp for dp, _ in exact] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    near = dict(batch_splits(1000, 0.05, 1, 64))
+    assert 24 in near and abs(24 * near[24] - 1000) <= 50  # 24 x 42 = 1008, not a divisor of 1000
+    assert all(abs(dp * accum - 1000) <= 50 for dp, accum in near.items())
+    assert 3 not in dict(batch_splits(1000, 0.0, 1, 64))
