@@ -276,13 +276,13 @@ def sweep_cmd(
 
 @app.command("report")
 def report_cmd(
-    scenario_file: Path = typer.Argument(..., help="Scenario or fleet file (YAML or JSON)."),
+    scenario_file: Path = typer.Argument(..., help="Scenario, study or fleet file (YAML or JSON)."),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="report.html or report.md (both when the .md twin is asked with --twin)."),
     twin: bool = typer.Option(True, "--twin/--no-twin", help="Also write the Markdown (or HTML) twin beside it."),
     time_limit: float = typer.Option(20.0, "--time-limit", help="CP-SAT time limit per solve, seconds."),
 ) -> None:
     """Write a procurement report (self-contained HTML with charts, and its Markdown twin)."""
-    from planner.report import build_fleet_report, build_report, save_report
+    from planner.report import build_fleet_report, build_report, build_study_report, save_report
     from planner.scenario import load_scenario, read_structured_file
 
     def body() -> None:
@@ -293,6 +293,8 @@ def report_cmd(
         if isinstance(data, dict) and "workloads" in data:
             from planner.fleet import load_fleet
             report = build_fleet_report(load_fleet(scenario_file), time_limit_s=time_limit)
+        elif isinstance(data, dict) and "base" in data:
+            report = build_study_report(scenario_file)
         else:
             report = build_report(load_scenario(scenario_file), time_limit_s=time_limit)
         written = [save_report(report, output)]

@@ -505,10 +505,12 @@ def _memory_table(e: Evaluation) -> Block:
     return ("table", ["term", "GiB", "scaling", "source"], body, set())
 
 
-def blocks(report: Report | FleetReport) -> list[Block]:
+def blocks(report: Report | FleetReport | StudyReport) -> list[Block]:
     """The report as format-neutral blocks, so HTML and Markdown show exactly the same content."""
     if isinstance(report, FleetReport):
         return fleet_blocks(report)
+    if isinstance(report, StudyReport):
+        return study_blocks(report)
     s, plan, training = report.scenario, report.plan, report.training
     e = plan.evaluation
     out: list[Block] = [("h1", f"GPU procurement report: {s.name}")]
@@ -578,6 +580,65 @@ def fleet_blocks(report: FleetReport) -> list[Block]:
     return out
 
 
+@dataclass(frozen=True)
+class StudyReport:
+    """A what-if study's table ready to render: one row per case and a chart of the objective."""
+
+    name: str
+    description: str
+    axes: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    headers: tuple[str, ...]
+    chart_svg: str
+    summary: tuple[tuple[str, str], ...]
+    generated_utc: str
+
+
+def build_study_report(study_file: Path, workers: int | None = None) -> StudyReport:
+    """Run a study (planner.studies) and turn its DataFrame into a report: case table and objective chart."""
+    from planner.studies import expand_cases, load_study, run_study, summarize
+
+    study = load_study(study_file)
+    frame = run_study(study, workers=workers)
+    axes = tuple(expand_cases(study)[0].values) if len(frame) else ()
+    headers = (*axes, "status", "plan", "GPUs", "objective", "unit", "reason")
+    rows = []
+    for record in frame.to_dict("records"):
+        value = record.get("objective_value")
+        rows.append(tuple([*(str(record.get(a)) for a in axes), str(record.get("status")), str(record.get("layout") or ""),
+                           "" if record.get("num_gpus") is None or str(record.get("num_gpus")) == "<NA>" else str(record.get("num_gpus")),
+                           "" if value is None or value != value else (f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.4g}"),
+                           str(record.get("objective_unit") or ""),
+                           str(record.get("reason") or "")[:200]]))
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 0.35 * max(len(rows), 3) + 1.2))
+    labels = [", ".join(f"{a.split('.')[-1]}={r[i]}" for i, a in enumerate(axes)) for r in rows]
+    values = [float(v.replace(",", "")) if (v := r[len(axes) + 3]) else 0.0 for r in rows]
+    ax.barh(range(len(rows)), values, color=["#4c72b0" if r[len(axes)] in ("optimal", "feasible") else "#c44e52" for r in rows])
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    unit = next((r[len(axes) + 4] for r in rows if r[len(axes) + 4]), "")
+    ax.set_xlabel(f"objective ({unit}); red = no plan")
+    ax.set_title(study.name)
+    svg = _svg(fig, salt=study.name)
+    plt.close(fig)
+    summary = tuple((str(a), str(b)) for a, b in summarize(frame).itertuples(index=False))
+    return StudyReport(name=study.name, description=study.description, axes=axes, rows=tuple(rows), headers=headers,
+                       chart_svg=svg, summary=summary, generated_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"))
+
+
+def study_blocks(report: StudyReport) -> list[Block]:
+    """The study view: summary, objective chart, one row per case."""
+    out: list[Block] = [("h1", f"What-if study: {report.name}")]
+    if report.description:
+        out.append(("p", report.description))
+    out.append(("p", f"Generated {report.generated_utc} UTC. Each case is a fresh CP-SAT solve of the base scenario with the axis values applied."))
+    out += [("h2", "Summary"), ("table", ["item", "value"], [list(r) for r in report.summary], set())]
+    out += [("h2", "Objective by case"), ("chart", "Objective by case", report.chart_svg)]
+    out += [("h2", "Cases"), ("table", list(report.headers), [list(r) for r in report.rows], set())]
+    return out
+
+
 _SCHEME = re.compile(r"\b(?:https?|ftp)://", re.I)
 
 
@@ -599,11 +660,20 @@ figure{margin:1rem 0}figure svg{max-width:100%;height:auto}figcaption{font-size:
 """
 
 
-def render_html(report: Report | FleetReport) -> str:
+def report_name(report: Report | FleetReport | StudyReport) -> str:
+    """The name a report is about."""
+    if isinstance(report, FleetReport):
+        return report.fleet.name
+    if isinstance(report, StudyReport):
+        return report.name
+    return report.scenario.name
+
+
+def render_html(report: Report | FleetReport | StudyReport) -> str:
     """A self-contained HTML page: inline CSS and SVG, every user and catalog string escaped, no external URL."""
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{_h('planner report: ' + (report.fleet.name if isinstance(report, FleetReport) else report.scenario.name))}</title><style>{CSS}</style></head><body>"]
+             f"<title>{_h('planner report: ' + report_name(report))}</title><style>{CSS}</style></head><body>"]
     for block in blocks(report):
         kind = block[0]
         if kind in ("h1", "h2", "h3", "p"):
@@ -629,7 +699,7 @@ def _md(text: str) -> str:
     return " ".join(t.split())
 
 
-def render_markdown(report: Report | FleetReport) -> str:
+def render_markdown(report: Report | FleetReport | StudyReport) -> str:
     """The same report as Markdown; charts as base64 `data:image/svg+xml` images, so the file stands alone."""
     lines: list[str] = []
     for block in blocks(report):
@@ -670,7 +740,7 @@ def _renderer(path: Path) -> Any:
     return fmt
 
 
-def save_report(report: Report | FleetReport, path: Path) -> Path:
+def save_report(report: Report | FleetReport | StudyReport, path: Path) -> Path:
     """Render a built report by the path's suffix and write it atomically (temp file in the same folder + os.replace)."""
     path = Path(path)
     text = _renderer(path)(report)

@@ -274,3 +274,22 @@ def test_fleet_report_adds_the_fleet_view(tmp_path: Path) -> None:
         assert html.escape(assignment.plan) in page
     assert (tmp_path / "fleet.md").exists()
     assert "https://" not in page
+
+
+def test_study_report_has_a_row_per_case(tmp_path: Path) -> None:
+    """`planner report` accepts a study file: one table row per case, values as `planner.study` computes them."""
+    from typer.testing import CliRunner
+
+    import planner
+    from planner.cli import app
+
+    study_file = SCENARIOS / "studies" / "deepseek-67b-context-precision.yaml"
+    out = tmp_path / "study.html"
+    result = CliRunner().invoke(app, ["report", str(study_file), "-o", str(out), "--no-twin"])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    frame = planner.study(study_file, workers=1)
+    assert page.count("<tr>") >= len(frame) + 1
+    for layout in frame["layout"].dropna():
+        assert html.escape(str(layout)) in page
+    assert "<svg" in page and "https://" not in page
