@@ -97,6 +97,8 @@ class ModelEntry(BaseModel):
     aliases: tuple[str, ...] = Field(default=(), description="Other names.")
     published_total_params_b: float = Field(gt=0, description="Published total parameters, billions.")
     published_active_params_b: float | None = Field(default=None, description="Published active parameters (MoE).")
+    checkpoint_params: int | None = Field(default=None, description="Exact parameter count of the released checkpoint, where published.")
+    checkpoint_params_source: str | None = Field(default=None, description="Where the checkpoint count comes from.")
     params_source: str = Field(description="Where the published count comes from.")
     config_source: str = Field(default="", description="Where the config.json values come from.")
     as_of: str = Field(description="Date.")
