@@ -61,8 +61,9 @@ def count_large() -> int:
     """Legal layouts of the large space, counted without evaluating them."""
     scenario = parse_scenario(LARGE)
     model = resolve_model("llama-3.1-405b")
-    search, w, cap, count = scenario.search, scenario.workload, gpu_cap(scenario), 0
+    search, w, count = scenario.search, scenario.workload, 0
     for gpu in candidate_gpus(scenario):
+        cap = gpu_cap(scenario, gpu.name)
         node = node_size(scenario, gpu)
         precisions = [p for p in search.train_precisions if p.value != "fp8" or gpu.supports_fp8]
         for tp in tp_values(scenario, model, gpu):

@@ -48,7 +48,7 @@ from planner.solver import SOLVER_SEED, SOLVER_WORKERS, layout_summary, min_repl
 from planner.space import build_space
 
 HOURS_PER_WEEK = 168.0
-FORBID = ConfigDict(extra="forbid", frozen=True)
+FORBID = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FleetWorkload(BaseModel):
@@ -74,6 +74,12 @@ class GpuOffer(BaseModel):
     gpu: str = Field(description="GPU id.")
     buy: bool = Field(default=True, description="Can be bought (capex and life from catalogs/onprem.csv).")
     rent_term: PriceTerm | None = Field(default=PriceTerm.ON_DEMAND, description="Cloud term to rent at (None = not rentable).")
+
+    @model_validator(mode="after")
+    def _cloud_term(self) -> GpuOffer:
+        if self.rent_term is PriceTerm.ON_PREM:
+            raise ValueError(f"offer {self.gpu}: rent_term must be a cloud term; buying is `buy: true`")
+        return self
     max_buy_gpus: int | None = Field(default=None, ge=0, description="Most GPUs vendors can deliver in the horizon.")
     max_rent_gpus: int | None = Field(default=None, ge=0, description="Most GPUs rentable at once.")
     lead_time_weeks: int = Field(default=0, ge=0, description="Bought GPUs are usable from this week on.")
@@ -87,18 +93,34 @@ class FleetScenario(BaseModel):
     name: str = Field(min_length=1, description="Fleet name.")
     description: str = Field(default="", description="What the team wants.")
     horizon_weeks: int = Field(gt=0, le=520, description="Planning horizon, weeks.")
-    budget_usd: float | None = Field(default=None, gt=0, description="Most total cost over the horizon, USD.")
+    budget_usd: float | None = Field(default=None, gt=0, le=1e12, description="Most total cost over the horizon, USD.")
     owned: dict[str, int] = Field(default_factory=dict, description="GPUs already owned, per GPU id (capex sunk; power paid).")
     offers: tuple[GpuOffer, ...] = Field(default=(), description="GPUs that can be bought or rented.")
     workloads: tuple[FleetWorkload, ...] = Field(min_length=1, description="Workloads sharing the fleet.")
     assumptions: dict[str, Any] = Field(default_factory=dict, description="Overrides of catalogs/assumptions.yaml.")
 
     @model_validator(mode="after")
-    def _weeks(self) -> FleetScenario:
+    def _consistent(self) -> FleetScenario:
+        names = [w.name for w in self.workloads]
+        if len(set(names)) != len(names):
+            raise ValueError(f"workload names must be unique (repeated: {sorted({n for n in names if names.count(n) > 1})})")
         for w in self.workloads:
             end = w.end_week or self.horizon_weeks
             if not w.start_week < end <= self.horizon_weeks:
                 raise ValueError(f"workload {w.name}: need start_week < end_week <= horizon_weeks")
+            if isinstance(w.workload, TrainingWorkload) and w.duty_cycle != 1.0:
+                raise ValueError(f"workload {w.name}: duty_cycle applies to serving; a training run lasts its time to train")
+            if isinstance(w.workload, InferenceWorkload) and (w.repeat_weekly or w.deadline_days):
+                raise ValueError(f"workload {w.name}: repeat_weekly and deadline_days apply to training")
+        for gpu, count in self.owned.items():
+            if count < 0:
+                raise ValueError(f"owned {gpu} must be >= 0")
+        offered = [o.gpu.lower() for o in self.offers]
+        if len(set(offered)) != len(offered):
+            raise ValueError("each GPU may be offered once")
+        if not self.owned and not self.offers:
+            raise ValueError("the fleet needs owned GPUs or offers to buy or rent")
+        Assumptions.with_overrides(self.assumptions)
         return self
 
 
@@ -211,7 +233,7 @@ def plan_options(fleet: FleetScenario, w: FleetWorkload, gpus: list[str], assump
                 continue
             e = with_replicas(e, min_replicas(w.workload, e))
         weeks = active_weeks(fleet, w, e)
-        if weeks is None:
+        if weeks is None or (w.search.max_gpus is not None and e.layout.num_gpus > w.search.max_gpus):
             continue
         hours = run_hours(w, e, weeks)
         key = (e.layout.gpu, e.layout.num_gpus, len(weeks))
@@ -244,7 +266,8 @@ def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[Fle
         options = plan_options(fleet, w, gpus, assumptions)
         if not options:
             raise InfeasibleError(f"{fleet.name}: workload {w.name} has no plan that fits in memory and meets its own targets "
-                                  f"(deadline, SLOs, weeks) on {', '.join(gpus)}.")
+                                  f"(deadline, SLOs, weeks, max_gpus) on {', '.join(gpus)}.")
+        before = len(out)
         for e, weeks in options:
             g = e.layout.gpu
             hours = run_hours(w, e, weeks)
@@ -258,17 +281,22 @@ def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[Fle
             if offer is not None and offer.rent_term is not None:
                 quote = price_quote(g, Pricing(term=offer.rent_term), assumptions)
                 if quote is not None:
+                    billed = len(weeks) * HOURS_PER_WEEK if offer.rent_term in (PriceTerm.RESERVED_1Y, PriceTerm.RESERVED_3Y) else hours
                     out.append(FleetCandidate(workload=w.name, gpu=g, source="rent", num_gpus=n, weeks=weeks,
-                                              cost_usd=n * hours * quote.usd_per_gpu_hour, evaluation=e))
+                                              cost_usd=n * billed * quote.usd_per_gpu_hour, evaluation=e))
+        if len(out) == before:
+            on = sorted({e.layout.gpu for e, _ in options})
+            raise InfeasibleError(f"{fleet.name}: workload {w.name} fits only on {', '.join(on)}, which the fleet neither owns, "
+                                  f"buys (with an on-prem catalog row) nor rents (with a catalog price for the offer's term).")
     return out
 
 
 def amortised_capex_per_gpu(fleet: FleetScenario, gpu: str, assumptions: Assumptions) -> float | None:
-    """Capex share of one bought GPU over the horizon: capex x horizon / life (straight-line)."""
+    """Capex share of one bought GPU over the horizon: capex x horizon / life (straight-line; past the life it buys replacements)."""
     for row in load_onprem():
         if row.gpu == gpu:
             horizon_years = fleet.horizon_weeks * HOURS_PER_WEEK / 8760.0
-            return row.capex_usd_per_gpu * min(1.0, horizon_years / row.expected_life_years)
+            return row.capex_usd_per_gpu * horizon_years / row.expected_life_years
     return None
 
 
@@ -313,9 +341,17 @@ def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
         lead = offers[g].lead_time_weeks if g in offers else 0
         for t in range(fleet.horizon_weeks):
             demand = [c.num_gpus * z[i] for i, c in enumerate(cands) if c.gpu == g and c.source == "pool" and t in c.weeks]
-            if demand:
-                supply = owned.get(g, 0) + (node * bought_nodes[g] if t >= lead else 0)
-                model.add(sum(demand) <= supply)
+            if not demand:
+                continue
+            buyable = g in offers and offers[g].buy
+            if not buyable:
+                model.add(sum(demand) <= owned.get(g, 0)).only_enforce_if(limit(f"owned:{g}"))
+            elif t >= lead:
+                model.add(sum(demand) <= owned.get(g, 0) + node * bought_nodes[g])
+            else:  # before the lead time only owned GPUs serve; the lead time is a limit that can be named
+                lead_literal = limits[f"lead_time:{g}"] if f"lead_time:{g}" in limits else limit(f"lead_time:{g}")
+                model.add(sum(demand) <= owned.get(g, 0)).only_enforce_if(lead_literal)
+                model.add(sum(demand) <= owned.get(g, 0) + node * bought_nodes[g])
             rented = [c.num_gpus * z[i] for i, c in enumerate(cands) if c.gpu == g and c.source == "rent" and t in c.weeks]
             if rented and g in offers and offers[g].max_rent_gpus is not None:
                 model.add(sum(rented) <= offers[g].max_rent_gpus).only_enforce_if(limit(f"max_rent:{g}@w{t}"))
@@ -338,13 +374,31 @@ def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
         names = sorted(k for k, lit in limits.items() if lit.index in core)
         raise InfeasibleError(f"{fleet.name}: no fleet meets every workload; conflicting limits: {', '.join(names) or 'none (capacity)'}."
                               + (f" The cheapest fleet without the budget costs more than {fleet.budget_usd:,.0f} USD." if "budget" in names else ""))
+    if status == cp_model.MODEL_INVALID:
+        raise InputError(f"{fleet.name}: the numbers are too large for the solver's integers; check budgets, tokens and horizons.")
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        raise InfeasibleError(f"{fleet.name}: CP-SAT found no fleet within {time_limit_s:g} s.")
-    return _fleet_plan(fleet, cands, z, bought_nodes, capex, solver, status == cp_model.OPTIMAL, assumptions)
+        raise InfeasibleError(f"{fleet.name}: CP-SAT found no fleet within {time_limit_s:g} s; raise --time-limit.")
+    proved = status == cp_model.OPTIMAL
+    # Phase 2: among fleets of the same cost, fewer bought nodes, then the earliest candidates (deterministic).
+    best = round(solver.objective_value)
+    model.clear_objective()
+    model.add(total == best) if proved else model.add(total <= best)
+    model.minimize(sum(bought_nodes.values()) * (len(cands) * len(cands) + 1) + sum(i * zi for i, zi in enumerate(z)))
+    for zi in z:
+        model.add_hint(zi, solver.boolean_value(zi))
+    second = cp_model.CpSolver()
+    second.parameters.max_time_in_seconds = time_limit_s
+    second.parameters.num_workers = SOLVER_WORKERS
+    second.parameters.random_seed = SOLVER_SEED
+    status2 = second.solve(model)
+    if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return _fleet_plan(fleet, cands, z, bought_nodes, capex, second, proved and status2 == cp_model.OPTIMAL, assumptions,
+                           solver.wall_time + second.wall_time)
+    return _fleet_plan(fleet, cands, z, bought_nodes, capex, solver, proved, assumptions, solver.wall_time)
 
 
 def _fleet_plan(fleet: FleetScenario, cands: list[FleetCandidate], z: list, bought_nodes: dict, capex: dict[str, float],
-                solver: cp_model.CpSolver, proved: bool, assumptions: Assumptions) -> FleetPlan:
+                solver: cp_model.CpSolver, proved: bool, assumptions: Assumptions, solve_time_s: float) -> FleetPlan:
     chosen = [c for i, c in enumerate(cands) if solver.boolean_value(z[i])]
     assignments, verified = [], True
     for c in chosen:
@@ -362,5 +416,5 @@ def _fleet_plan(fleet: FleetScenario, cands: list[FleetCandidate], z: list, boug
     total = purchase + sum(c.cost_usd for c in chosen)
     return FleetPlan(name=fleet.name, status="OPTIMAL" if proved else "FEASIBLE", total_cost_usd=total, purchase_cost_usd=purchase,
                      bought_gpus=bought, owned_gpus={resolve_gpu(g).name: n for g, n in fleet.owned.items()},
-                     peak_rented_gpus=peak_rent, assignments=tuple(assignments), solve_time_s=solver.wall_time,
+                     peak_rented_gpus=peak_rent, assignments=tuple(assignments), solve_time_s=solve_time_s,
                      candidates=len(cands), verified=verified)

@@ -28,7 +28,24 @@ from planner.enums import (
 )
 from planner.errors import InputError
 
-FORBID = ConfigDict(extra="forbid", frozen=True)
+FORBID = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def canonical_gpu_keys(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Keys that name a catalog GPU by an alias become its canonical id (unknown names are kept for the catalog check)."""
+    from planner.catalog import resolve_gpu
+    from planner.errors import UnknownNameError
+
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        try:
+            name = resolve_gpu(key).name
+        except UnknownNameError:
+            name = key
+        if name in out:
+            raise ValueError(f"{key!r} names {name} a second time")
+        out[name] = value
+    return out
 
 
 class Assumptions(BaseModel):
@@ -87,7 +104,7 @@ class TrainingWorkload(BaseModel):
     kind: Literal["training"] = Field(description="Workload type.")
     mode: TrainingMode = Field(default=TrainingMode.PRETRAIN, description="pretrain, full_finetune, lora or qlora.")
     model: str = Field(min_length=1, description="Catalog model name or path to a Hugging Face config.json.")
-    tokens: float = Field(gt=0, description="Tokens to train on.")
+    tokens: float = Field(gt=0, le=1e16, description="Tokens to train on.")
     seq_len: int = Field(gt=0, le=1_048_576, description="Sequence length, tokens.")
     global_batch_seqs: int = Field(gt=0, description="Sequences per optimizer step.")
     global_batch_tolerance: float = Field(
@@ -122,8 +139,8 @@ class InferenceWorkload(BaseModel):
     model: str = Field(min_length=1, description="Catalog model name or path to a Hugging Face config.json.")
     prompt_tokens: int = Field(gt=0, description="Prompt length per request, tokens.")
     output_tokens: int = Field(gt=0, description="Generated tokens per request.")
-    concurrent_sequences: int | None = Field(default=None, gt=0, description="Sequences in flight at once, fleet-wide.")
-    target_output_tokens_per_s: float | None = Field(default=None, gt=0, description="Required output tokens/s, fleet-wide.")
+    concurrent_sequences: int | None = Field(default=None, gt=0, le=100_000_000, description="Sequences in flight at once, fleet-wide.")
+    target_output_tokens_per_s: float | None = Field(default=None, gt=0, le=1e10, description="Required output tokens/s, fleet-wide.")
     slo: LatencySlo = Field(default_factory=LatencySlo, description="Latency targets.")
 
     @model_validator(mode="after")
@@ -141,7 +158,7 @@ class SearchSpace(BaseModel):
 
     model_config = FORBID
 
-    gpus: tuple[str, ...] | None = Field(default=None, description="GPU ids to consider (None = whole catalog).")
+    gpus: tuple[str, ...] | None = Field(default=None, min_length=1, description="GPU ids to consider (None = whole catalog).")
     train_precisions: tuple[TrainPrecision, ...] = Field(
         default=(TrainPrecision.BF16, TrainPrecision.FP8), description="Training precision policies to consider."
     )
@@ -179,8 +196,8 @@ class Constraints(BaseModel):
 
     model_config = FORBID
 
-    budget_usd: float | None = Field(default=None, gt=0, description="Training: most dollars for the run. Inference: most dollars per hour.")
-    deadline_days: float | None = Field(default=None, gt=0, description="Training must finish within this many days.")
+    budget_usd: float | None = Field(default=None, gt=0, le=1e12, description="Training: most dollars for the run. Inference: most dollars per hour.")
+    deadline_days: float | None = Field(default=None, gt=0, le=36500, description="Training must finish within this many days.")
     inventory: dict[str, int] = Field(default_factory=dict, description="Most GPUs available per GPU id (e.g. owned or allocatable).")
 
     @field_validator("inventory")
@@ -189,7 +206,7 @@ class Constraints(BaseModel):
         for gpu, count in inventory.items():
             if count < 0:
                 raise ValueError(f"inventory of {gpu} must be >= 0")
-        return inventory
+        return canonical_gpu_keys(inventory)
 
 
 class Pricing(BaseModel):
@@ -201,7 +218,15 @@ class Pricing(BaseModel):
     provider: str | None = Field(default=None, description="Restrict to one provider (None = cheapest row per GPU).")
     price_file: str | None = Field(default=None, description="Path to a price CSV with the catalog's columns.")
     usd_per_gpu_hour: dict[str, float] = Field(default_factory=dict, description="Explicit price per GPU id, overriding any row.")
-    price_multiplier: float = Field(default=1.0, gt=0, description="Scale every price (what-if studies).")
+    price_multiplier: float = Field(default=1.0, gt=0, le=1e6, description="Scale every price (what-if studies).")
+
+    @field_validator("usd_per_gpu_hour")
+    @classmethod
+    def _canonical_prices(cls, prices: dict[str, float]) -> dict[str, float]:
+        for gpu, price in prices.items():
+            if not 0 < price < 1e6:
+                raise ValueError(f"price of {gpu} must be between 0 and 1e6 USD per GPU-hour")
+        return canonical_gpu_keys(prices)
 
 
 class Scenario(BaseModel):

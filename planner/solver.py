@@ -23,7 +23,7 @@ from planner.errors import InfeasibleError, InputError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
 from planner.memory import weight_bytes_per_param
 from planner.modelspec import ModelSpec
-from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
+from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload, check_catalog_names
 from planner.space import Space, build_space, node_size, prune_dominated
 from planner.units import BYTES_PER_GB, BYTES_PER_GIB
 
@@ -367,7 +367,7 @@ def _best_for_limit(scenario: Scenario, rows: list[Evaluation], key: str, time_l
 def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows: list[Evaluation], core: list[str],
                        time_limit_s: float) -> str:
     """Which user limits conflict, and by how much."""
-    lines = [f"{scenario.name}: no plan meets the scenario's limits. Conflicting limits (a sufficient set found by CP-SAT):"]
+    lines = [f"{scenario.name}: no plan meets the scenario's limits. Conflicting limits (a minimal set: CP-SAT's sufficient assumptions, shrunk by deletion):"]
     for key in core:
         best = _best_for_limit(scenario, rows, key, time_limit_s)
         limit = _limit_value(scenario, key)
@@ -475,6 +475,7 @@ def pareto_frontier(scenario: Scenario, rows: list[Evaluation], time_limit_s: fl
 
 def solve(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S, alternatives: bool = True, pareto: bool = False) -> Plan:
     """The optimal plan for a scenario (raises `InfeasibleError` with an explanation when there is none)."""
+    check_catalog_names(scenario, scenario.name)
     assumptions = scenario.resolved_assumptions()
     model = resolve_model(scenario.workload.model, where="workload.model")
     if scenario.objective is Objective.MAX_THROUGHPUT and isinstance(scenario.workload, InferenceWorkload):

@@ -57,9 +57,9 @@ def node_size(scenario: Scenario, gpu: GpuSpec) -> int:
     return scenario.search.gpus_per_node or gpu.gpus_per_node
 
 
-def gpu_cap(scenario: Scenario) -> int:
-    """Most GPUs enumerated: generous beyond max_gpus so that a too-small limit can be explained."""
-    limits = [scenario.search.max_gpus or 0, *scenario.constraints.inventory.values()]
+def gpu_cap(scenario: Scenario, gpu: str) -> int:
+    """Most GPUs of one type enumerated: generous beyond its limits (max_gpus, its inventory) so a too-small limit can be explained."""
+    limits = [scenario.search.max_gpus or 0, scenario.constraints.inventory.get(gpu, 0)]
     return min(MAX_GPUS_SEARCHED, max(8 * max(limits), 512)) if any(limits) else MAX_GPUS_SEARCHED
 
 
@@ -148,9 +148,9 @@ def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumption
     workload = scenario.workload
     assert isinstance(workload, TrainingWorkload)
     space = Space(kind="training", gpus=candidate_gpus(scenario))
-    cap = gpu_cap(scenario)
     search = scenario.search
     for gpu, quote, node in priced_gpus(scenario, space, assumptions):
+        cap = gpu_cap(scenario, gpu.name)
         precisions = [p for p in search.train_precisions if p is not TrainPrecision.FP8 or gpu.supports_fp8]
         zeros = list(search.zero_stages)
         for tp in tp_values(scenario, model, gpu):
@@ -203,7 +203,7 @@ def inference_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptio
     assert isinstance(workload, InferenceWorkload)
     space = Space(kind="inference", gpus=candidate_gpus(scenario))
     search = scenario.search
-    batches = search.batch_per_replica or SERVING_BATCHES
+    batches = sorted(set(search.batch_per_replica or SERVING_BATCHES))
     for gpu, quote, node in priced_gpus(scenario, space, assumptions):
         weight_precisions = [w for w in search.weight_precisions if w is not WeightPrecision.FP8 or gpu.supports_fp8]
         for tp in tp_values(scenario, model, gpu):

@@ -367,8 +367,8 @@ def read_table(path: Path) -> dict[str, dict[str, Any]]:
     kept = [c for c in RESULT_COLUMNS if c in frame.columns and c != "case_id"]
     for record in frame[["case_id", *kept]].astype(object).itertuples(index=False, name=None):
         row = {column: _plain(value) for column, value in zip(kept, record[1:])}
-        if row.get("status") in STATUSES:
-            rows[str(record[0])] = row
+        if row.get("status") in STATUSES and not str(row.get("reason") or "").startswith("worker failed"):
+            rows[str(record[0])] = row  # a case whose worker died is retried on resume
     return rows
 
 
@@ -459,6 +459,8 @@ def run_study(study: Study, workers: int | None = None, scheduler: Any = None, o
     output = Path(output) if output is not None else None
     if output is not None and output.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"{output}: the study output must end in .csv or .parquet.")
+    if output is not None and not output.parent.is_dir():
+        raise InputError(f"{output}: folder {output.parent} does not exist.")
     limit = time_limit_s or study.time_limit_s or DEFAULT_TIME_LIMIT_S
     scheduler = scheduler if scheduler is not None else study.scheduler
     cases = expand_cases(study)

@@ -114,3 +114,41 @@ def test_budget_too_small_names_budget() -> None:
     fleet = FleetScenario.model_validate({**SMALL_FLEETS[0], "budget_usd": 10.0})
     with pytest.raises(InfeasibleError, match="budget"):
         solve_fleet(fleet)
+
+
+def _write(tmp_path, data: dict):
+    import yaml
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_duplicate_workload_names_are_rejected(tmp_path) -> None:
+    from planner.errors import InputError
+
+    data = {**SMALL_FLEETS[2], "workloads": [_serving("a", 1000), _serving("a", 2000)]}
+    with pytest.raises(InputError, match="unique"):
+        load_fleet(_write(tmp_path, data))
+
+
+def test_lead_time_and_unbuyable_owned_gpus_are_named() -> None:
+    late = FleetScenario.model_validate({"name": "late", "horizon_weeks": 3,
+                                         "offers": [{"gpu": "H100-SXM", "buy": True, "rent_term": None, "lead_time_weeks": 2}],
+                                         "workloads": [_serving("a", 20000)]})
+    with pytest.raises(InfeasibleError, match="lead_time:H100-SXM"):
+        solve_fleet(late)
+    owned_only = FleetScenario.model_validate({"name": "owned", "horizon_weeks": 2, "owned": {"H100-SXM": 1},
+                                               "workloads": [_serving("a", 40000)]})
+    with pytest.raises(InfeasibleError, match="owned:H100-SXM"):
+        solve_fleet(owned_only)
+
+
+def test_workload_max_gpus_is_respected() -> None:
+    base = {"name": "cap", "horizon_weeks": 2, "offers": [{"gpu": "H100-SXM", "buy": False, "rent_term": "on_demand"}]}
+    free = solve_fleet(FleetScenario.model_validate({**base, "workloads": [_serving("a", 40000)]}))
+    capped_workload = {**_serving("a", 40000)}
+    capped_workload["search"] = {**capped_workload["search"], "max_gpus": 1}
+    with pytest.raises(InfeasibleError):
+        solve_fleet(FleetScenario.model_validate({**base, "workloads": [capped_workload]}))
+    assert free.assignments[0].num_gpus > 1

@@ -56,3 +56,39 @@ def test_deepseek_v3_bf16_on_8_h100_is_explained() -> None:
     message = str(err.value)
     assert "max_gpus" in message
     assert "1,342 GB" in message  # 671B x 2 bytes of bf16 weights alone
+
+
+def test_gpu_aliases_in_limits_and_prices_are_applied() -> None:
+    """`inventory` and price overrides keyed by an alias (h100-sxm) bind exactly like the canonical id (H100-SXM)."""
+    base = _serving("llama-3.1-8b", ["H100-SXM"], ["bf16"])
+    base["workload"] = {**base["workload"], "concurrent_sequences": None, "target_output_tokens_per_s": 40000}
+    for key in ("H100-SXM", "h100-sxm", "h100"):
+        limited = {**base, "constraints": {"inventory": {key: 2}}}
+        with pytest.raises(InfeasibleError, match="inventory:H100-SXM"):
+            solve(parse_scenario(limited), alternatives=False)
+        priced = {**base, "pricing": {"usd_per_gpu_hour": {key: 100.0}}}
+        plan = solve(parse_scenario(priced), alternatives=False)
+        assert plan.evaluation.price.usd_per_gpu_hour == 100.0
+
+
+def test_an_inventory_on_one_gpu_does_not_cap_another() -> None:
+    """An inventory of 1 L4 must not shrink the H100 search (the enumeration cap is per GPU type)."""
+    from planner.space import gpu_cap
+
+    scenario = parse_scenario({**_serving("llama-3.1-8b", ["H100-SXM", "L4"], ["bf16"]), "constraints": {"inventory": {"L4": 1}}})
+    assert gpu_cap(scenario, "L4") == 512
+    assert gpu_cap(scenario, "H100-SXM") == 16_384
+
+
+def test_batch_order_in_the_search_does_not_matter() -> None:
+    one = solve(parse_scenario(_serving("llama-3.1-8b", ["L4"], ["bf16"], batch_per_replica=[256, 1])), alternatives=False)
+    two = solve(parse_scenario(_serving("llama-3.1-8b", ["L4"], ["bf16"], batch_per_replica=[1, 256])), alternatives=False)
+    assert one.evaluation.layout == two.evaluation.layout
+
+
+def test_infinite_or_huge_numbers_are_input_errors() -> None:
+    from planner.errors import InputError
+
+    for field, value in (("budget_usd", float("inf")), ("budget_usd", 1e30), ("deadline_days", 1e300)):
+        with pytest.raises(InputError, match=f"constraints.{field}"):
+            parse_scenario({**_serving("llama-3.1-8b", ["L4"], ["bf16"]), "constraints": {field: value}})
