@@ -44,6 +44,18 @@ class Space:
     unpriced_gpus: list[str] = field(default_factory=list)
     gpus: list[GpuSpec] = field(default_factory=list)
 
+    def record(self, evaluation: TrainingEvaluation | InferenceEvaluation) -> bool:
+        """Count a legal configuration; keep it when it fits, else remember the closest misfit. True when it fits."""
+        self.structural_count += 1
+        if evaluation.memory.fits:
+            self.rows.append(evaluation)
+            return True
+        self.dropped_memory += 1
+        old = self.closest_misfit
+        if old is None or evaluation.memory.total_bytes / evaluation.memory.capacity_bytes < old.memory.total_bytes / old.memory.capacity_bytes:
+            self.closest_misfit = evaluation
+        return False
+
 
 def candidate_gpus(scenario: Scenario) -> list[GpuSpec]:
     """GPUs the scenario allows (whole catalog by default)."""
@@ -123,16 +135,6 @@ def batch_splits(global_batch: int, tolerance: float, micro_batch: int, max_dp: 
     return sorted(splits.items())
 
 
-def _keep_closest(space: Space, evaluation: TrainingEvaluation | InferenceEvaluation) -> None:
-    if space.closest_misfit is None:
-        space.closest_misfit = evaluation
-        return
-    old = space.closest_misfit.memory
-    new = evaluation.memory
-    if new.total_bytes / new.capacity_bytes < old.total_bytes / old.capacity_bytes:
-        space.closest_misfit = evaluation
-
-
 def priced_gpus(scenario: Scenario, space: Space, assumptions: Assumptions) -> Iterator[tuple[GpuSpec, PriceQuote, int]]:
     """The space's GPUs that have a price for the scenario's term, with their node size; the others are recorded."""
     for gpu in space.gpus:
@@ -188,13 +190,7 @@ def _add_training(
             checkpointing=ckpt, micro_batch=mb, grad_accum=accum, sequence_parallel=sequence_parallel,
             flash_attention=flash, offload_optimizer=offload_optimizer, offload_params=offload_params,
         )
-        space.structural_count += 1
-        evaluation = evaluate_training(model, workload, layout, gpu, assumptions, quote, node)
-        if evaluation.memory.fits:
-            space.rows.append(evaluation)
-        else:
-            space.dropped_memory += 1
-            _keep_closest(space, evaluation)
+        space.record(evaluate_training(model, workload, layout, gpu, assumptions, quote, node))
 
 
 def inference_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions) -> Space:
@@ -216,13 +212,7 @@ def inference_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptio
                             continue
                         for batch in batches:
                             layout = InferenceLayout(gpu=gpu.name, weight_precision=wp, kv_precision=kvp, tp=tp, pp=pp, batch=batch)
-                            space.structural_count += 1
-                            evaluation = evaluate_inference(model, workload, layout, gpu, assumptions, quote, node)
-                            if evaluation.memory.fits:
-                                space.rows.append(evaluation)
-                            else:
-                                space.dropped_memory += 1
-                                _keep_closest(space, evaluation)
+                            if not space.record(evaluate_inference(model, workload, layout, gpu, assumptions, quote, node)):
                                 break  # larger batches only need more KV cache
     return space
 
