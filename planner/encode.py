@@ -6,7 +6,8 @@ Notation
   k[r]     replicas of serving configuration r (0 unless x[r])                (IntVar, inference only)
   n[r], c[r], t[r], s[r]   GPUs, cost, time, throughput of r, from the evaluator, as integers (`SCALE`)
 
-Objective: min cost | max throughput | min GPUs | min time (training), then deterministic ties
+Objective: min cost | max throughput | min GPUs | min time (training) | min $ per million tokens
+(serving), then deterministic ties
 (fewer GPUs, then the row order, which is sorted by cost).
 
 Constraints (one function each)
@@ -26,11 +27,13 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from planner.cost import usd_per_million_tokens
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 
 SCALE = {
     "usd": 100.0,          # cents
     "usd_per_hour": 1e4,   # 1/100 cent per hour
+    "usd_per_mtok": 1e4,   # 1/100 cent per million tokens
     "s": 10.0,             # training time to train, 0.1 s
     "latency_s": 1e6,      # microseconds
     "tokens_per_s": 100.0,
@@ -65,6 +68,7 @@ class Encoding:
     time: cp_model.LinearExpr | None
     throughput: cp_model.LinearExpr
     cost_unit: str
+    usd_per_mtok: cp_model.LinearExpr | None = None
     limits: list[Limit] = field(default_factory=list)
 
 
@@ -122,7 +126,10 @@ def encode_inference(rows: list[InferenceEvaluation], max_replicas: list[int], t
     gpus = sum(e.layout.gpus_per_replica * kr for e, kr in zip(rows, k))
     cost = sum(scaled(e.usd_per_hour or 0.0, "usd_per_hour") * kr for e, kr in zip(rows, k))
     tps = sum(scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") * kr for e, kr in zip(rows, k))
-    return Encoding(model=model, x=x, k=k, gpus=gpus, cost=cost, time=None, throughput=tps, cost_unit="usd_per_hour")
+    # $ per million output tokens of a configuration does not depend on its replica count: a linear term in x.
+    per_mtok = sum(scaled(usd_per_million_tokens(e.usd_per_hour / e.layout.replicas, e.perf.output_tokens_per_s), "usd_per_mtok") * xr
+                   for e, xr in zip(rows, x) if e.usd_per_hour)
+    return Encoding(model=model, x=x, k=k, gpus=gpus, cost=cost, time=None, throughput=tps, cost_unit="usd_per_hour", usd_per_mtok=per_mtok)
 
 
 def add_gpu_limit(enc: Encoding, max_gpus: int) -> None:

@@ -109,6 +109,8 @@ class Objective(str, Enum):
     """Fewest GPUs."""
     MIN_TIME = "min_time"
     """Training only: shortest time to train (within the budget)."""
+    MIN_USD_PER_MILLION_TOKENS = "min_usd_per_million_tokens"
+    """Serving only: cheapest output tokens at the delivered throughput (replicas meet the load)."""
 
 
 class PriceTerm(str, Enum):

@@ -17,9 +17,11 @@ import math
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import GpuSpec
-from planner.enums import Checkpointing, TrainPrecision, WeightPrecision, ZeroStage
+from planner.enums import Checkpointing, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.layout import InferenceLayout, TrainingLayout
-from planner.memory import activation_bytes_per_layer, serving_stage_bytes, kv_bytes_per_token_per_card, stage_layer_ranges, stage_params
+from planner.memory import (
+    activation_bytes_per_layer, kv_bytes_per_token_per_card, lora_adapter_params, serving_stage_bytes, stage_layer_ranges, stage_params,
+)
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
 from planner.units import FLOPS_PER_TFLOP
@@ -218,7 +220,10 @@ def training_perf(
     tokens_per_step = float(s * b * m * layout.dp)
     dtype = train_compute_dtype(layout.precision)
     rate = matmul_ceiling_tflops(gpu, dtype, assumptions) * assumptions.training_kernel_efficiency * FLOPS_PER_TFLOP
-    hw_flops = hardware_flops_per_token(model, s, layout.checkpointing) * tokens_per_step
+    lora = workload.mode in (TrainingMode.LORA, TrainingMode.QLORA)
+    frozen = 2.0 * model.matmul_params_per_token if lora else 0.0  # no weight gradients for frozen weights
+    model_flops = (model_flops_per_token(model, s) - frozen) * tokens_per_step
+    hw_flops = (hardware_flops_per_token(model, s, layout.checkpointing) - frozen) * tokens_per_step
     imbalance = stage_imbalance(model.num_layers, layout.pp)
     compute = hw_flops / n / rate * imbalance
     elementwise = elementwise_s(model, s, tokens_per_step / layout.dp, layout, gpu, assumptions) * imbalance
@@ -235,6 +240,9 @@ def training_perf(
 
     params = stage_params(model, stage_layer_ranges(model.num_layers, layout.pp)[0], True, layout.pp == 1, layout.tp, layout.ep, layout.expert_tp)
     params_on_card = params.dense + params.experts
+    if lora:  # only the adapters are trained: their gradients and states are what DP and the optimizer move
+        assert workload.lora is not None
+        params_on_card = lora_adapter_params(model, workload.lora) / layout.pp / layout.tp
     grad_bytes = 2.0 * params_on_card if layout.precision is not TrainPrecision.FP32 else 4.0 * params_on_card
     dp_bw = group_bandwidth_gbps(gpu, layout.dp, layout.tp * layout.pp, node)
     dp_comm = 0.0
@@ -259,7 +267,7 @@ def training_perf(
     step = compute + elementwise + bubble + tp_comm + pp_comm + dp_exposed + ep_comm + optimizer
     tokens_per_s = tokens_per_step / step
     peak = peak_tflops(gpu, dtype) * FLOPS_PER_TFLOP
-    mfu = model_flops_per_token(model, s) * tokens_per_step / (step * n * peak)
+    mfu = model_flops / (step * n * peak)
     hfu = hw_flops / (step * n * peak)
     time_to_train = workload.tokens / tokens_per_s
     return TrainingPerf(

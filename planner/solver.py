@@ -120,6 +120,9 @@ def objective_of(e: Evaluation, objective: Objective) -> tuple[float, str]:
     if objective is Objective.MIN_TIME:
         assert isinstance(e, TrainingEvaluation)
         return e.perf.time_to_train_s / 86400.0, "days"
+    if objective is Objective.MIN_USD_PER_MILLION_TOKENS:
+        assert isinstance(e, InferenceEvaluation)
+        return e.usd_per_million_output_tokens or 0.0, "USD per million output tokens"
     return _cost(e), ("USD" if isinstance(e, TrainingEvaluation) else "USD/hour")
 
 
@@ -189,6 +192,10 @@ def _objective_expr(enc: Encoding, objective: Objective) -> tuple[cp_model.Linea
         if enc.time is None:
             raise InputError("objective: min_time applies to training; for serving use min_cost, max_throughput or min_gpus.")
         return enc.time, False
+    if objective is Objective.MIN_USD_PER_MILLION_TOKENS:
+        if enc.usd_per_mtok is None:
+            raise InputError("objective: min_usd_per_million_tokens applies to serving; for training use min_cost.")
+        return enc.usd_per_mtok, False
     return enc.cost, False
 
 

@@ -237,3 +237,25 @@ def test_more_pipeline_stages_are_never_free():
         assert b.step_time_s * big > a.step_time_s * small, (small, big)
         assert b.tokens_per_s_per_gpu < a.tokens_per_s_per_gpu, (small, big)
         assert b.bubble_s / b.step_time_s > a.bubble_s / max(a.step_time_s, 1e-30), (small, big)
+
+
+def test_lora_backward_skips_frozen_weight_gradients() -> None:
+    """LoRA trains adapters only: the backward pass computes activation gradients (2N) but no weight gradients (2N)
+    for the frozen base, so a step does 4N + attention FLOPs instead of 6N (Hu et al. 2021, Sec. 4.2), and DP moves
+    adapter gradients only."""
+    from planner.enums import Checkpointing as Ck, TrainingMode, ZeroStage as Z
+    from planner.layout import TrainingLayout as TL
+    from planner.perf import model_flops_per_token
+    from planner.scenario import LoraSettings
+
+    model = resolve_model("deepseek-llm-7b")
+    gpu = resolve_gpu("A100-80GB")
+    layout = TL(gpu=gpu.name, precision="bf16", tp=1, pp=1, dp=8, zero=Z.NONE, checkpointing=Ck.NONE, micro_batch=1, grad_accum=8)
+    full = TrainingWorkload(kind="training", model="x", tokens=1e9, seq_len=2048, global_batch_seqs=64)
+    lora = TrainingWorkload(kind="training", mode=TrainingMode.LORA, model="x", tokens=1e9, seq_len=2048, global_batch_seqs=64,
+                            lora=LoraSettings(rank=16))
+    a = Assumptions.with_overrides()
+    pf, pl = training_perf(model, full, layout, gpu, a), training_perf(model, lora, layout, gpu, a)
+    ratio = (model_flops_per_token(model, 2048) - 2 * model.matmul_params_per_token) / model_flops_per_token(model, 2048)
+    assert pl.compute_s / pf.compute_s == pytest.approx(ratio, rel=1e-9)
+    assert pl.step_time_s < pf.step_time_s

@@ -92,3 +92,18 @@ def test_infinite_or_huge_numbers_are_input_errors() -> None:
     for field, value in (("budget_usd", float("inf")), ("budget_usd", 1e30), ("deadline_days", 1e300)):
         with pytest.raises(InputError, match=f"constraints.{field}"):
             parse_scenario({**_serving("llama-3.1-8b", ["L4"], ["bf16"]), "constraints": {field: value}})
+
+
+def test_min_usd_per_million_tokens_equals_the_best_row() -> None:
+    """$ per million output tokens of a serving layout does not depend on its replicas: the optimum is the cheapest row
+    per token among those that meet the SLOs (brute force over the evaluated table)."""
+    from planner.space import build_space
+
+    data = {**_serving("deepseek-llm-67b", ["H100-SXM", "A100-80GB"], ["bf16", "int8"]), "objective": "min_usd_per_million_tokens"}
+    data["workload"] = {**data["workload"], "concurrent_sequences": None, "target_output_tokens_per_s": 3000, "slo": {"tpot_s": 0.08}}
+    scenario = parse_scenario(data)
+    plan = solve(scenario, alternatives=False)
+    rows = build_space(scenario, resolve_model("deepseek-llm-67b"), scenario.resolved_assumptions()).rows
+    best = min(e.usd_per_million_output_tokens for e in rows if e.perf.tpot_s <= 0.08)
+    assert plan.objective_value == pytest.approx(best, rel=1e-4)
+    assert plan.evaluation.fleet_output_tokens_per_s >= 3000
