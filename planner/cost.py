@@ -32,9 +32,19 @@ class PriceQuote(BaseModel):
     as_of: str = Field(description="Date of the row.")
 
 
+def capex_usd_per_gpu_hour(capex_usd: float, life_years: float) -> float:
+    """Capex straight-line over the expected life: capex / (life x 8760 h)."""
+    return capex_usd / (life_years * HOURS_PER_YEAR)
+
+
+def power_usd_per_gpu_hour(watts: float, assumptions: Assumptions) -> float:
+    """Wall power of a running GPU: watts x PUE x $/kWh / 1000."""
+    return watts * assumptions.pue * assumptions.usd_per_kwh / 1000.0
+
+
 def onprem_usd_per_gpu_hour(capex_usd: float, life_years: float, watts: float, assumptions: Assumptions) -> float:
-    """Owned GPU-hour: capex / (life x 8760 h) + watts x PUE x $/kWh / 1000, at 100% utilisation."""
-    return capex_usd / (life_years * HOURS_PER_YEAR) + watts * assumptions.pue * assumptions.usd_per_kwh / 1000.0
+    """Owned GPU-hour at 100% utilisation: amortised capex plus power."""
+    return capex_usd_per_gpu_hour(capex_usd, life_years) + power_usd_per_gpu_hour(watts, assumptions)
 
 
 def price_quote(gpu: str, pricing: Pricing, assumptions: Assumptions) -> PriceQuote | None:

@@ -35,7 +35,7 @@ from ortools.sat.python import cp_model
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.catalog import load_onprem, resolve_gpu, resolve_model
-from planner.cost import onprem_usd_per_gpu_hour, price_quote
+from planner.cost import capex_usd_per_gpu_hour, power_usd_per_gpu_hour, price_quote
 from planner.encode import scaled
 from planner.enums import PriceTerm
 from planner.errors import InfeasibleError, InputError
@@ -44,10 +44,10 @@ from planner.scenario import (
     Assumptions, Constraints, InferenceWorkload, Pricing, Scenario, SearchSpace, TrainingWorkload, Workload,
     read_structured_file, validation_message,
 )
-from planner.solver import SOLVER_SEED, SOLVER_WORKERS, layout_summary, min_replicas, verify, with_replicas
+from planner.solver import layout_summary, min_replicas, solve_lexicographic, verify, with_replicas
 from planner.space import build_space
+from planner.units import HOURS_PER_WEEK
 
-HOURS_PER_WEEK = 168.0
 FORBID = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
@@ -274,8 +274,7 @@ def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[Fle
             n = e.layout.num_gpus
             pool_ok = owned.get(g, 0) > 0 or (g in offers and offers[g].buy)
             if pool_ok and g in onprem:
-                watts = onprem[g].watts_per_gpu_at_wall
-                power = n * hours * watts * assumptions.pue * assumptions.usd_per_kwh / 1000.0
+                power = n * hours * power_usd_per_gpu_hour(onprem[g].watts_per_gpu_at_wall, assumptions)
                 out.append(FleetCandidate(workload=w.name, gpu=g, source="pool", num_gpus=n, weeks=weeks, cost_usd=power, evaluation=e))
             offer = offers.get(g)
             if offer is not None and offer.rent_term is not None:
@@ -295,8 +294,7 @@ def amortised_capex_per_gpu(fleet: FleetScenario, gpu: str, assumptions: Assumpt
     """Capex share of one bought GPU over the horizon: capex x horizon / life (straight-line; past the life it buys replacements)."""
     for row in load_onprem():
         if row.gpu == gpu:
-            horizon_years = fleet.horizon_weeks * HOURS_PER_WEEK / 8760.0
-            return row.capex_usd_per_gpu * horizon_years / row.expected_life_years
+            return capex_usd_per_gpu_hour(row.capex_usd_per_gpu, row.expected_life_years) * fleet.horizon_weeks * HOURS_PER_WEEK
     return None
 
 
@@ -362,39 +360,19 @@ def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
     total = purchase + running
     if fleet.budget_usd is not None:
         model.add(total <= scaled(fleet.budget_usd, "usd", "limit")).only_enforce_if(limit("budget"))
-    model.minimize(total)
-
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = time_limit_s
-    solver.parameters.num_workers = SOLVER_WORKERS
-    solver.parameters.random_seed = SOLVER_SEED
-    status = solver.solve(model)
-    if status == cp_model.INFEASIBLE:
-        core = {lit.index for lit in limits.values()} & set(solver.sufficient_assumptions_for_infeasibility())
+    # Ties: among fleets of the same cost, fewer bought nodes, then the earliest candidates.
+    tiebreak = sum(bought_nodes.values()) * (len(cands) * len(cands) + 1) + sum(i * zi for i, zi in enumerate(z))
+    result = solve_lexicographic(model, total, False, tiebreak, z, time_limit_s)
+    if result.status == cp_model.INFEASIBLE:
+        core = {lit.index for lit in limits.values()} & set(result.first.sufficient_assumptions_for_infeasibility())
         names = sorted(k for k, lit in limits.items() if lit.index in core)
         raise InfeasibleError(f"{fleet.name}: no fleet meets every workload; conflicting limits: {', '.join(names) or 'none (capacity)'}."
                               + (f" The cheapest fleet without the budget costs more than {fleet.budget_usd:,.0f} USD." if "budget" in names else ""))
-    if status == cp_model.MODEL_INVALID:
+    if result.status == cp_model.MODEL_INVALID:
         raise InputError(f"{fleet.name}: the numbers are too large for the solver's integers; check budgets, tokens and horizons.")
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+    if not result.found:
         raise InfeasibleError(f"{fleet.name}: CP-SAT found no fleet within {time_limit_s:g} s; raise --time-limit.")
-    proved = status == cp_model.OPTIMAL
-    # Phase 2: among fleets of the same cost, fewer bought nodes, then the earliest candidates (deterministic).
-    best = round(solver.objective_value)
-    model.clear_objective()
-    model.add(total == best) if proved else model.add(total <= best)
-    model.minimize(sum(bought_nodes.values()) * (len(cands) * len(cands) + 1) + sum(i * zi for i, zi in enumerate(z)))
-    for zi in z:
-        model.add_hint(zi, solver.boolean_value(zi))
-    second = cp_model.CpSolver()
-    second.parameters.max_time_in_seconds = time_limit_s
-    second.parameters.num_workers = SOLVER_WORKERS
-    second.parameters.random_seed = SOLVER_SEED
-    status2 = second.solve(model)
-    if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return _fleet_plan(fleet, cands, z, bought_nodes, capex, second, proved and status2 == cp_model.OPTIMAL, assumptions,
-                           solver.wall_time + second.wall_time)
-    return _fleet_plan(fleet, cands, z, bought_nodes, capex, solver, proved, assumptions, solver.wall_time)
+    return _fleet_plan(fleet, cands, z, bought_nodes, capex, result.solver, result.proved, assumptions, result.wall_time_s)
 
 
 def _fleet_plan(fleet: FleetScenario, cands: list[FleetCandidate], z: list, bought_nodes: dict, capex: dict[str, float],

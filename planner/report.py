@@ -31,7 +31,7 @@ from planner.fleet import FleetPlan, FleetScenario, solve_fleet
 from planner.errors import InputError, PlannerError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
-from planner.solver import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, solve
+from planner.solver import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, plan_cost, plan_throughput, solve
 from planner.units import BYTES_PER_GIB
 
 Evaluation = TrainingEvaluation | InferenceEvaluation
@@ -147,14 +147,6 @@ def _reason(err: PlannerError, scenario: Scenario) -> str:
 # ---- rows from plans -----------------------------------------------------------------------
 
 
-def _cost(e: Evaluation) -> float | None:
-    return e.cost_usd if isinstance(e, TrainingEvaluation) else e.usd_per_hour
-
-
-def _throughput(e: Evaluation) -> float:
-    return e.perf.tokens_per_s if isinstance(e, TrainingEvaluation) else e.fleet_output_tokens_per_s
-
-
 def _precision(e: Evaluation) -> str:
     lay = e.layout
     return lay.precision.value if isinstance(e, TrainingEvaluation) else f"{lay.weight_precision.value} weights, {lay.kv_precision.value} KV"
@@ -163,8 +155,8 @@ def _precision(e: Evaluation) -> str:
 def _row_from_plan(label: str, plan: Plan, note: str = "", recommended: bool = False) -> ComparisonRow:
     e = plan.evaluation
     return ComparisonRow(
-        label=label, feasible=True, summary=layout_summary(e), gpu=e.layout.gpu, num_gpus=e.layout.num_gpus, cost=_cost(e),
-        throughput_tokens_per_s=_throughput(e),
+        label=label, feasible=True, summary=layout_summary(e), gpu=e.layout.gpu, num_gpus=e.layout.num_gpus, cost=plan_cost(e),
+        throughput_tokens_per_s=plan_throughput(e),
         time_to_train_days=e.perf.time_to_train_s / 86400.0 if isinstance(e, TrainingEvaluation) else None,
         usd_per_gpu_hour=e.price.usd_per_gpu_hour if e.price else None, note=note, recommended=recommended,
     )
@@ -248,7 +240,7 @@ def _change(base: Plan, other: Plan, training: bool) -> str:
         parts.append(f"{a.layout.num_gpus} -> {b.layout.num_gpus} GPUs")
     if not parts:
         parts.append("same GPU type and count" + ("" if layout_summary(a) == layout_summary(b) else ", other layout"))
-    ca, cb = _cost(a), _cost(b)
+    ca, cb = plan_cost(a), plan_cost(b)
     if ca and cb is not None:
         parts.append(f"cost {cost_text(ca, training)} -> {cost_text(cb, training)} ({(cb / ca - 1) * 100:+.0f}%)")
     return "; ".join(parts)
@@ -345,7 +337,7 @@ def pareto_chart(plan: Plan) -> str:
     xs = [p.time_to_train_days or 0.0 for p in pts] if training else [p.throughput_tokens_per_s for p in pts]
     ys = [p.cost for p in pts]
     rx = e.perf.time_to_train_s / 86400.0 if training else e.fleet_output_tokens_per_s
-    ry = _cost(e) or 0.0
+    ry = plan_cost(e) or 0.0
     fig, ax = plt.subplots(figsize=(9.0, 5.0))
     if pts:
         # Training points are ordered by time, so a line is the frontier; serving points come from TPOT steps

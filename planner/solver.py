@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 from ortools.sat.python import cp_model
@@ -103,11 +104,13 @@ def layout_summary(e: Evaluation) -> str:
             f"tp={lay.tp} pp={lay.pp} batch={lay.batch}")
 
 
-def _cost(e: Evaluation) -> float:
+def plan_cost(e: Evaluation) -> float:
+    """Training: $ for the run; serving: $ per hour of the fleet."""
     return (e.cost_usd if isinstance(e, TrainingEvaluation) else e.usd_per_hour) or 0.0
 
 
-def _throughput(e: Evaluation) -> float:
+def plan_throughput(e: Evaluation) -> float:
+    """Training: trained tokens/s; serving: output tokens/s of all replicas."""
     return e.perf.tokens_per_s if isinstance(e, TrainingEvaluation) else e.fleet_output_tokens_per_s
 
 
@@ -116,14 +119,14 @@ def objective_of(e: Evaluation, objective: Objective) -> tuple[float, str]:
     if objective is Objective.MIN_GPUS:
         return float(e.layout.num_gpus), "GPUs"
     if objective is Objective.MAX_THROUGHPUT:
-        return _throughput(e), "tokens/s"
+        return plan_throughput(e), "tokens/s"
     if objective is Objective.MIN_TIME:
         assert isinstance(e, TrainingEvaluation)
         return e.perf.time_to_train_s / 86400.0, "days"
     if objective is Objective.MIN_USD_PER_MILLION_TOKENS:
         assert isinstance(e, InferenceEvaluation)
         return e.usd_per_million_output_tokens or 0.0, "USD per million output tokens"
-    return _cost(e), ("USD" if isinstance(e, TrainingEvaluation) else "USD/hour")
+    return plan_cost(e), ("USD" if isinstance(e, TrainingEvaluation) else "USD/hour")
 
 
 # ---- encoding the scenario -----------------------------------------------------------------
@@ -199,7 +202,8 @@ def _objective_expr(enc: Encoding, objective: Objective) -> tuple[cp_model.Linea
     return enc.cost, False
 
 
-def _solver(time_limit_s: float) -> cp_model.CpSolver:
+def reproducible_solver(time_limit_s: float) -> cp_model.CpSolver:
+    """A CP-SAT solver with the time limit, worker count and seed every planner solve uses."""
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = SOLVER_WORKERS
@@ -207,40 +211,75 @@ def _solver(time_limit_s: float) -> cp_model.CpSolver:
     return solver
 
 
+@dataclass
+class Lexicographic:
+    """Outcome of a two-phase solve: `solver` holds the final assignment, `first` the phase-1 run (for cores)."""
+
+    status: int
+    solver: cp_model.CpSolver
+    first: cp_model.CpSolver
+    proved: bool
+    gap: float
+    wall_time_s: float
+
+    @property
+    def found(self) -> bool:
+        """A solution exists (proved optimal or not)."""
+        return self.status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+
+
+def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, maximise: bool, tiebreak: cp_model.LinearExpr,
+                        hints: list[cp_model.IntVar], time_limit_s: float) -> Lexicographic:
+    """Optimise `primary`, then minimise `tiebreak` among solutions with the same primary value (deterministic ties).
+
+    When phase 1 only hits the time limit, phase 2 keeps the primary at least as good, and the
+    gap of phase 1 is reported.
+    """
+    if maximise:
+        model.maximize(primary)
+    else:
+        model.minimize(primary)
+    first = reproducible_solver(time_limit_s)
+    status = first.solve(model)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return Lexicographic(status, first, first, False, 0.0, first.wall_time)
+    proved = status == cp_model.OPTIMAL
+    best = round(first.objective_value)
+    gap = 0.0 if proved else abs(best - first.best_objective_bound) / max(abs(best), 1e-9)
+    model.clear_objective()
+    if proved:
+        model.add(primary == best)
+    elif maximise:
+        model.add(primary >= best)
+    else:
+        model.add(primary <= best)
+    model.minimize(tiebreak)
+    for var in hints:
+        model.add_hint(var, first.boolean_value(var))
+    second = reproducible_solver(time_limit_s)
+    status2 = second.solve(model)
+    wall = first.wall_time + second.wall_time
+    if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return Lexicographic(status, second, first, proved and status2 == cp_model.OPTIMAL, gap, wall)
+    return Lexicographic(status, first, first, proved, gap, wall)
+
+
 def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
                 skip_limits: frozenset[str] = frozenset()) -> tuple[Evaluation | None, str, float, float, list[str]]:
     """Solve the encoded table: (chosen plan with its replicas, status, gap, solver seconds, conflicting limit keys)."""
     enc = build_encoding(scenario, rows, skip_limits)
     expr, maximise = _objective_expr(enc, scenario.objective)
-    if maximise:
-        enc.model.maximize(expr)
-    else:
-        enc.model.minimize(expr)
-    solver = _solver(time_limit_s)
-    status = solver.solve(enc.model)
-    elapsed = solver.wall_time
-    if status == cp_model.INFEASIBLE:
-        core = set(solver.sufficient_assumptions_for_infeasibility())
+    # Ties: fewer GPUs, then the earliest row.
+    tiebreak = enc.gpus * len(rows) + sum(r * x for r, x in enumerate(enc.x))
+    result = solve_lexicographic(enc.model, expr, maximise, tiebreak, enc.x, time_limit_s)
+    if result.status == cp_model.INFEASIBLE:
+        core = set(result.first.sufficient_assumptions_for_infeasibility())
         keys = [lim.key for lim in enc.limits if lim.literal.index in core]
         all_keys = [lim.key for lim in enc.limits]
-        return None, "INFEASIBLE", 0.0, elapsed, minimal_core(scenario, rows, keys, all_keys, skip_limits, time_limit_s)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None, "UNKNOWN", 0.0, elapsed, []
-    proved = status == cp_model.OPTIMAL
-    best = round(solver.objective_value)
-    bound = solver.best_objective_bound
-    gap = 0.0 if proved else abs(best - bound) / max(abs(best), 1e-9)
-    # Phase 2: among plans with the same objective value, fewer GPUs, then the earliest row.
-    enc.model.clear_objective()
-    enc.model.add(expr == best) if proved else (enc.model.add(expr >= best) if maximise else enc.model.add(expr <= best))
-    enc.model.minimize(enc.gpus * len(rows) + sum(r * x for r, x in enumerate(enc.x)))
-    for r, x in enumerate(enc.x):
-        enc.model.add_hint(x, solver.boolean_value(x))
-    solver2 = _solver(time_limit_s)
-    status2 = solver2.solve(enc.model)
-    elapsed += solver2.wall_time
-    chosen_solver = solver2 if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE) else solver
-    proved = proved and status2 == cp_model.OPTIMAL
+        return None, "INFEASIBLE", 0.0, result.wall_time_s, minimal_core(scenario, rows, keys, all_keys, skip_limits, time_limit_s)
+    if not result.found:
+        return None, "UNKNOWN", 0.0, result.wall_time_s, []
+    chosen_solver, proved, gap, elapsed = result.solver, result.proved, result.gap, result.wall_time_s
     chosen = next(r for r, x in enumerate(enc.x) if chosen_solver.boolean_value(x))
     plan = rows[chosen]
     if enc.k is not None:
@@ -260,8 +299,7 @@ def minimal_core(scenario: Scenario, rows: list[Evaluation], core: list[str], al
     for key in list(current):
         trial = [k for k in current if k != key]
         enc = build_encoding(scenario, rows, skip_limits=skipped | frozenset(k for k in all_keys if k not in trial))
-        solver = _solver(time_limit_s)
-        if solver.solve(enc.model) == cp_model.INFEASIBLE:
+        if reproducible_solver(time_limit_s).solve(enc.model) == cp_model.INFEASIBLE:
             current = trial
     return current
 
@@ -294,7 +332,7 @@ def verify(scenario: Scenario, model: ModelSpec, chosen: Evaluation, assumptions
     inventory = scenario.constraints.inventory.get(fresh.layout.gpu)
     if inventory is not None and fresh.layout.num_gpus > inventory:
         problems.append("exceeds inventory")
-    if scenario.constraints.budget_usd and _cost(fresh) > scenario.constraints.budget_usd * (1 + 1e-9):
+    if scenario.constraints.budget_usd and plan_cost(fresh) > scenario.constraints.budget_usd * (1 + 1e-9):
         problems.append("exceeds budget")
     if isinstance(fresh, TrainingEvaluation) and scenario.constraints.deadline_days:
         if fresh.perf.time_to_train_s > scenario.constraints.deadline_days * 86400.0 * (1 + 1e-9):
@@ -325,7 +363,7 @@ def _limit_quantity(key: str, e: Evaluation) -> float:
     if key == "max_gpus" or key.startswith("inventory:"):
         return float(e.layout.num_gpus)
     if key == "budget":
-        return _cost(e)
+        return plan_cost(e)
     if key == "deadline":
         assert isinstance(e, TrainingEvaluation)
         return e.perf.time_to_train_s / 86400.0
@@ -425,8 +463,8 @@ def explain_no_fit(scenario: Scenario, model: ModelSpec, space: Space) -> str:
 
 def _alternative(e: Evaluation) -> Alternative:
     return Alternative(
-        gpu=e.layout.gpu, feasible=True, summary=layout_summary(e), num_gpus=e.layout.num_gpus, cost=_cost(e),
-        throughput_tokens_per_s=_throughput(e),
+        gpu=e.layout.gpu, feasible=True, summary=layout_summary(e), num_gpus=e.layout.num_gpus, cost=plan_cost(e),
+        throughput_tokens_per_s=plan_throughput(e),
         time_to_train_days=e.perf.time_to_train_s / 86400.0 if isinstance(e, TrainingEvaluation) else None,
     )
 
@@ -463,7 +501,7 @@ def pareto_frontier(scenario: Scenario, rows: list[Evaluation], time_limit_s: fl
         if e is None:
             break
         training = isinstance(e, TrainingEvaluation)
-        frontier.append(ParetoPoint(cost=_cost(e), throughput_tokens_per_s=_throughput(e), num_gpus=e.layout.num_gpus,
+        frontier.append(ParetoPoint(cost=plan_cost(e), throughput_tokens_per_s=plan_throughput(e), num_gpus=e.layout.num_gpus,
                                     time_to_train_days=e.perf.time_to_train_s / 86400.0 if training else None,
                                     summary=layout_summary(e)))
         if training:

@@ -36,10 +36,8 @@ SERVING_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class Space:
     """Candidates that fit, plus what was dropped and why (for explanations)."""
 
-    kind: str
     rows: list[TrainingEvaluation | InferenceEvaluation] = field(default_factory=list)
     structural_count: int = 0
-    dropped_memory: int = 0
     closest_misfit: TrainingEvaluation | InferenceEvaluation | None = None
     unpriced_gpus: list[str] = field(default_factory=list)
     gpus: list[GpuSpec] = field(default_factory=list)
@@ -50,7 +48,6 @@ class Space:
         if evaluation.memory.fits:
             self.rows.append(evaluation)
             return True
-        self.dropped_memory += 1
         old = self.closest_misfit
         if old is None or evaluation.memory.total_bytes / evaluation.memory.capacity_bytes < old.memory.total_bytes / old.memory.capacity_bytes:
             self.closest_misfit = evaluation
@@ -149,7 +146,7 @@ def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumption
     """All legal training layouts that fit in memory, evaluated."""
     workload = scenario.workload
     assert isinstance(workload, TrainingWorkload)
-    space = Space(kind="training", gpus=candidate_gpus(scenario))
+    space = Space(gpus=candidate_gpus(scenario))
     search = scenario.search
     for gpu, quote, node in priced_gpus(scenario, space, assumptions):
         cap = gpu_cap(scenario, gpu.name)
@@ -197,7 +194,7 @@ def inference_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptio
     """All legal serving replica layouts (GPU, precisions, TP, PP, batch) that fit, evaluated with one replica."""
     workload = scenario.workload
     assert isinstance(workload, InferenceWorkload)
-    space = Space(kind="inference", gpus=candidate_gpus(scenario))
+    space = Space(gpus=candidate_gpus(scenario))
     search = scenario.search
     batches = sorted(set(search.batch_per_replica or SERVING_BATCHES))
     for gpu, quote, node in priced_gpus(scenario, space, assumptions):

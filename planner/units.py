@@ -11,13 +11,5 @@ BYTES_PER_MIB: float = 2.0**20
 FLOPS_PER_TFLOP: float = 1e12
 SECONDS_PER_HOUR: float = 3600.0
 HOURS_PER_YEAR: float = 8760.0
+HOURS_PER_WEEK: float = 168.0
 
-
-def gib(n_bytes: float) -> float:
-    """Bytes to GiB (2**30)."""
-    return n_bytes / BYTES_PER_GIB
-
-
-def gb(n_bytes: float) -> float:
-    """Bytes to GB (1e9), the unit of vendor datasheets and of the ZeRO paper."""
-    return n_bytes / BYTES_PER_GB

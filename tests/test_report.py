@@ -19,7 +19,7 @@ from planner.enums import PriceTerm
 from planner.errors import InputError
 from planner.evaluate import TrainingEvaluation
 from planner.scenario import Scenario, load_scenario, parse_scenario
-from planner.solver import layout_summary, solve
+from planner.solver import layout_summary, plan_cost, solve
 
 TIME_LIMIT_S = 10.0
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
@@ -128,7 +128,7 @@ def test_gpu_table_carries_the_alternatives(kind, reports, htmls):
         if alt.feasible:
             assert html.escape(rpt.cost_text(alt.cost, training)) in htmls[kind]
             assert html.escape(alt.summary) in htmls[kind]
-    recommended_cost = rpt.cost_text(rpt._cost(r.plan.evaluation), training)
+    recommended_cost = rpt.cost_text(plan_cost(r.plan.evaluation), training)
     assert re.search(r'<tr class="rec">.*?' + re.escape(html.escape(recommended_cost)), htmls[kind])
 
 
@@ -137,12 +137,12 @@ def test_term_table_resolves_each_term(kind, request, reports, htmls):
     r = reports[kind]
     assert [row.label for row in r.by_term] == [t.value for t in rpt.TERMS]
     own = next(row for row in r.by_term if row.label == r.scenario.pricing.term.value)
-    assert own.cost == pytest.approx(rpt._cost(r.plan.evaluation)) and own.recommended
+    assert own.cost == pytest.approx(plan_cost(r.plan.evaluation)) and own.recommended
     spot = next(row for row in r.by_term if row.label == "spot")
     scenario = request.getfixturevalue(kind)
     if spot.feasible:
         again = solve(rpt._with_term(scenario, PriceTerm.SPOT), time_limit_s=TIME_LIMIT_S, alternatives=False)
-        assert spot.cost == pytest.approx(rpt._cost(again.evaluation))
+        assert spot.cost == pytest.approx(plan_cost(again.evaluation))
         assert html.escape(rpt.cost_text(spot.cost, kind == "training")) in htmls[kind]
     for row in r.by_term:
         assert row.feasible or row.summary  # every infeasible term says why
@@ -155,7 +155,7 @@ def test_sensitivity_study(kind, reports, htmls):
     labels = [row.label for row in rows]
     assert labels[:2] == ["price x0.7", "price x1.3"] and len(rows) == 3
     assert labels[2].startswith("prompt_tokens x2" if kind == "serving" else "deadline_days x0.5")
-    base = rpt._cost(reports[kind].plan.evaluation)
+    base = plan_cost(reports[kind].plan.evaluation)
     low, high = rows[0], rows[1]
     assert low.feasible and low.cost is not None and low.cost <= base * 0.7 * (1 + 1e-9)
     assert high.feasible and high.cost is not None and high.cost <= base * 1.3 * (1 + 1e-9)
