@@ -107,6 +107,12 @@ def state_bytes_per_param(precision: TrainPrecision, optimizer: Optimizer) -> St
     return StateBytes(weights=weights, gradients=2.0, optimizer=4.0 + moments)
 
 
+def state_bytes_total(precision: TrainPrecision, optimizer: Optimizer) -> float:
+    """Weights + gradients + optimizer states per trained parameter (16 for mixed-precision Adam)."""
+    states = state_bytes_per_param(precision, optimizer)
+    return states.weights + states.gradients + states.optimizer
+
+
 def weight_bytes_per_param(precision: WeightPrecision, group_size: int) -> float:
     """Serving bytes per weight including quantisation scales.
 

@@ -21,6 +21,7 @@ from planner.enums import Checkpointing, TrainingMode, TrainPrecision, WeightPre
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
     activation_bytes_per_layer, kv_bytes_per_token_per_card, lora_adapter_params, serving_stage_bytes, stage_layer_ranges, stage_params,
+    state_bytes_total,
 )
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
@@ -257,7 +258,7 @@ def training_perf(
         ep_bw = group_bandwidth_gbps(gpu, layout.ep, layout.tp * layout.pp, node, collective=False)
         ep_comm = moe_layers_per_stage * m * 4 * dispatch / (ep_bw * 1e9)
 
-    state_bytes = params_on_card * 16.0 / (layout.dp if layout.zero >= ZeroStage.OPTIMIZER else 1)
+    state_bytes = params_on_card * state_bytes_total(layout.precision, workload.optimizer) / (layout.dp if layout.zero >= ZeroStage.OPTIMIZER else 1)
     optimizer = 2.0 * state_bytes / (gpu.hbm_bandwidth_gbps * 1e9)
     if layout.offload_optimizer:  # gradients down, updated parameters up (ZeRO-Offload, Ren et al. 2021, Sec. 4)
         optimizer += 4.0 * params_on_card / layout.dp / (assumptions.host_link_gbps * 1e9)

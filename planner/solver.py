@@ -22,7 +22,7 @@ from planner.encode import Encoding, scaled
 from planner.enums import Objective
 from planner.errors import InfeasibleError, InputError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
-from planner.memory import weight_bytes_per_param
+from planner.memory import state_bytes_total, weight_bytes_per_param
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload, check_catalog_names
 from planner.space import Space, build_space, node_size, prune_dominated
@@ -431,11 +431,14 @@ def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows:
 def weights_floor(scenario: Scenario, model: ModelSpec, space: Space) -> str:
     """How much memory the weights alone need, against what the GPU limit offers."""
     workload = scenario.workload
+    group = scenario.resolved_assumptions().int4_group_size
     if isinstance(workload, InferenceWorkload):
-        precision = min(scenario.search.weight_precisions, key=lambda p: weight_bytes_per_param(p, 128))
-        bpp, label = weight_bytes_per_param(precision, 128), precision.value
+        precision = min(scenario.search.weight_precisions, key=lambda p: weight_bytes_per_param(p, group))
+        bpp, label = weight_bytes_per_param(precision, group), precision.value
     else:
-        bpp, label = 16.0, "mixed-precision Adam model states (16 B/param)"
+        policy = min(scenario.search.train_precisions, key=lambda p: state_bytes_total(p, workload.optimizer))
+        bpp = state_bytes_total(policy, workload.optimizer)
+        label = f"{policy.value} model states with {workload.optimizer.value} ({bpp:g} B/param)"
     need_gb = model.total_params * bpp / BYTES_PER_GB
     biggest = max(space.gpus, key=lambda g: g.memory_gib)
     limit = scenario.search.max_gpus or max(scenario.constraints.inventory.values() or [0])
