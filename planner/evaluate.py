@@ -1,20 +1,28 @@
-"""The plain evaluator: memory, time and cost of ONE concrete configuration.
+"""The evaluator: memory, time and cost of concrete configurations, one or millions.
 
-This is the single source of truth. The search space calls it to build the solver's
-coefficient tables, verification calls it again on the chosen plan, and the test oracle
-calls it over exhaustive enumerations.
+This is the single source of truth. Every formula works on numpy columns (one entry per
+layout); one configuration is a one-row table. The search space builds `Table`s of millions of
+rows (memory first, speed and cost only for rows that fit), verification evaluates the chosen
+plan as a one-row table, and pydantic objects with the per-term breakdown are built only for
+the rows that are shown (`Table.evaluation_at`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import GpuSpec
 from planner.cost import PriceQuote, serving_usd_per_hour, training_cost_usd, usd_per_million_tokens
 from planner.layout import InferenceLayout, TrainingLayout
-from planner.memory import MemoryBreakdown, inference_memory, training_memory
+from planner.memory import (
+    Columns, MemoryBreakdown, inference_breakdown_at, inference_columns, inference_layout_at, inference_memory_columns, training_breakdown_at,
+    training_columns, training_layout_at, training_memory_columns,
+)
 from planner.modelspec import ModelSpec
-from planner.perf import InferencePerf, TrainingPerf, inference_perf, training_perf
+from planner.perf import InferencePerf, TrainingPerf, inference_perf_at, inference_perf_columns, training_perf_at, training_perf_columns
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
 
 
@@ -44,26 +52,113 @@ class InferenceEvaluation(BaseModel):
     usd_per_million_output_tokens: float | None = Field(description="At the predicted fleet throughput.")
 
 
+@dataclass
+class Table:
+    """Evaluated layouts of one GPU type as columns: the layout fields, memory terms, speed and cost, one entry per row.
+
+    `layout` holds the layout columns (`planner.memory.TRAINING_FIELDS` or `INFERENCE_FIELDS`),
+    `memory` the columns of `training_memory_columns` / `inference_memory_columns`, `perf` those of
+    `training_perf_columns` / `inference_perf_columns` (empty until `with_perf`), `cost` the cost
+    columns (`cost_usd` for training; `usd_per_hour`, `fleet_output_tokens_per_s`,
+    `usd_per_million_output_tokens` for serving). Objects are built by `evaluation_at`, for rows shown.
+    """
+
+    model: ModelSpec
+    workload: TrainingWorkload | InferenceWorkload
+    gpu: GpuSpec
+    assumptions: Assumptions
+    price: PriceQuote | None
+    node: int
+    layout: Columns
+    memory: Columns
+    perf: Columns = field(default_factory=dict)
+    cost: Columns = field(default_factory=dict)
+
+    @property
+    def training(self) -> bool:
+        """True for a training table."""
+        return isinstance(self.workload, TrainingWorkload)
+
+    def __len__(self) -> int:
+        return len(self.layout["tp"])
+
+    @property
+    def fits(self) -> np.ndarray:
+        """Rows whose most loaded card holds its terms."""
+        return self.memory["total_bytes"] <= self.memory["capacity_bytes"]
+
+    @property
+    def num_gpus(self) -> np.ndarray:
+        """GPUs per row: tp x pp x dp (training) or per replica x replicas (serving)."""
+        lay = self.layout
+        return lay["tp"] * lay["pp"] * (lay["dp"] if self.training else lay["replicas"])
+
+    def take(self, rows: np.ndarray) -> Table:
+        """The rows selected by a boolean mask or index array, in their order."""
+        pick = lambda cols: {k: v[rows] for k, v in cols.items()}  # noqa: E731
+        return replace(self, layout=pick(self.layout), memory=pick(self.memory), perf=pick(self.perf), cost=pick(self.cost))
+
+    def with_perf(self) -> Table:
+        """Speed and cost of every row (call after dropping the rows that do not fit: memory first)."""
+        if self.training:
+            perf = training_perf_columns(self.model, self.workload, self.gpu, self.assumptions, self.layout, self.node)  # type: ignore[arg-type]
+            cost = {"cost_usd": training_cost_usd(self.num_gpus, perf["time_to_train_s"], self.price.usd_per_gpu_hour)} if self.price else {}
+        else:
+            perf = inference_perf_columns(self.model, self.workload, self.gpu, self.assumptions, self.layout, self.memory, self.node)  # type: ignore[arg-type]
+            fleet_tps = perf["output_tokens_per_s"] * self.layout["replicas"]
+            cost = {"fleet_output_tokens_per_s": fleet_tps}
+            if self.price:
+                usd_h = serving_usd_per_hour(self.num_gpus, self.price.usd_per_gpu_hour)
+                cost |= {"usd_per_hour": usd_h, "usd_per_million_output_tokens": usd_per_million_tokens(usd_h, fleet_tps)}
+        return replace(self, perf=perf, cost=cost)
+
+    def evaluation_at(self, i: int) -> TrainingEvaluation | InferenceEvaluation:
+        """Row `i` as a pydantic evaluation with the per-term memory breakdown (speed and cost when computed)."""
+        if self.training:
+            workload = self.workload
+            assert isinstance(workload, TrainingWorkload)
+            memory = training_breakdown_at(self.model, workload, self.gpu, self.assumptions, self.layout, self.memory, i)
+            return TrainingEvaluation(layout=training_layout_at(self.layout, i, self.gpu.name), memory=memory,
+                                      perf=training_perf_at(self.perf, i), price=self.price,
+                                      cost_usd=float(self.cost["cost_usd"][i]) if self.price else None)
+        workload = self.workload
+        assert isinstance(workload, InferenceWorkload)
+        memory = inference_breakdown_at(self.model, workload, self.gpu, self.assumptions, self.layout, self.memory, i)
+        return InferenceEvaluation(
+            layout=inference_layout_at(self.layout, i, self.gpu.name), memory=memory, perf=inference_perf_at(self.perf, i),
+            fleet_output_tokens_per_s=float(self.cost["fleet_output_tokens_per_s"][i]), price=self.price,
+            usd_per_hour=float(self.cost["usd_per_hour"][i]) if self.price else None,
+            usd_per_million_output_tokens=float(self.cost["usd_per_million_output_tokens"][i]) if self.price else None,
+        )
+
+
+def training_table(model: ModelSpec, workload: TrainingWorkload, gpu: GpuSpec, assumptions: Assumptions, price: PriceQuote | None,
+                   layout: Columns, gpus_per_node: int | None = None) -> Table:
+    """Memory of training layout columns (speed and cost follow with `Table.with_perf`)."""
+    memory = training_memory_columns(model, workload, gpu, assumptions, layout)
+    return Table(model, workload, gpu, assumptions, price, gpus_per_node or gpu.gpus_per_node, layout, memory)
+
+
+def inference_table(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, price: PriceQuote | None,
+                    layout: Columns, gpus_per_node: int | None = None) -> Table:
+    """Memory of serving layout columns (speed and cost follow with `Table.with_perf`)."""
+    memory = inference_memory_columns(model, workload, gpu, assumptions, layout)
+    return Table(model, workload, gpu, assumptions, price, gpus_per_node or gpu.gpus_per_node, layout, memory)
+
+
 def evaluate_training(
     model: ModelSpec, workload: TrainingWorkload, layout: TrainingLayout, gpu: GpuSpec, assumptions: Assumptions,
     price: PriceQuote | None, gpus_per_node: int | None = None,
 ) -> TrainingEvaluation:
-    """Memory, speed and cost of a training layout."""
-    memory = training_memory(model, workload, layout, gpu, assumptions)
-    perf = training_perf(model, workload, layout, gpu, assumptions, gpus_per_node)
-    cost = training_cost_usd(layout.num_gpus, perf.time_to_train_s, price.usd_per_gpu_hour) if price else None
-    return TrainingEvaluation(layout=layout, memory=memory, perf=perf, price=price, cost_usd=cost)
+    """Memory, speed and cost of a training layout (a one-row table)."""
+    table = training_table(model, workload, gpu, assumptions, price, training_columns([layout]), gpus_per_node).with_perf()
+    return table.evaluation_at(0).model_copy(update={"layout": layout})  # type: ignore[return-value]
 
 
 def evaluate_inference(
     model: ModelSpec, workload: InferenceWorkload, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions,
     price: PriceQuote | None, gpus_per_node: int | None = None,
 ) -> InferenceEvaluation:
-    """Memory, speed and cost of a serving layout with its replicas."""
-    memory = inference_memory(model, workload, layout, gpu, assumptions)
-    perf = inference_perf(model, workload, layout, gpu, assumptions, gpus_per_node)
-    fleet_tps = perf.output_tokens_per_s * layout.replicas
-    usd_h = serving_usd_per_hour(layout.num_gpus, price.usd_per_gpu_hour) if price else None
-    per_m = usd_per_million_tokens(usd_h, fleet_tps) if usd_h is not None else None
-    return InferenceEvaluation(layout=layout, memory=memory, perf=perf, fleet_output_tokens_per_s=fleet_tps,
-                               price=price, usd_per_hour=usd_h, usd_per_million_output_tokens=per_m)
+    """Memory, speed and cost of a serving layout with its replicas (a one-row table)."""
+    table = inference_table(model, workload, gpu, assumptions, price, inference_columns([layout]), gpus_per_node).with_perf()
+    return table.evaluation_at(0).model_copy(update={"layout": layout})  # type: ignore[return-value]

@@ -13,8 +13,11 @@ most in-flight micro-batches, the last the LM head and the logits).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +27,18 @@ from planner.layout import InferenceLayout, TrainingLayout
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, LoraSettings, TrainingWorkload
 from planner.units import BYTES_PER_GIB
+
+Num = float | np.ndarray
+"""A scalar (one configuration) or a numpy column (one entry per configuration)."""
+Flag = bool | np.ndarray
+Columns = dict[str, np.ndarray]
+"""Layouts or results as columns: one numpy array per field, one entry per configuration."""
+
+
+def where(condition: Flag, if_true: Num, if_false: Num) -> Num:
+    """`np.where` that gives a float for scalar inputs (one configuration) and an array for columns."""
+    out = np.where(condition, if_true, if_false)
+    return out if out.ndim else float(out)
 
 
 class MemoryTerm(BaseModel):
@@ -169,7 +184,7 @@ class StageParams:
     """Routed experts: split by EP x expert-TP."""
 
 
-def stage_params(model: ModelSpec, layers: range, first: bool, last: bool, tp: int, ep: int, expert_tp: int) -> StageParams:
+def stage_params(model: ModelSpec, layers: range, first: bool, last: bool, tp: Num, ep: Num, expert_tp: Num) -> StageParams:
     """Parameters on one card of a pipeline stage.
 
     Megatron tensor parallelism (Shoeybi et al. 2019, Sec. 3) splits attention and MLP matrices
@@ -199,9 +214,9 @@ KORT = "Korthikanti et al. 2022 (arXiv:2205.05198), Sec. 4, Table 2 and Eq. 5"
 
 
 def activation_bytes_per_layer(
-    model: ModelSpec, seq_len: int, micro_batch: int, tp: int, sequence_parallel: bool,
-    checkpointing: Checkpointing, flash_attention: bool, moe_layer: bool,
-) -> float:
+    model: ModelSpec, seq_len: int, micro_batch: Num, tp: Num, sequence_parallel: Flag,
+    checkpointing: Checkpointing | np.ndarray, flash_attention: Flag, moe_layer: bool,
+) -> Num:
     """Activation bytes one transformer layer stores for one micro-batch, 16-bit activations.
 
     Korthikanti Table 2 for GPT (4h GELU MLP, MHA, dropout): sbh(34 + 5as/h) without
@@ -217,11 +232,13 @@ def activation_bytes_per_layer(
     expert. FlashAttention (Dao et al. 2022) stores no s^2 scores, only the softmax
     statistics (4 bytes per head per token). Models whose config sets no dropout (Llama,
     DeepSeek, Qwen, Mixtral, MPT) store no masks.
+
+    Columns: micro_batch, tp, sequence_parallel, checkpointing and flash_attention may be
+    numpy arrays (one entry per layout); scalars give a float.
     """
     s, b, h, t = seq_len, micro_batch, model.hidden_size, tp
     sbh = s * b * h
-    if checkpointing is Checkpointing.FULL:
-        return 2 * sbh / (t if sequence_parallel else 1)
+    sp_divisor = where(sequence_parallel, t, 1)
     replicated = (10 if model.dropout else 8) * sbh
     attention = 2 * s * b * (model.q_dim + model.kv_dim + model.v_dim + model.o_dim)
     saved_mlp = 3 if model.gated_mlp else 2
@@ -230,14 +247,10 @@ def activation_bytes_per_layer(
         mlp = saved_mlp * 2 * s * b * inner + 2 * sbh * model.experts_per_token
     else:
         mlp = saved_mlp * 2 * s * b * model.intermediate_size
-    if flash_attention:
-        scores = 4 * model.num_heads * s * b
-    elif checkpointing is Checkpointing.SELECTIVE:
-        scores = 0.0
-    else:
-        scores = (5 if model.dropout else 2) * model.num_heads * s * s * b
-    split = (attention + mlp + scores) / t
-    return split + replicated / (t if sequence_parallel else 1)
+    scores = where(flash_attention, 4 * model.num_heads * s * b,
+                   where(checkpointing == Checkpointing.SELECTIVE, 0.0, (5 if model.dropout else 2) * model.num_heads * s * s * b))
+    stored = (attention + mlp + scores) / t + replicated / sp_divisor
+    return where(checkpointing == Checkpointing.FULL, 2 * sbh / sp_divisor, stored)
 
 
 def logits_bytes(seq_len: int, micro_batch: int, vocab_size: int, tp: int) -> float:
@@ -245,15 +258,15 @@ def logits_bytes(seq_len: int, micro_batch: int, vocab_size: int, tp: int) -> fl
     return 4.0 * seq_len * micro_batch * vocab_size / tp
 
 
-def in_flight_micro_batches(stage: int, pp: int, grad_accum: int, interleave_chunks: int) -> float:
+def in_flight_micro_batches(stage: int, pp: int, grad_accum: Num, interleave_chunks: int) -> Num:
     """Micro-batches whose activations a stage holds under 1F1B: min(p - stage, m) (Narayanan et al. 2021, Sec. 2.2).
 
     The interleaved schedule holds (1 + (p-1)/(p*v)) times more on the first stage (Korthikanti Eq. 5 note).
     """
-    held = min(pp - stage, grad_accum)
+    held = np.minimum(pp - stage, grad_accum) * 1.0
     if interleave_chunks > 1 and stage == 0 and pp > 1:
-        held *= 1 + (pp - 1) / (pp * interleave_chunks)
-    return float(held)
+        held = held * (1 + (pp - 1) / (pp * interleave_chunks))
+    return held if np.ndim(held) else float(held)
 
 
 # ---- LoRA ----------------------------------------------------------------------------------
@@ -297,149 +310,298 @@ def training_reserve_bytes(gpu: GpuSpec, assumptions: Assumptions) -> float:
     return assumptions.runtime_reserve_gib_training * BYTES_PER_GIB + assumptions.allocator_fragmentation_fraction * gpu.memory_bytes
 
 
+TRAIN_PRECISIONS: tuple[TrainPrecision, ...] = tuple(TrainPrecision)
+"""Order of the integer codes of the `precision` training column."""
+
+TRAINING_FIELDS = ("precision", "tp", "pp", "dp", "ep", "expert_tp", "zero", "checkpointing", "micro_batch", "grad_accum",
+                   "sequence_parallel", "flash_attention", "offload_optimizer", "offload_params")
+"""Training layout columns (one GPU type per table): TrainingLayout field names; precision as a code into TRAIN_PRECISIONS."""
+
+
+def training_columns(layouts: list[TrainingLayout]) -> Columns:
+    """Layouts (one GPU type) as columns: one numpy array per TrainingLayout field."""
+    cols: Columns = {
+        "precision": np.array([TRAIN_PRECISIONS.index(lay.precision) for lay in layouts], dtype=np.int64),
+        "zero": np.array([int(lay.zero) for lay in layouts], dtype=np.int64),
+        "checkpointing": np.array([int(lay.checkpointing) for lay in layouts], dtype=np.int64),
+    }
+    for name in ("tp", "pp", "dp", "ep", "expert_tp", "micro_batch", "grad_accum"):
+        cols[name] = np.array([getattr(lay, name) for lay in layouts], dtype=np.int64)
+    for name in ("sequence_parallel", "flash_attention", "offload_optimizer", "offload_params"):
+        cols[name] = np.array([getattr(lay, name) for lay in layouts], dtype=bool)
+    return cols
+
+
+def training_layout_at(cols: Columns, i: int, gpu: str) -> TrainingLayout:
+    """Row `i` of training columns as a TrainingLayout."""
+    return TrainingLayout(
+        gpu=gpu, precision=TRAIN_PRECISIONS[int(cols["precision"][i])], tp=int(cols["tp"][i]), pp=int(cols["pp"][i]),
+        dp=int(cols["dp"][i]), ep=int(cols["ep"][i]), expert_tp=int(cols["expert_tp"][i]), zero=ZeroStage(int(cols["zero"][i])),
+        checkpointing=Checkpointing(int(cols["checkpointing"][i])), micro_batch=int(cols["micro_batch"][i]),
+        grad_accum=int(cols["grad_accum"][i]), sequence_parallel=bool(cols["sequence_parallel"][i]),
+        flash_attention=bool(cols["flash_attention"][i]), offload_optimizer=bool(cols["offload_optimizer"][i]),
+        offload_params=bool(cols["offload_params"][i]),
+    )
+
+
+def state_bytes_columns(precision_codes: np.ndarray, optimizer: Optimizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(weights, gradients, optimizer) bytes per parameter for a column of precision codes (see `state_bytes_per_param`)."""
+    table = np.array([[s.weights, s.gradients, s.optimizer] for s in (state_bytes_per_param(p, optimizer) for p in TRAIN_PRECISIONS)])
+    rows = table[precision_codes]
+    return rows[:, 0], rows[:, 1], rows[:, 2]
+
+
 def training_memory(
     model: ModelSpec, workload: TrainingWorkload, layout: TrainingLayout, gpu: GpuSpec, assumptions: Assumptions
 ) -> MemoryBreakdown:
-    """Per-card memory of a training layout: the most loaded pipeline stage, every term summed."""
-    states = state_bytes_per_param(layout.precision, workload.optimizer)
-    lora = workload.mode in (TrainingMode.LORA, TrainingMode.QLORA)
-    dp_experts = layout.dp // layout.ep
-    best: tuple[float, int, list[MemoryTerm]] | None = None
-    ranges = stage_layer_ranges(model.num_layers, layout.pp)
-    for stage in candidate_stages(model, layout.pp):
-        layers = ranges[stage]
-        first, last = stage == 0, stage == layout.pp - 1
-        params = stage_params(model, layers, first, last, layout.tp, layout.ep, layout.expert_tp)
-        embed_on_card = ((model.embedding_params if first else 0) + (model.lm_head_params if last else 0)) / layout.tp
-        terms = _model_state_terms(model, workload, layout, params, states, dp_experts, len(layers), lora, embed_on_card)
-        if layout.zero >= ZeroStage.PARAMETERS and not lora:
-            terms.append(zero3_gathered_term(model, layout, layers, states))
-        terms += _activation_terms(model, workload, layout, stage, layers, last, assumptions)
-        terms.append(MemoryTerm(
-            name="reserve", bytes=training_reserve_bytes(gpu, assumptions), fixed_bytes=training_reserve_bytes(gpu, assumptions),
-            scaling="fixed per card", source="assumptions: runtime_reserve_gib_training + allocator_fragmentation_fraction",
-        ))
-        total = sum(t.bytes for t in terms)
-        if best is None or total > best[0]:
-            best = (total, stage, terms)
-    assert best is not None
-    return MemoryBreakdown(terms=tuple(best[2]), capacity_bytes=gpu.memory_bytes, card_bytes=gpu.memory_bytes, stage=best[1])
+    """Per-card memory of a training layout: the most loaded pipeline stage, every term summed (one row of the columns)."""
+    cols = training_columns([layout])
+    return training_breakdown_at(model, workload, gpu, assumptions, cols, training_memory_columns(model, workload, gpu, assumptions, cols), 0)
 
 
-def _sharded(name: str, replicated_bytes: float, expert_bytes: float, dp: int, dp_experts: int, shard: bool, source: str) -> MemoryTerm:
-    """A model-state term, divided by the DP degree when its ZeRO stage shards it (experts over dp/ep)."""
-    if not shard:
-        total = replicated_bytes + expert_bytes
-        return MemoryTerm(name=name, bytes=total, fixed_bytes=total, scaling="fixed per card (replicated over DP)", source=source)
-    over_dp = replicated_bytes + expert_bytes * (dp / dp_experts)
-    return MemoryTerm(name=name, bytes=replicated_bytes / dp + expert_bytes / dp_experts, over_dp_bytes=over_dp,
-                      scaling="divided by the data-parallel degree (ZeRO)", source=source)
+def training_memory_columns(model: ModelSpec, workload: TrainingWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns) -> Columns:
+    """Per-card memory of many training layouts of one GPU type: each term's bytes on the most loaded stage, per row.
+
+    Output columns: one per term (`TRAINING_TERMS`: weights, gradients, optimizer_states or
+    the adapter_* terms for LoRA, zero3_gathered_layers, activations, recompute_working_set,
+    logits, reserve), `<term>_over_dp` for the ZeRO-sharded model states (bytes before the
+    division by DP), `stage` (most loaded pipeline stage), `total_bytes`, `capacity_bytes`.
+    What depends only on (model, pp) is computed once per pipeline degree; the stage is the
+    maximum over `candidate_stages` (earliest stage wins ties, as in the per-stage scan).
+    """
+    states = state_bytes_columns(cols["precision"], workload.optimizer)
+    n = len(cols["tp"])
+    out: Columns | None = None
+    for pp in np.unique(cols["pp"]):
+        pp = int(pp)
+        single = out is None and bool(np.all(cols["pp"] == pp))
+        index = slice(None) if single else np.nonzero(cols["pp"] == pp)[0]
+        sub = cols if single else {k: v[index] for k, v in cols.items()}
+        sub_states = states if single else tuple(s[index] for s in states)
+        best: Columns | None = None
+        ranges = stage_layer_ranges(model.num_layers, pp)
+        for stage in candidate_stages(model, pp):
+            terms = _training_stage_columns(model, workload, gpu, assumptions, sub, sub_states, stage, ranges[stage], pp)  # type: ignore[arg-type]
+            if best is None:
+                best = terms
+                continue
+            heavier = terms["total_bytes"] > best["total_bytes"]
+            best = {k: np.where(heavier, terms[k], best[k]) for k in best}
+        assert best is not None
+        if single:
+            out = best
+            break
+        if out is None:
+            out = {k: np.zeros(n, dtype=v.dtype) for k, v in best.items()}
+        for k, v in best.items():
+            out[k][index] = v
+    assert out is not None
+    out["capacity_bytes"] = np.full(n, float(gpu.memory_bytes))
+    return out
 
 
-def _model_state_terms(
-    model: ModelSpec, workload: TrainingWorkload, layout: TrainingLayout, params: StageParams,
-    states: StateBytes, dp_experts: int, stage_layers: int, lora: bool, embed_on_card: float,
-) -> list[MemoryTerm]:
-    dp, zero = layout.dp, layout.zero
-    if lora:
+TRAINING_TERMS = ("weights", "gradients", "optimizer_states", "adapter_weights", "adapter_gradients", "adapter_optimizer_states",
+                  "zero3_gathered_layers", "activations", "recompute_working_set", "logits", "reserve")
+"""Memory term columns of `training_memory_columns`, in breakdown order (absent terms are 0)."""
+
+
+def _training_stage_columns(
+    model: ModelSpec, workload: TrainingWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns,
+    states: tuple[np.ndarray, np.ndarray, np.ndarray], stage: int, layers: range, pp: int,
+) -> Columns:
+    """Every term of one pipeline stage for rows that share pp (columns of `training_memory_columns`)."""
+    n = len(cols["tp"])
+    zeros = np.zeros(n)
+    first, last = stage == 0, stage == pp - 1
+    tp, dp, ep, zero = cols["tp"], cols["dp"], cols["ep"], cols["zero"]
+    params = stage_params(model, layers, first, last, tp, ep, cols["expert_tp"])
+    out: Columns = {name: zeros for name in TRAINING_TERMS}
+    if workload.mode in (TrainingMode.LORA, TrainingMode.QLORA):
         assert workload.lora is not None
         base_bpp = QLORA_NF4_BYTES_PER_PARAM if workload.mode is TrainingMode.QLORA else 2.0
-        base_src = "QLoRA (Dettmers et al. 2023) Sec. 3: NF4 + double quantisation" if workload.mode is TrainingMode.QLORA else "LoRA (Hu et al. 2021): frozen 16-bit base"
         base = (params.dense + params.experts) * base_bpp
         if workload.mode is TrainingMode.QLORA:
-            base += embed_on_card * (2.0 - base_bpp)  # bitsandbytes quantises Linear layers only
-        adapters = lora_adapter_params(model, workload.lora) * stage_layers / model.num_layers / layout.tp
-        adapter_terms = model_state_terms(adapters, 0.0, ADAPTER_STATE_BYTES, zero, dp)
-        return [MemoryTerm(name="weights", bytes=base, fixed_bytes=base, scaling="split by TP/PP/EP; frozen", source=base_src)] + [
-            t.model_copy(update={"name": f"adapter_{t.name}", "source": "LoRA adapters r(d_in+d_out) per projection (Hu et al. 2021); " + t.source})
-            for t in adapter_terms
-        ]
-    return model_state_terms(params.dense, params.experts, states, zero, dp, layout.ep, layout.offload_optimizer, layout.offload_params)
+            embed_on_card = ((model.embedding_params if first else 0) + (model.lm_head_params if last else 0)) / tp
+            base = base + embed_on_card * (2.0 - base_bpp)  # bitsandbytes quantises Linear layers only
+        out["weights"] = base + zeros
+        adapters = lora_adapter_params(model, workload.lora) * len(layers) / model.num_layers / tp
+        a = ADAPTER_STATE_BYTES
+        adapter = model_state_columns(adapters, 0.0, (a.weights, a.gradients, a.optimizer), zero, dp)
+        out.update({f"adapter_{k}": v + zeros for k, v in adapter.items()})
+    else:
+        out.update(model_state_columns(params.dense, params.experts, states, zero, dp, ep, cols["offload_optimizer"], cols["offload_params"]))
+        out["zero3_gathered_layers"] = np.where(zero >= ZeroStage.PARAMETERS, zero3_gathered_bytes(model, layers, tp, ep, cols["expert_tp"], states[0]), 0.0)
+    out.update(_activation_columns(model, workload, assumptions, cols, stage, layers, pp))
+    out["reserve"] = zeros + training_reserve_bytes(gpu, assumptions)
+    out["total_bytes"] = sum(out[name] for name in TRAINING_TERMS)
+    out["stage"] = np.full(n, stage, dtype=np.int64)
+    return out
 
 
-def zero3_gathered_term(model: ModelSpec, layout: TrainingLayout, layers: range, states: StateBytes) -> MemoryTerm:
+def zero3_gathered_bytes(model: ModelSpec, layers: range, tp: Num, ep: Num, expert_tp: Num, weight_bytes: Num) -> Num:
     """ZeRO-3 / FSDP working set: the largest layer's parameters gathered whole, for the current and the prefetched layer.
 
     ZeRO-3 all-gathers each layer's parameters before use (Rajbhandari et al. 2020, Sec. 5.3);
     FSDP keeps the current and the next unit (backward prefetch), so two layers are counted.
     """
-    largest = 0.0
+    largest: Num = 0.0
     moe_layers = model.moe_layer_prefix[layers.stop] - model.moe_layer_prefix[layers.start]
     for moe in [kind for kind, count in ((True, moe_layers), (False, len(layers) - moe_layers)) if count]:
         index = next(i for i in layers if model.is_moe_layer(i) == moe)
-        body = stage_params(model, range(index, index + 1), False, False, layout.tp, layout.ep, layout.expert_tp)
-        largest = max(largest, body.dense + body.experts)
-    gathered = 2 * largest * states.weights
-    return MemoryTerm(name="zero3_gathered_layers", bytes=gathered, fixed_bytes=gathered,
-                      scaling="two layers' parameters on the card, gathered (current + prefetch)",
-                      source="Rajbhandari et al. 2020 (ZeRO) Sec. 5.3; PyTorch FSDP backward prefetch")
+        body = stage_params(model, range(index, index + 1), False, False, tp, ep, expert_tp)
+        largest = np.maximum(largest, body.dense + body.experts)
+    return 2 * largest * weight_bytes
+
+
+def _sharded(replicated_bytes: Num, expert_bytes: Num, dp: Num, dp_experts: Num, shard: Flag) -> tuple[Num, Num]:
+    """(bytes on the card, bytes before the DP division) of a model-state term, sharded by ZeRO when `shard` (experts over dp/ep)."""
+    return (where(shard, replicated_bytes / dp + expert_bytes / dp_experts, replicated_bytes + expert_bytes),
+            where(shard, replicated_bytes + expert_bytes * (dp / dp_experts), 0.0))
+
+
+def model_state_columns(
+    replicated_params: Num, expert_params: Num, states: tuple[Num, Num, Num], zero: Num, dp: Num, ep: Num = 1,
+    offload_optimizer: Flag = False, offload_params: Flag = False,
+) -> Columns:
+    """Weights, gradients and optimizer states on one card (ZeRO Sec. 5.1-5.3), with `<term>_over_dp` columns.
+
+    Baseline (2+2+K)Psi; P_os: 4Psi + K*Psi/N_d; P_os+g: 2Psi + (2+K)Psi/N_d; P_os+g+p:
+    (2+2+K)Psi/N_d. `replicated_params` are those on the card that every DP rank would hold;
+    `expert_params` (routed experts already split by EP) are sharded over dp/ep ranks only.
+    ZeRO-Offload (Ren et al. 2021, Sec. 4) moves the optimizer states to CPU memory,
+    ZeRO-Infinity (Rajbhandari et al. 2021, Sec. 5) the parameter shards.
+    """
+    dp_experts = dp // ep
+    weights, weights_dp = _sharded(replicated_params * states[0], expert_params * states[0], dp, dp_experts, zero >= ZeroStage.PARAMETERS)
+    gradients, gradients_dp = _sharded(replicated_params * states[1], expert_params * states[1], dp, dp_experts, zero >= ZeroStage.GRADIENTS)
+    optimizer, optimizer_dp = _sharded(replicated_params * states[2], expert_params * states[2], dp, dp_experts, zero >= ZeroStage.OPTIMIZER)
+    return {
+        "weights": where(offload_params, 0.0, weights), "weights_over_dp": where(offload_params, 0.0, weights_dp),
+        "gradients": gradients, "gradients_over_dp": gradients_dp,
+        "optimizer_states": where(offload_optimizer, 0.0, optimizer), "optimizer_states_over_dp": where(offload_optimizer, 0.0, optimizer_dp),
+    }
+
+
+STATE_SOURCES = {
+    "weights": (ZERO, "Rajbhandari et al. 2021, ZeRO-Infinity, Sec. 5"),
+    "gradients": (ZERO, ZERO),
+    "optimizer_states": (ZERO, "Ren et al. 2021, ZeRO-Offload, Sec. 4"),
+}
+
+
+def _state_term(name: str, bytes_: float, over_dp: float, shard: bool, offloaded: bool, source_prefix: str = "") -> MemoryTerm:
+    """A model-state breakdown line from its column values."""
+    source = STATE_SOURCES[name][1 if offloaded else 0]
+    if offloaded:
+        scaling = ("parameter shards in CPU memory (ZeRO-Infinity); gathered layers counted apart" if name == "weights"
+                   else "offloaded to CPU memory (ZeRO-Offload, Ren et al. 2021)")
+        return MemoryTerm(name=name, bytes=0.0, scaling=scaling, source=source_prefix + source)
+    if not shard:
+        return MemoryTerm(name=name, bytes=bytes_, fixed_bytes=bytes_, scaling="fixed per card (replicated over DP)", source=source_prefix + source)
+    return MemoryTerm(name=name, bytes=bytes_, over_dp_bytes=over_dp, scaling="divided by the data-parallel degree (ZeRO)", source=source_prefix + source)
 
 
 def model_state_terms(
     replicated_params: float, expert_params: float, states: StateBytes, zero: ZeroStage, dp: int, ep: int = 1,
     offload_optimizer: bool = False, offload_params: bool = False,
 ) -> list[MemoryTerm]:
-    """Weights, gradients and optimizer states on one card (ZeRO Sec. 5.1-5.3).
-
-    Baseline (2+2+K)Psi; P_os: 4Psi + K*Psi/N_d; P_os+g: 2Psi + (2+K)Psi/N_d; P_os+g+p:
-    (2+2+K)Psi/N_d. `replicated_params` are those on the card that every DP rank would hold;
-    `expert_params` (routed experts already split by EP) are sharded over dp/ep ranks only.
-    """
-    dp_experts = dp // ep
-    if offload_params:
-        weights = MemoryTerm(name="weights", bytes=0.0, scaling="parameter shards in CPU memory (ZeRO-Infinity); gathered layers counted apart",
-                             source="Rajbhandari et al. 2021, ZeRO-Infinity, Sec. 5")
-    else:
-        weights = _sharded("weights", replicated_params * states.weights, expert_params * states.weights, dp, dp_experts,
-                           zero >= ZeroStage.PARAMETERS, ZERO)
-    terms = [
-        weights,
-        _sharded("gradients", replicated_params * states.gradients, expert_params * states.gradients, dp, dp_experts,
-                 zero >= ZeroStage.GRADIENTS, ZERO),
-    ]
-    if offload_optimizer:
-        terms.append(MemoryTerm(name="optimizer_states", bytes=0.0, scaling="offloaded to CPU memory (ZeRO-Offload, Ren et al. 2021)",
-                                source="Ren et al. 2021, ZeRO-Offload, Sec. 4"))
-    else:
-        terms.append(_sharded("optimizer_states", replicated_params * states.optimizer, expert_params * states.optimizer, dp, dp_experts,
-                              zero >= ZeroStage.OPTIMIZER, ZERO))
-    return terms
+    """Weights, gradients and optimizer states on one card as breakdown lines (the columns of `model_state_columns`)."""
+    values = model_state_columns(replicated_params, expert_params, (states.weights, states.gradients, states.optimizer), zero, dp, ep,
+                                 offload_optimizer, offload_params)
+    thresholds = {"weights": ZeroStage.PARAMETERS, "gradients": ZeroStage.GRADIENTS, "optimizer_states": ZeroStage.OPTIMIZER}
+    offloaded = {"weights": offload_params, "gradients": False, "optimizer_states": offload_optimizer}
+    return [_state_term(name, float(values[name]), float(values[f"{name}_over_dp"]), zero >= thresholds[name], offloaded[name])
+            for name in ("weights", "gradients", "optimizer_states")]
 
 
-def _activation_terms(
-    model: ModelSpec, workload: TrainingWorkload, layout: TrainingLayout, stage: int, layers: range, last: bool,
-    assumptions: Assumptions,
-) -> list[MemoryTerm]:
-    s, b, t = workload.seq_len, layout.micro_batch, layout.tp
-    sp = layout.sequence_parallel and t > 1
-    held = in_flight_micro_batches(stage, layout.pp, layout.grad_accum, assumptions.pipeline_interleave_chunks)
+def _activation_columns(
+    model: ModelSpec, workload: TrainingWorkload, assumptions: Assumptions, cols: Columns, stage: int, layers: range, pp: int,
+) -> Columns:
+    """Activations of the stage's in-flight micro-batches, the full-recompute working set and the last stage's logits."""
+    s, b, t = workload.seq_len, cols["micro_batch"], cols["tp"]
+    sp = cols["sequence_parallel"] & (t > 1)
+    ckpt, flash = cols["checkpointing"], cols["flash_attention"]
+    held = in_flight_micro_batches(stage, pp, cols["grad_accum"], assumptions.pipeline_interleave_chunks)
     moe_layers = model.moe_layer_prefix[layers.stop] - model.moe_layer_prefix[layers.start]
-    per_mb = sum(
-        count * activation_bytes_per_layer(model, s, b, t, sp, layout.checkpointing, layout.flash_attention, moe)
-        for moe, count in ((True, moe_layers), (False, len(layers) - moe_layers)) if count
-    )
-    terms = [MemoryTerm(
-        name="activations", bytes=per_mb * held, fixed_bytes=per_mb * held,
-        scaling=f"x micro-batch; x {held:g} micro-batches in flight (1F1B); {len(layers)} layers on this stage", source=KORT,
-    )]
-    if layout.checkpointing is Checkpointing.FULL:
-        working = max(
-            activation_bytes_per_layer(model, s, b, t, sp, Checkpointing.NONE, layout.flash_attention, moe)
-            for moe, count in ((True, moe_layers), (False, len(layers) - moe_layers)) if count
-        )
-        terms.append(MemoryTerm(name="recompute_working_set", bytes=working, fixed_bytes=working,
+    kinds = [(moe, count) for moe, count in ((True, moe_layers), (False, len(layers) - moe_layers)) if count]
+    per_mb = sum(count * activation_bytes_per_layer(model, s, b, t, sp, ckpt, flash, moe) for moe, count in kinds)
+    working = functools.reduce(np.maximum, [activation_bytes_per_layer(model, s, b, t, sp, Checkpointing.NONE, flash, moe) for moe, _ in kinds])
+    return {
+        "activations": per_mb * held,
+        "recompute_working_set": np.where(ckpt == Checkpointing.FULL, working, 0.0),
+        "logits": logits_bytes(s, b, model.vocab_size, t) if stage == pp - 1 else np.zeros(len(t)),
+    }
+
+
+def training_breakdown_at(
+    model: ModelSpec, workload: TrainingWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns, memory: Columns, i: int,
+) -> MemoryBreakdown:
+    """The per-term breakdown, with scaling and sources, of row `i` of `training_memory_columns` (built only for rows shown)."""
+    layout = {k: v[i] for k, v in cols.items()}
+    value = {k: float(v[i]) for k, v in memory.items()}
+    stage, pp, zero = int(value["stage"]), int(layout["pp"]), int(layout["zero"])
+    layers = stage_layer_ranges(model.num_layers, pp)[stage]
+    terms: list[MemoryTerm] = []
+    if workload.mode in (TrainingMode.LORA, TrainingMode.QLORA):
+        qlora = workload.mode is TrainingMode.QLORA
+        terms.append(MemoryTerm(name="weights", bytes=value["weights"], fixed_bytes=value["weights"], scaling="split by TP/PP/EP; frozen",
+                                source="QLoRA (Dettmers et al. 2023) Sec. 3: NF4 + double quantisation" if qlora
+                                else "LoRA (Hu et al. 2021): frozen 16-bit base"))
+        prefix = "LoRA adapters r(d_in+d_out) per projection (Hu et al. 2021); "
+        for name, threshold in (("weights", ZeroStage.PARAMETERS), ("gradients", ZeroStage.GRADIENTS), ("optimizer_states", ZeroStage.OPTIMIZER)):
+            line = _state_term(name, value[f"adapter_{name}"], value[f"adapter_{name}_over_dp"], zero >= threshold, False, prefix)
+            terms.append(line.model_copy(update={"name": f"adapter_{name}"}))
+    else:
+        for name, threshold, offload in (("weights", ZeroStage.PARAMETERS, "offload_params"), ("gradients", ZeroStage.GRADIENTS, None),
+                                         ("optimizer_states", ZeroStage.OPTIMIZER, "offload_optimizer")):
+            terms.append(_state_term(name, value[name], value[f"{name}_over_dp"], zero >= threshold, bool(offload and layout[offload])))
+        if zero >= ZeroStage.PARAMETERS:
+            terms.append(MemoryTerm(name="zero3_gathered_layers", bytes=value["zero3_gathered_layers"], fixed_bytes=value["zero3_gathered_layers"],
+                                    scaling="two layers' parameters on the card, gathered (current + prefetch)",
+                                    source="Rajbhandari et al. 2020 (ZeRO) Sec. 5.3; PyTorch FSDP backward prefetch"))
+    held = in_flight_micro_batches(stage, pp, int(layout["grad_accum"]), assumptions.pipeline_interleave_chunks)
+    terms.append(MemoryTerm(name="activations", bytes=value["activations"], fixed_bytes=value["activations"],
+                            scaling=f"x micro-batch; x {held:g} micro-batches in flight (1F1B); {len(layers)} layers on this stage", source=KORT))
+    if int(layout["checkpointing"]) == Checkpointing.FULL:
+        terms.append(MemoryTerm(name="recompute_working_set", bytes=value["recompute_working_set"], fixed_bytes=value["recompute_working_set"],
                                 scaling="x micro-batch; one layer recomputed at a time", source=KORT + " (full recomputation)"))
-    if last:
-        logits = logits_bytes(s, b, model.vocab_size, t)
-        terms.append(MemoryTerm(name="logits", bytes=logits, fixed_bytes=logits, scaling="x micro-batch; last stage only",
+    if stage == pp - 1:
+        terms.append(MemoryTerm(name="logits", bytes=value["logits"], fixed_bytes=value["logits"], scaling="x micro-batch; last stage only",
                                 source="Korthikanti Sec. 4.3: 4sbv/t fp32 logits, counted once"))
-    return terms
+    terms.append(MemoryTerm(name="reserve", bytes=value["reserve"], fixed_bytes=value["reserve"], scaling="fixed per card",
+                            source="assumptions: runtime_reserve_gib_training + allocator_fragmentation_fraction"))
+    return MemoryBreakdown(terms=tuple(terms), capacity_bytes=gpu.memory_bytes, card_bytes=gpu.memory_bytes, stage=stage)
 
 
 # ---- inference -----------------------------------------------------------------------------
 
 PAGED = "Kwon et al. 2023 (PagedAttention, arXiv:2309.06180), Sec. 3: 2 x layers x kv_heads x head_dim x bytes per token"
 MLA_KV = "DeepSeek-V2 (arXiv:2405.04434) Sec. 2.1.2: (kv_lora_rank + qk_rope_head_dim) x layers x bytes per token, in paged blocks"
+
+WEIGHT_PRECISIONS: tuple[WeightPrecision, ...] = tuple(WeightPrecision)
+"""Order of the integer codes of the `weight_precision` serving column."""
+KV_PRECISIONS: tuple[KvPrecision, ...] = tuple(KvPrecision)
+"""Order of the integer codes of the `kv_precision` serving column."""
+INFERENCE_FIELDS = ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas")
+"""Serving layout columns (one GPU type per table): InferenceLayout field names; precisions as codes."""
+
+
+def inference_columns(layouts: list[InferenceLayout]) -> Columns:
+    """Serving layouts (one GPU type) as columns: one numpy array per InferenceLayout field."""
+    cols: Columns = {
+        "weight_precision": np.array([WEIGHT_PRECISIONS.index(lay.weight_precision) for lay in layouts], dtype=np.int64),
+        "kv_precision": np.array([KV_PRECISIONS.index(lay.kv_precision) for lay in layouts], dtype=np.int64),
+    }
+    for name in ("tp", "pp", "batch", "replicas"):
+        cols[name] = np.array([getattr(lay, name) for lay in layouts], dtype=np.int64)
+    return cols
+
+
+def inference_layout_at(cols: Columns, i: int, gpu: str) -> InferenceLayout:
+    """Row `i` of serving columns as an InferenceLayout."""
+    return InferenceLayout(gpu=gpu, weight_precision=WEIGHT_PRECISIONS[int(cols["weight_precision"][i])],
+                           kv_precision=KV_PRECISIONS[int(cols["kv_precision"][i])], tp=int(cols["tp"][i]), pp=int(cols["pp"][i]),
+                           batch=int(cols["batch"][i]), replicas=int(cols["replicas"][i]))
 
 
 def kv_cache_bytes_per_token(model: ModelSpec, precision: KvPrecision) -> float:
@@ -455,27 +617,38 @@ def kv_cache_bytes_per_token(model: ModelSpec, precision: KvPrecision) -> float:
     return 2 * model.num_layers * model.num_kv_heads * model.head_dim * per_element
 
 
-def kv_heads_per_card(model: ModelSpec, tp: int) -> tuple[float, str]:
-    """KV heads one TP rank stores, and a note when heads are replicated.
+def kv_heads_on_card(model: ModelSpec, tp: Num) -> Num:
+    """KV heads one TP rank stores: ceil(kv_heads / tp), at least one whole (replicated) head; MLA's latent is whole on every rank.
 
-    vLLM/Megatron split KV heads over TP; with tp > kv_heads each rank keeps one whole head
-    (replication). MLA's latent is not split by head: every TP rank keeps all of it.
+    vLLM/Megatron split KV heads over TP; with tp > kv_heads each rank keeps one whole head.
     """
+    if model.is_mla:
+        return np.ones(np.shape(tp)) if np.ndim(tp) else 1.0
+    return where(tp > model.num_kv_heads, 1.0, -(-model.num_kv_heads // tp))
+
+
+def kv_heads_per_card(model: ModelSpec, tp: int) -> tuple[float, str]:
+    """KV heads one TP rank stores (`kv_heads_on_card`), and a note when heads are replicated."""
     if model.is_mla:
         return 1.0, "MLA latent KV cache is replicated on every TP rank (not split by heads)"
     if tp > model.num_kv_heads:
         return 1.0, f"tp={tp} > kv_heads={model.num_kv_heads}: each rank holds a replicated KV head"
-    return float(math.ceil(model.num_kv_heads / tp)), ""
+    return float(kv_heads_on_card(model, tp)), ""
+
+
+def kv_bytes_per_token_columns(model: ModelSpec, kv_codes: np.ndarray, tp: Num, pp: Num) -> Num:
+    """KV bytes one card stores per token: the per-token cache split over TP (by heads) and PP (by layers, ceil(L/p))."""
+    layers = -(-model.num_layers // pp)
+    per_element = np.array([kv_bytes_per_element(p) for p in KV_PRECISIONS])[kv_codes]
+    if model.is_mla:
+        return (model.kv_lora_rank + model.qk_rope_head_dim) * layers * per_element
+    return 2 * layers * kv_heads_on_card(model, tp) * model.head_dim * per_element
 
 
 def kv_bytes_per_token_per_card(model: ModelSpec, precision: KvPrecision, tp: int, pp: int) -> tuple[float, str]:
-    """KV bytes one card stores per token: the per-token cache split over TP (by heads) and PP (by layers)."""
-    layers = math.ceil(model.num_layers / pp)
-    heads, note = kv_heads_per_card(model, tp)
-    per_element = kv_bytes_per_element(precision)
-    if model.is_mla:
-        return (model.kv_lora_rank + model.qk_rope_head_dim) * layers * per_element, note
-    return 2 * layers * heads * model.head_dim * per_element, note
+    """KV bytes one card stores per token (`kv_bytes_per_token_columns`), with the replication note."""
+    _, note = kv_heads_per_card(model, tp)
+    return float(kv_bytes_per_token_columns(model, np.array([KV_PRECISIONS.index(precision)]), tp, pp)[0]), note
 
 
 def paged_tokens(tokens: int, block_tokens: int) -> int:
@@ -483,35 +656,42 @@ def paged_tokens(tokens: int, block_tokens: int) -> int:
     return math.ceil(tokens / block_tokens) * block_tokens
 
 
-def serving_stage_bytes(model: ModelSpec, precision: WeightPrecision, tp: int, pp: int, assumptions: Assumptions) -> tuple[float, float, float]:
+def serving_stage_columns(model: ModelSpec, weight_codes: np.ndarray, tp: np.ndarray, pp: int, assumptions: Assumptions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(weight bytes, 16-bit embedding/LM-head bytes, routed-expert bytes within the weights) of the most loaded serving card.
 
     Weights are split by TP within a stage and by PP over stages; routed experts over the
     replica's TP ranks (expert parallelism with EP = TP, or expert-TP = TP: same bytes).
     Quantised checkpoints keep the embedding and LM head in 16-bit unless
-    `quantize_embeddings` (AutoGPTQ/AutoAWQ default).
+    `quantize_embeddings` (AutoGPTQ/AutoAWQ default). Rows share one pipeline degree `pp`.
     """
-    bpp = weight_bytes_per_param(precision, assumptions.int4_group_size)
-    keep16 = bpp < 2.0 and not assumptions.quantize_embeddings
-    best = (0.0, 0.0, 0.0)
+    bpp = np.array([weight_bytes_per_param(p, assumptions.int4_group_size) for p in WEIGHT_PRECISIONS])[weight_codes]
+    keep16 = (bpp < 2.0) & (not assumptions.quantize_embeddings)
+    zeros = np.zeros(len(weight_codes))
+    best = (zeros, zeros, zeros)
     for stage, layers in enumerate(stage_layer_ranges(model.num_layers, pp)):
         first, last = stage == 0, stage == pp - 1
         params = stage_params(model, layers, first, last, tp, tp, 1)
         embed = ((model.embedding_params if first else 0) + (model.lm_head_params if last else 0)) / tp
-        body = params.dense + params.experts - (embed if keep16 else 0.0)
-        candidate = (body * bpp, embed * 2.0 if keep16 else 0.0, params.experts * bpp)
-        if candidate[0] + candidate[1] > best[0] + best[1]:
-            best = candidate
+        body = params.dense + params.experts - np.where(keep16, embed, 0.0)
+        candidate = (body * bpp, np.where(keep16, embed * 2.0, 0.0), params.experts * bpp + zeros)
+        heavier = candidate[0] + candidate[1] > best[0] + best[1]
+        best = tuple(np.where(heavier, c, b) for c, b in zip(candidate, best))  # type: ignore[assignment]
     return best
 
 
+def serving_stage_bytes(model: ModelSpec, precision: WeightPrecision, tp: int, pp: int, assumptions: Assumptions) -> tuple[float, float, float]:
+    """`serving_stage_columns` for one layout."""
+    body, embed, experts = serving_stage_columns(model, np.array([WEIGHT_PRECISIONS.index(precision)]), np.array([tp]), pp, assumptions)
+    return float(body[0]), float(embed[0]), float(experts[0])
+
+
 def inference_weight_bytes_per_card(model: ModelSpec, precision: WeightPrecision, tp: int, pp: int, assumptions: Assumptions) -> tuple[float, float]:
-    """(weight bytes, 16-bit embedding/LM-head bytes) on the most loaded card of a replica (see `serving_stage_bytes`)."""
+    """(weight bytes, 16-bit embedding/LM-head bytes) on the most loaded card of a replica (see `serving_stage_columns`)."""
     body, embed, _ = serving_stage_bytes(model, precision, tp, pp, assumptions)
     return body, embed
 
 
-def prefill_workspace_bytes(model: ModelSpec, tp: int, batch: int, assumptions: Assumptions) -> float:
+def prefill_workspace_bytes(model: ModelSpec, tp: Num, batch: Num, assumptions: Assumptions) -> Num:
     """Activation workspace of the largest prefill chunk plus the sampler's logits.
 
     One layer's transient tensors for `prefill_chunk_tokens` tokens: hidden states and
@@ -525,36 +705,73 @@ def prefill_workspace_bytes(model: ModelSpec, tp: int, batch: int, assumptions: 
     return 2.0 * n * per_token + 4.0 * batch * model.vocab_size
 
 
+INFERENCE_TERMS = ("weights", "embeddings_16bit", "kv_cache", "workspace", "reserve")
+"""Memory term columns of `inference_memory_columns`, in breakdown order."""
+
+
+def inference_memory_columns(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns) -> Columns:
+    """Per-card memory of many serving layouts of one GPU type: one column per term (`INFERENCE_TERMS`), plus
+    `expert_bytes` (routed experts within the weights), `kv_bytes_per_token`, `total_bytes` and `capacity_bytes`.
+
+    Weights from `serving_stage_columns` (computed once per pipeline degree), the paged KV
+    cache of `batch` sequences of prompt + output tokens (PagedAttention Sec. 3-4.1), the
+    prefill workspace and the runtime reserve; capacity is gpu_memory_utilization x the card.
+    """
+    n = len(cols["tp"])
+    body, embed16, experts = np.zeros(n), np.zeros(n), np.zeros(n)
+    for pp in np.unique(cols["pp"]):
+        rows = cols["pp"] == pp
+        b, e, x = serving_stage_columns(model, cols["weight_precision"][rows], cols["tp"][rows], int(pp), assumptions)
+        body[rows], embed16[rows], experts[rows] = b, e, x
+    kv_token = kv_bytes_per_token_columns(model, cols["kv_precision"], cols["tp"], cols["pp"])
+    tokens = paged_tokens(workload.prompt_tokens + workload.output_tokens, assumptions.kv_block_tokens)
+    out: Columns = {
+        "weights": body, "embeddings_16bit": embed16, "kv_cache": kv_token * tokens * cols["batch"],
+        "workspace": prefill_workspace_bytes(model, cols["tp"], cols["batch"], assumptions),
+        "reserve": np.full(n, assumptions.runtime_reserve_gib_inference * BYTES_PER_GIB),
+        "expert_bytes": experts, "kv_bytes_per_token": kv_token,
+    }
+    out["total_bytes"] = sum(out[name] for name in INFERENCE_TERMS)
+    out["capacity_bytes"] = np.full(n, gpu.memory_bytes * assumptions.gpu_memory_utilization)
+    return out
+
+
+def inference_breakdown_at(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns,
+                           memory: Columns, i: int) -> MemoryBreakdown:
+    """The per-term breakdown, with scaling, sources and notes, of row `i` of `inference_memory_columns`."""
+    value = {k: float(v[i]) for k, v in memory.items()}
+    precision = WEIGHT_PRECISIONS[int(cols["weight_precision"][i])]
+    tokens = paged_tokens(workload.prompt_tokens + workload.output_tokens, assumptions.kv_block_tokens)
+    scales = {"int4": f"GPTQ/AWQ group-{assumptions.int4_group_size} scales and zeros", "int8": "per-channel scales",
+              "fp8": "128x128 block scales (DeepSeek-V3 Sec. 3.3.2)"}.get(precision.value, "no scales")
+    terms = [MemoryTerm(name="weights", bytes=value["weights"], fixed_bytes=value["weights"], scaling="split by TP and PP (experts by EP=TP)",
+                        source=f"parameters on the card x bytes per weight ({precision.value}, {scales})")]
+    notes = []
+    if value["embeddings_16bit"]:
+        terms.append(MemoryTerm(name="embeddings_16bit", bytes=value["embeddings_16bit"], fixed_bytes=value["embeddings_16bit"],
+                                scaling="split by TP; first/last stage", source="AutoGPTQ/AutoAWQ keep embedding and LM head in 16-bit"))
+        notes.append("embedding and LM head kept in 16-bit (assumption quantize_embeddings=false)")
+    terms += [
+        MemoryTerm(name="kv_cache", bytes=value["kv_cache"], fixed_bytes=value["kv_cache"],
+                   scaling=f"x batch x {tokens} tokens (blocks of {assumptions.kv_block_tokens})", source=MLA_KV if model.is_mla else PAGED),
+        MemoryTerm(name="workspace", bytes=value["workspace"], fixed_bytes=value["workspace"], scaling="prefill chunk + logits of the batch",
+                   source="vLLM profile run (approximation)"),
+        MemoryTerm(name="reserve", bytes=value["reserve"], fixed_bytes=value["reserve"], scaling="fixed per card",
+                   source="assumptions: runtime_reserve_gib_inference"),
+    ]
+    _, kv_note = kv_heads_per_card(model, int(cols["tp"][i]))
+    if kv_note:
+        notes.append(kv_note)
+    notes.append(f"capacity = {assumptions.gpu_memory_utilization:g} x card memory (gpu_memory_utilization)")
+    return MemoryBreakdown(terms=tuple(terms), capacity_bytes=value["capacity_bytes"], card_bytes=gpu.memory_bytes, stage=0, notes=tuple(notes))
+
+
 def inference_memory(
     model: ModelSpec, workload: InferenceWorkload, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions
 ) -> MemoryBreakdown:
-    """Per-card memory of a serving replica with `layout.batch` sequences of prompt+output tokens."""
-    body, embed16 = inference_weight_bytes_per_card(model, layout.weight_precision, layout.tp, layout.pp, assumptions)
-    kv_token, kv_note = kv_bytes_per_token_per_card(model, layout.kv_precision, layout.tp, layout.pp)
-    tokens = paged_tokens(workload.prompt_tokens + workload.output_tokens, assumptions.kv_block_tokens)
-    kv = kv_token * tokens * layout.batch
-    workspace = prefill_workspace_bytes(model, layout.tp, layout.batch, assumptions)
-    reserve = assumptions.runtime_reserve_gib_inference * BYTES_PER_GIB
-    scales = {"int4": f"GPTQ/AWQ group-{assumptions.int4_group_size} scales and zeros", "int8": "per-channel scales",
-              "fp8": "128x128 block scales (DeepSeek-V3 Sec. 3.3.2)"}.get(layout.weight_precision.value, "no scales")
-    terms = [MemoryTerm(name="weights", bytes=body, fixed_bytes=body, scaling="split by TP and PP (experts by EP=TP)",
-                        source=f"parameters on the card x bytes per weight ({layout.weight_precision.value}, {scales})")]
-    notes = []
-    if embed16:
-        terms.append(MemoryTerm(name="embeddings_16bit", bytes=embed16, fixed_bytes=embed16, scaling="split by TP; first/last stage",
-                                source="AutoGPTQ/AutoAWQ keep embedding and LM head in 16-bit"))
-        notes.append("embedding and LM head kept in 16-bit (assumption quantize_embeddings=false)")
-    terms += [
-        MemoryTerm(name="kv_cache", bytes=kv, fixed_bytes=kv, scaling=f"x batch x {tokens} tokens (blocks of {assumptions.kv_block_tokens})",
-                   source=MLA_KV if model.is_mla else PAGED),
-        MemoryTerm(name="workspace", bytes=workspace, fixed_bytes=workspace, scaling="prefill chunk + logits of the batch", source="vLLM profile run (approximation)"),
-        MemoryTerm(name="reserve", bytes=reserve, fixed_bytes=reserve, scaling="fixed per card", source="assumptions: runtime_reserve_gib_inference"),
-    ]
-    if kv_note:
-        notes.append(kv_note)
-    capacity = gpu.memory_bytes * assumptions.gpu_memory_utilization
-    notes.append(f"capacity = {assumptions.gpu_memory_utilization:g} x card memory (gpu_memory_utilization)")
-    return MemoryBreakdown(terms=tuple(terms), capacity_bytes=capacity, card_bytes=gpu.memory_bytes, stage=0, notes=tuple(notes))
+    """Per-card memory of a serving replica with `layout.batch` sequences of prompt+output tokens (one row of the columns)."""
+    cols = inference_columns([layout])
+    return inference_breakdown_at(model, workload, gpu, assumptions, cols, inference_memory_columns(model, workload, gpu, assumptions, cols), 0)
 
 
 def max_concurrent_sequences(model: ModelSpec, workload: InferenceWorkload, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions) -> int:

@@ -12,16 +12,16 @@ per case.
 
 from __future__ import annotations
 
-import math
-
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import GpuSpec
 from planner.enums import Checkpointing, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
-    activation_bytes_per_layer, kv_bytes_per_token_per_card, lora_adapter_params, serving_stage_bytes, stage_layer_ranges, stage_params,
-    state_bytes_total,
+    TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, Flag, Num, activation_bytes_per_layer, inference_columns, inference_memory_columns,
+    kv_bytes_per_token_columns, lora_adapter_params, serving_stage_columns, stage_layer_ranges, stage_params, state_bytes_total,
+    training_columns, where,
 )
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
@@ -50,7 +50,7 @@ def model_flops_per_token(model: ModelSpec, seq_len: int) -> float:
     return 6.0 * model.matmul_params_per_token + attention_flops_per_token(model, seq_len)
 
 
-def hardware_flops_per_token(model: ModelSpec, seq_len: int, checkpointing: Checkpointing) -> float:
+def hardware_flops_per_token(model: ModelSpec, seq_len: int, checkpointing: Checkpointing | np.ndarray) -> Num:
     """Hardware FLOPs per token: model FLOPs plus recomputation (Korthikanti Sec. 6.3, HFU).
 
     Full recomputation repeats the forward pass (+2N + 1/3 of attention); selective
@@ -58,11 +58,8 @@ def hardware_flops_per_token(model: ModelSpec, seq_len: int, checkpointing: Chec
     """
     base = model_flops_per_token(model, seq_len)
     attention = attention_flops_per_token(model, seq_len)
-    if checkpointing is Checkpointing.FULL:
-        return base + 2.0 * model.matmul_params_per_token + attention / 3.0
-    if checkpointing is Checkpointing.SELECTIVE:
-        return base + attention / 3.0
-    return base
+    return where(checkpointing == Checkpointing.FULL, base + 2.0 * model.matmul_params_per_token + attention / 3.0,
+                 where(checkpointing == Checkpointing.SELECTIVE, base + attention / 3.0, base))
 
 
 # ---- rates ---------------------------------------------------------------------------------
@@ -121,14 +118,12 @@ def serve_compute_dtype(precision: WeightPrecision, gpu: GpuSpec) -> str:
 # ---- communication -------------------------------------------------------------------------
 
 
-def ring_allreduce_s(message_bytes: float, ranks: int, bandwidth_gbps: float, latency_s: float) -> float:
+def ring_allreduce_s(message_bytes: Num, ranks: Num, bandwidth_gbps: Num, latency_s: float) -> Num:
     """Ring all-reduce: 2(n-1)/n x bytes over the per-rank bandwidth, plus 2(n-1) latency hops (Patarasuk & Yuan 2009)."""
-    if ranks <= 1:
-        return 0.0
-    return 2.0 * (ranks - 1) / ranks * message_bytes / (bandwidth_gbps * 1e9) + 2 * (ranks - 1) * latency_s
+    return where(ranks <= 1, 0.0, 2.0 * (ranks - 1) / ranks * message_bytes / (bandwidth_gbps * 1e9) + 2 * (ranks - 1) * latency_s)
 
 
-def group_bandwidth_gbps(gpu: GpuSpec, size: int, stride: int, gpus_per_node: int, collective: bool = True) -> float:
+def group_bandwidth_gbps(gpu: GpuSpec, size: Num, stride: Num, gpus_per_node: int, collective: bool = True) -> Num:
     """Per-GPU bandwidth of a group of `size` ranks spaced `stride` apart (the inner parallel degrees), GB/s.
 
     Inside one node: the scale-up link. Across nodes, a ring collective (all-reduce, all-gather,
@@ -137,23 +132,23 @@ def group_bandwidth_gbps(gpu: GpuSpec, size: int, stride: int, gpus_per_node: in
     multi-node bus bandwidth approaches the node's aggregate NIC rate: nccl-tests PERFORMANCE.md,
     'bus bandwidth'). Point-to-point sends and all-to-all get one NIC per GPU.
     """
-    if size * stride <= gpus_per_node:
-        return gpu.scaleup_link_gbps
     if not collective:
-        return gpu.network_gbps_per_gpu
-    members_per_node = max(1, min(size, gpus_per_node // stride))
-    return min(gpu.scaleup_link_gbps, gpu.network_gbps_per_gpu * members_per_node)
+        across = gpu.network_gbps_per_gpu + 0.0 * size
+    else:
+        members_per_node = np.maximum(1, np.minimum(size, gpus_per_node // stride))
+        across = np.minimum(gpu.scaleup_link_gbps, gpu.network_gbps_per_gpu * members_per_node)
+    return where(size * stride <= gpus_per_node, gpu.scaleup_link_gbps, across)
 
 
 # ---- training ------------------------------------------------------------------------------
 
 
-def stage_imbalance(num_layers: int, pp: int) -> float:
+def stage_imbalance(num_layers: int, pp: Num) -> Num:
     """How much slower the slowest pipeline stage is than an even split: ceil(L/p) x p / L (1 when p divides L)."""
-    return math.ceil(num_layers / pp) * pp / num_layers
+    return -(-num_layers // pp) * pp / num_layers
 
 
-def dp_volume_factor(zero: ZeroStage, micro_batches: int) -> float:
+def dp_volume_factor(zero: Num, micro_batches: Num) -> Num:
     """Data-parallel traffic per step in units of (d-1)/d x the gradient bytes on a card.
 
     Plain DP and ZeRO-1 all-reduce (or reduce-scatter + all-gather) once per step: 2
@@ -163,16 +158,13 @@ def dp_volume_factor(zero: ZeroStage, micro_batches: int) -> float:
     each forward and backward and reduce-scatters the gradients, every micro-batch: 3m
     (Sec. 7.2.2: 1.5x plain DP per micro-batch).
     """
-    if zero >= ZeroStage.PARAMETERS:
-        return 3.0 * micro_batches
-    if zero >= ZeroStage.GRADIENTS:
-        return micro_batches + 1.0
-    return 2.0
+    return where(zero >= ZeroStage.PARAMETERS, 3.0 * micro_batches, where(zero >= ZeroStage.GRADIENTS, micro_batches + 1.0, 2.0))
 
 
 def elementwise_s(
-    model: ModelSpec, seq_len: int, tokens_per_replica: float, layout: TrainingLayout, gpu: GpuSpec, assumptions: Assumptions,
-) -> float:
+    model: ModelSpec, seq_len: int, tokens_per_replica: Num, tp: Num, pp: Num, sequence_parallel: Flag, gpu: GpuSpec,
+    assumptions: Assumptions,
+) -> Num:
     """Bandwidth-bound (non-GEMM) time per step: HBM traffic over the activations each layer stores.
 
     The stored activations of Korthikanti Table 2 are the outputs of norms, activation
@@ -181,9 +173,9 @@ def elementwise_s(
     what makes small models reach a lower MFU than large ones at equal GEMM efficiency.
     """
     per_token_layer = activation_bytes_per_layer(
-        model, seq_len, 1, layout.tp, layout.sequence_parallel and layout.tp > 1, Checkpointing.NONE, True, False,
+        model, seq_len, 1, tp, sequence_parallel & (tp > 1), Checkpointing.NONE, True, False,
     ) / seq_len
-    layers = math.ceil(model.num_layers / layout.pp)
+    layers = -(-model.num_layers // pp)
     traffic = assumptions.activation_traffic_factor * per_token_layer * layers * tokens_per_replica
     return traffic / (gpu.hbm_bandwidth_gbps * 1e9 * assumptions.decode_hbm_efficiency)
 
@@ -210,73 +202,114 @@ class TrainingPerf(BaseModel):
     gpu_hours: float = Field(description="GPUs x time to train, hours.")
 
 
+def training_compute_rates(gpu: GpuSpec, precision_codes: np.ndarray, assumptions: Assumptions) -> tuple[np.ndarray, np.ndarray]:
+    """(sustained GEMM FLOP/s, datasheet peak FLOP/s) per row: `matmul_ceiling_tflops` x training_kernel_efficiency, `peak_tflops`."""
+    dtypes = [train_compute_dtype(p) for p in TRAIN_PRECISIONS]
+    rate = np.array([matmul_ceiling_tflops(gpu, d, assumptions) * assumptions.training_kernel_efficiency * FLOPS_PER_TFLOP for d in dtypes])
+    peak = np.array([peak_tflops(gpu, d) * FLOPS_PER_TFLOP for d in dtypes])
+    return rate[precision_codes], peak[precision_codes]
+
+
+def params_on_first_stage_card(model: ModelSpec, workload: TrainingWorkload, cols: Columns) -> np.ndarray:
+    """Trained parameters one card of the first stage holds (what DP reduces and the optimizer updates).
+
+    Computed once per pipeline degree (`stage_params`); LoRA/QLoRA: only the adapters, split
+    by PP and TP (Hu et al. 2021).
+    """
+    tp = cols["tp"]
+    if workload.mode in (TrainingMode.LORA, TrainingMode.QLORA):
+        assert workload.lora is not None
+        return lora_adapter_params(model, workload.lora) / cols["pp"] / tp
+    out = np.zeros(len(tp))
+    for pp in np.unique(cols["pp"]):
+        rows = cols["pp"] == pp
+        params = stage_params(model, stage_layer_ranges(model.num_layers, int(pp))[0], True, pp == 1, tp[rows], cols["ep"][rows],
+                              cols["expert_tp"][rows])
+        out[rows] = params.dense + params.experts
+    return out
+
+
+def training_perf_columns(
+    model: ModelSpec, workload: TrainingWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns, gpus_per_node: int | None = None,
+) -> Columns:
+    """Step time and throughput of many training layouts of one GPU type; one column per `TrainingPerf` field.
+
+    Compute: hardware FLOPs (Narayanan Eq. 3; Korthikanti Sec. 6.3) over GPUs x sustained
+    rate, times the stage imbalance; elementwise (`elementwise_s`); 1F1B bubble (p-1)/(v m)
+    (Narayanan Sec. 2.2); TP all-reduces per layer (Shoeybi Sec. 3, 4 per layer, 6 with full
+    recomputation); PP sends; DP/ZeRO traffic (`dp_volume_factor`) not hidden behind
+    `dp_overlap_fraction` of compute; MoE all-to-all (4 per MoE layer per micro-batch);
+    optimizer update over HBM, plus offload traffic over the host link (ZeRO-Offload Sec. 4;
+    ZeRO-Infinity Sec. 5). Each term is one column, so a calibrated kernel model can replace
+    one column without touching the others.
+    """
+    node = gpus_per_node or gpu.gpus_per_node
+    tp, pp, dp, ep = cols["tp"], cols["pp"], cols["dp"], cols["ep"]
+    n = tp * pp * dp
+    s, b, m = workload.seq_len, cols["micro_batch"], cols["grad_accum"]
+    tokens_per_step = (s * b * m * dp).astype(float)
+    rate, peak = training_compute_rates(gpu, cols["precision"], assumptions)
+    lora = workload.mode in (TrainingMode.LORA, TrainingMode.QLORA)
+    frozen = 2.0 * model.matmul_params_per_token if lora else 0.0  # no weight gradients for frozen weights
+    model_flops = (model_flops_per_token(model, s) - frozen) * tokens_per_step
+    hw_flops = (hardware_flops_per_token(model, s, cols["checkpointing"]) - frozen) * tokens_per_step
+    imbalance = stage_imbalance(model.num_layers, pp)
+    compute = hw_flops / n / rate * imbalance
+    elementwise = elementwise_s(model, s, tokens_per_step / dp, tp, pp, cols["sequence_parallel"], gpu, assumptions) * imbalance
+    bubble = (compute + elementwise) * (pp - 1) / (assumptions.pipeline_interleave_chunks * m)
+
+    layers_per_stage = -(-model.num_layers // pp)
+    activation_msg = 2.0 * s * b * model.hidden_size
+    tp_bw = group_bandwidth_gbps(gpu, tp, 1, node)
+    allreduces = np.where(cols["checkpointing"] == Checkpointing.FULL, 6, 4)
+    tp_comm = layers_per_stage * m * allreduces * ring_allreduce_s(activation_msg, tp, tp_bw, assumptions.collective_latency_s)
+
+    pp_bw = group_bandwidth_gbps(gpu, pp, tp, node, collective=False)
+    pp_comm = np.where(pp == 1, 0.0, 2.0 * m * (activation_msg / tp) / (pp_bw * 1e9))
+
+    params_on_card = params_on_first_stage_card(model, workload, cols)
+    fp32 = cols["precision"] == TRAIN_PRECISIONS.index(TrainPrecision.FP32)
+    grad_bytes = np.where(fp32, 4.0, 2.0) * params_on_card
+    dp_bw = group_bandwidth_gbps(gpu, dp, tp * pp, node)
+    dp_comm = np.where(dp > 1, dp_volume_factor(cols["zero"], m) * (dp - 1) / dp * grad_bytes / (dp_bw * 1e9), 0.0)
+    dp_exposed = np.maximum(0.0, dp_comm - assumptions.dp_overlap_fraction * compute)
+
+    ep_comm = np.zeros(len(tp))
+    if model.is_moe:
+        moe_layers_per_stage = -(-model.num_moe_layers // pp)
+        dispatch = 2.0 * s * b * model.experts_per_token * model.hidden_size * (ep - 1) / ep
+        ep_bw = group_bandwidth_gbps(gpu, ep, tp * pp, node, collective=False)
+        ep_comm = np.where(ep > 1, moe_layers_per_stage * m * 4 * dispatch / (ep_bw * 1e9), 0.0)
+
+    state_total = np.array([state_bytes_total(p, workload.optimizer) for p in TRAIN_PRECISIONS])[cols["precision"]]
+    state_bytes = params_on_card * state_total / np.where(cols["zero"] >= ZeroStage.OPTIMIZER, dp, 1)
+    host = assumptions.host_link_gbps * 1e9
+    optimizer = (2.0 * state_bytes / (gpu.hbm_bandwidth_gbps * 1e9)
+                 + np.where(cols["offload_optimizer"], 4.0 * params_on_card / dp / host, 0.0)  # gradients down, parameters up
+                 + np.where(cols["offload_params"], 2.0 * m * 2.0 * params_on_card / dp / host, 0.0))  # shard fetched per fwd and bwd
+
+    step = compute + elementwise + bubble + tp_comm + pp_comm + dp_exposed + ep_comm + optimizer
+    tokens_per_s = tokens_per_step / step
+    time_to_train = workload.tokens / tokens_per_s
+    return {
+        "step_time_s": step, "compute_s": compute, "elementwise_s": elementwise, "bubble_s": bubble, "tp_comm_s": tp_comm,
+        "pp_comm_s": pp_comm, "dp_comm_exposed_s": dp_exposed, "ep_comm_s": ep_comm, "optimizer_s": optimizer,
+        "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / n, "mfu": model_flops / (step * n * peak),
+        "hfu": hw_flops / (step * n * peak), "time_to_train_s": time_to_train, "gpu_hours": n * time_to_train / 3600.0,
+    }
+
+
+def training_perf_at(perf: Columns, i: int) -> TrainingPerf:
+    """Row `i` of `training_perf_columns` as a TrainingPerf."""
+    return TrainingPerf(**{name: float(perf[name][i]) for name in TrainingPerf.model_fields})
+
+
 def training_perf(
     model: ModelSpec, workload: TrainingWorkload, layout: TrainingLayout, gpu: GpuSpec, assumptions: Assumptions,
     gpus_per_node: int | None = None,
 ) -> TrainingPerf:
-    """Step time and throughput of a training layout (see the module docstring for the sources)."""
-    node = gpus_per_node or gpu.gpus_per_node
-    n = layout.num_gpus
-    s, b, m = workload.seq_len, layout.micro_batch, layout.grad_accum
-    tokens_per_step = float(s * b * m * layout.dp)
-    dtype = train_compute_dtype(layout.precision)
-    rate = matmul_ceiling_tflops(gpu, dtype, assumptions) * assumptions.training_kernel_efficiency * FLOPS_PER_TFLOP
-    lora = workload.mode in (TrainingMode.LORA, TrainingMode.QLORA)
-    frozen = 2.0 * model.matmul_params_per_token if lora else 0.0  # no weight gradients for frozen weights
-    model_flops = (model_flops_per_token(model, s) - frozen) * tokens_per_step
-    hw_flops = (hardware_flops_per_token(model, s, layout.checkpointing) - frozen) * tokens_per_step
-    imbalance = stage_imbalance(model.num_layers, layout.pp)
-    compute = hw_flops / n / rate * imbalance
-    elementwise = elementwise_s(model, s, tokens_per_step / layout.dp, layout, gpu, assumptions) * imbalance
-    bubble = (compute + elementwise) * (layout.pp - 1) / (assumptions.pipeline_interleave_chunks * m)
-
-    layers_per_stage = math.ceil(model.num_layers / layout.pp)
-    activation_msg = 2.0 * s * b * model.hidden_size
-    tp_bw = group_bandwidth_gbps(gpu, layout.tp, 1, node)
-    allreduces = 6 if layout.checkpointing is Checkpointing.FULL else 4
-    tp_comm = layers_per_stage * m * allreduces * ring_allreduce_s(activation_msg, layout.tp, tp_bw, assumptions.collective_latency_s)
-
-    pp_bw = group_bandwidth_gbps(gpu, layout.pp, layout.tp, node, collective=False)
-    pp_comm = 0.0 if layout.pp == 1 else 2.0 * m * (activation_msg / layout.tp) / (pp_bw * 1e9)
-
-    params = stage_params(model, stage_layer_ranges(model.num_layers, layout.pp)[0], True, layout.pp == 1, layout.tp, layout.ep, layout.expert_tp)
-    params_on_card = params.dense + params.experts
-    if lora:  # only the adapters are trained: their gradients and states are what DP and the optimizer move
-        assert workload.lora is not None
-        params_on_card = lora_adapter_params(model, workload.lora) / layout.pp / layout.tp
-    grad_bytes = 2.0 * params_on_card if layout.precision is not TrainPrecision.FP32 else 4.0 * params_on_card
-    dp_bw = group_bandwidth_gbps(gpu, layout.dp, layout.tp * layout.pp, node)
-    dp_comm = 0.0
-    if layout.dp > 1:
-        dp_comm = dp_volume_factor(layout.zero, m) * (layout.dp - 1) / layout.dp * grad_bytes / (dp_bw * 1e9)
-    dp_exposed = max(0.0, dp_comm - assumptions.dp_overlap_fraction * compute)
-
-    ep_comm = 0.0
-    if model.is_moe and layout.ep > 1:
-        moe_layers_per_stage = math.ceil(model.num_moe_layers / layout.pp)
-        dispatch = 2.0 * s * b * model.experts_per_token * model.hidden_size * (layout.ep - 1) / layout.ep
-        ep_bw = group_bandwidth_gbps(gpu, layout.ep, layout.tp * layout.pp, node, collective=False)
-        ep_comm = moe_layers_per_stage * m * 4 * dispatch / (ep_bw * 1e9)
-
-    state_bytes = params_on_card * state_bytes_total(layout.precision, workload.optimizer) / (layout.dp if layout.zero >= ZeroStage.OPTIMIZER else 1)
-    optimizer = 2.0 * state_bytes / (gpu.hbm_bandwidth_gbps * 1e9)
-    if layout.offload_optimizer:  # gradients down, updated parameters up (ZeRO-Offload, Ren et al. 2021, Sec. 4)
-        optimizer += 4.0 * params_on_card / layout.dp / (assumptions.host_link_gbps * 1e9)
-    if layout.offload_params:  # each rank fetches its parameter shard for every forward and backward (ZeRO-Infinity Sec. 5)
-        optimizer += 2.0 * m * 2.0 * params_on_card / layout.dp / (assumptions.host_link_gbps * 1e9)
-
-    step = compute + elementwise + bubble + tp_comm + pp_comm + dp_exposed + ep_comm + optimizer
-    tokens_per_s = tokens_per_step / step
-    peak = peak_tflops(gpu, dtype) * FLOPS_PER_TFLOP
-    mfu = model_flops / (step * n * peak)
-    hfu = hw_flops / (step * n * peak)
-    time_to_train = workload.tokens / tokens_per_s
-    return TrainingPerf(
-        step_time_s=step, compute_s=compute, elementwise_s=elementwise, bubble_s=bubble, tp_comm_s=tp_comm, pp_comm_s=pp_comm,
-        dp_comm_exposed_s=dp_exposed, ep_comm_s=ep_comm, optimizer_s=optimizer, tokens_per_s=tokens_per_s,
-        tokens_per_s_per_gpu=tokens_per_s / n, mfu=mfu, hfu=hfu, time_to_train_s=time_to_train,
-        gpu_hours=n * time_to_train / 3600.0,
-    )
+    """Step time and throughput of a training layout (one row of `training_perf_columns`)."""
+    return training_perf_at(training_perf_columns(model, workload, gpu, assumptions, training_columns([layout]), gpus_per_node), 0)
 
 
 # ---- inference -----------------------------------------------------------------------------
@@ -294,10 +327,10 @@ class InferencePerf(BaseModel):
     decode_bound: str = Field(description="memory or compute: what limits a decode step.")
 
 
-def expected_experts_touched(model: ModelSpec, tokens: int) -> float:
+def expected_experts_touched(model: ModelSpec, tokens: Num) -> Num:
     """Distinct routed experts a decode step reads per MoE layer: E(1 - (1 - k/E)^tokens), uniform routing."""
     if not model.is_moe:
-        return 0.0
+        return 0.0 * tokens
     e, k = model.n_routed_experts, model.experts_per_token
     return e * (1.0 - (1.0 - k / e) ** tokens)
 
@@ -312,57 +345,105 @@ def prefill_flops(model: ModelSpec, prompt_tokens: int) -> float:
     return 2.0 * body * prompt_tokens + 2.0 * head + model.num_layers * prompt_tokens**2 * (model.q_dim + model.o_dim)
 
 
-def decode_step_s(
-    model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions, context_tokens: float,
+def serving_rate_columns(gpu: GpuSpec, weight_codes: np.ndarray, assumptions: Assumptions) -> np.ndarray:
+    """Sustained GEMM FLOP/s per row when serving: `matmul_ceiling_tflops` of `serve_compute_dtype` x prefill_kernel_efficiency."""
+    table = np.array([matmul_ceiling_tflops(gpu, serve_compute_dtype(p, gpu), assumptions) * assumptions.prefill_kernel_efficiency * FLOPS_PER_TFLOP
+                      for p in WEIGHT_PRECISIONS])
+    return table[weight_codes]
+
+
+def decode_step_columns(
+    model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, cols: Columns, memory: Columns, context_tokens: float,
     gpus_per_node: int | None = None,
-) -> tuple[float, str]:
-    """One decode step for the replica's batch: max(bytes read / HBM bandwidth, FLOPs / rate) per stage, plus TP all-reduces.
+) -> Columns:
+    """One decode step for each replica's batch: max(bytes read / HBM bandwidth, FLOPs / rate) per stage, plus TP all-reduces.
 
     Bytes read per card: the weights on the card (for MoE only the experts the batch touches)
     and the KV cache of the batch at `context_tokens` (Pope et al. 2022, Sec. 2.2, memory-
     bound decoding). TP adds two all-reduces per layer (Shoeybi et al. 2019, Sec. 3). PP
-    stages run one after another for a given token.
+    stages run one after another for a given token. `memory` supplies the weight, expert and
+    KV-per-token columns of `inference_memory_columns`. Output: decode_step_s, decode_memory_s,
+    decode_compute_s, decode_tp_comm_s (per stage).
     """
     node = gpus_per_node or gpu.gpus_per_node
-    b = layout.batch
-    body, embed, experts = serving_stage_bytes(model, layout.weight_precision, layout.tp, layout.pp, assumptions)
-    weights = body + embed
+    tp, pp, b = cols["tp"], cols["pp"], cols["batch"]
+    weights = memory["weights"] + memory["embeddings_16bit"]
     if model.is_moe:
-        untouched = 1.0 - expected_experts_touched(model, b) / model.n_routed_experts
-        weights -= experts * untouched
-    kv_token, _ = kv_bytes_per_token_per_card(model, layout.kv_precision, layout.tp, layout.pp)
-    kv = kv_token * context_tokens * b
+        weights = weights - memory["expert_bytes"] * (1.0 - expected_experts_touched(model, b) / model.n_routed_experts)
+    kv = memory["kv_bytes_per_token"] * context_tokens * b
     t_mem = (weights + kv) / (gpu.hbm_bandwidth_gbps * 1e9 * assumptions.decode_hbm_efficiency)
-    rate = matmul_ceiling_tflops(gpu, serve_compute_dtype(layout.weight_precision, gpu), assumptions) * assumptions.prefill_kernel_efficiency * FLOPS_PER_TFLOP
-    flops = 2.0 * model.matmul_params_per_token * b / (layout.tp * layout.pp)
-    flops += 2.0 * model.num_layers * context_tokens * b * (model.q_dim + model.o_dim) / (layout.tp * layout.pp)
+    rate = serving_rate_columns(gpu, cols["weight_precision"], assumptions)
+    flops = 2.0 * model.matmul_params_per_token * b / (tp * pp)
+    flops = flops + 2.0 * model.num_layers * context_tokens * b * (model.q_dim + model.o_dim) / (tp * pp)
     t_compute = flops / rate
-    layers_per_stage = math.ceil(model.num_layers / layout.pp)
-    bw = group_bandwidth_gbps(gpu, layout.tp, 1, node)
-    tp_comm = layers_per_stage * 2 * ring_allreduce_s(2.0 * b * model.hidden_size, layout.tp, bw, assumptions.collective_latency_s)
-    stage = max(t_mem, t_compute) + tp_comm
-    return stage * layout.pp, ("memory" if t_mem >= t_compute else "compute")
+    layers_per_stage = -(-model.num_layers // pp)
+    bw = group_bandwidth_gbps(gpu, tp, 1, node)
+    tp_comm = layers_per_stage * 2 * ring_allreduce_s(2.0 * b * model.hidden_size, tp, bw, assumptions.collective_latency_s)
+    stage = np.maximum(t_mem, t_compute) + tp_comm
+    return {"decode_step_s": stage * pp, "decode_memory_s": t_mem, "decode_compute_s": t_compute, "decode_tp_comm_s": tp_comm}
+
+
+def prefill_columns(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, cols: Columns, prompt_tokens: int, requests: Num) -> np.ndarray:
+    """Prefill time of `requests` prompts on one replica: compute-bound, FLOPs / (TP x sustained rate)."""
+    return requests * prefill_flops(model, prompt_tokens) / (cols["tp"] * serving_rate_columns(gpu, cols["weight_precision"], assumptions))
+
+
+def inference_perf_columns(
+    model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns, memory: Columns,
+    gpus_per_node: int | None = None,
+) -> Columns:
+    """TTFT, TPOT and steady-state throughput of many serving replicas; one column per `InferencePerf` field
+    (decode_bound as a boolean column `decode_memory_bound`), plus the decode components.
+
+    With continuous batching, a batch of b requests costs one prefill of b prompts and
+    `output_tokens` decode steps at the mean context prompt + output/2 (Kwon et al. 2023,
+    Sec. 6; Agrawal et al. 2024, Sarathi-Serve, Sec. 2): throughput = b x output / that time.
+    TTFT = prefill of one prompt + one decode step.
+    """
+    p, o = workload.prompt_tokens, workload.output_tokens
+    decode = decode_step_columns(model, gpu, assumptions, cols, memory, p + o / 2.0, gpus_per_node)
+    step = decode["decode_step_s"]
+    cycle = prefill_columns(model, gpu, assumptions, cols, p, cols["batch"]) + o * step
+    ttft = prefill_columns(model, gpu, assumptions, cols, p, 1) + step
+    return {**decode, "ttft_s": ttft, "tpot_s": step, "output_tokens_per_s": cols["batch"] * o / cycle,
+            "decode_memory_bound": decode["decode_memory_s"] >= decode["decode_compute_s"]}
+
+
+def inference_perf_at(perf: Columns, i: int) -> InferencePerf:
+    """Row `i` of `inference_perf_columns` as an InferencePerf."""
+    return InferencePerf(ttft_s=float(perf["ttft_s"][i]), tpot_s=float(perf["tpot_s"][i]), decode_step_s=float(perf["decode_step_s"][i]),
+                         output_tokens_per_s=float(perf["output_tokens_per_s"][i]),
+                         decode_bound="memory" if perf["decode_memory_bound"][i] else "compute")
+
+
+def decode_step_s(
+    model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions, context_tokens: float,
+    gpus_per_node: int | None = None,
+) -> tuple[float, str]:
+    """One decode step of one layout at `context_tokens` (`decode_step_columns`), and what bounds it."""
+    cols = inference_columns([layout])
+    memory = _weights_only_memory(model, gpu, assumptions, cols)
+    out = decode_step_columns(model, gpu, assumptions, cols, memory, context_tokens, gpus_per_node)
+    return float(out["decode_step_s"][0]), ("memory" if out["decode_memory_s"][0] >= out["decode_compute_s"][0] else "compute")
+
+
+def _weights_only_memory(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, cols: Columns) -> Columns:
+    """The memory columns a decode step reads, for callers without a workload (KV per token, weights, experts)."""
+    body, embed, experts = serving_stage_columns(model, cols["weight_precision"], cols["tp"], int(cols["pp"][0]), assumptions)
+    return {"weights": body, "embeddings_16bit": embed, "expert_bytes": experts,
+            "kv_bytes_per_token": kv_bytes_per_token_columns(model, cols["kv_precision"], cols["tp"], cols["pp"])}
 
 
 def prefill_s(model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions, prompt_tokens: int, requests: int) -> float:
-    """Prefill time of `requests` prompts on one replica: compute-bound, FLOPs / (GPUs x sustained rate)."""
-    rate = matmul_ceiling_tflops(gpu, serve_compute_dtype(layout.weight_precision, gpu), assumptions) * assumptions.prefill_kernel_efficiency * FLOPS_PER_TFLOP
-    return requests * prefill_flops(model, prompt_tokens) / (layout.tp * rate)
+    """Prefill time of `requests` prompts on one replica (`prefill_columns`)."""
+    return float(prefill_columns(model, gpu, assumptions, inference_columns([layout]), prompt_tokens, requests)[0])
 
 
 def inference_perf(
     model: ModelSpec, workload: InferenceWorkload, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions,
     gpus_per_node: int | None = None,
 ) -> InferencePerf:
-    """TTFT, TPOT and steady-state throughput of one replica serving `layout.batch` sequences.
-
-    With continuous batching, a batch of b requests costs one prefill of b prompts and
-    `output_tokens` decode steps at the mean context prompt + output/2 (Kwon et al. 2023,
-    Sec. 6; Agrawal et al. 2024, Sarathi-Serve, Sec. 2): throughput = b x output / that time.
-    """
-    p, o = workload.prompt_tokens, workload.output_tokens
-    step, bound = decode_step_s(model, layout, gpu, assumptions, p + o / 2.0, gpus_per_node)
-    prefill_batch = prefill_s(model, layout, gpu, assumptions, p, layout.batch)
-    cycle = prefill_batch + o * step
-    ttft = prefill_s(model, layout, gpu, assumptions, p, 1) + step
-    return InferencePerf(ttft_s=ttft, tpot_s=step, decode_step_s=step, output_tokens_per_s=layout.batch * o / cycle, decode_bound=bound)
+    """TTFT, TPOT and steady-state throughput of one replica serving `layout.batch` sequences (one row of the columns)."""
+    cols = inference_columns([layout])
+    memory = inference_memory_columns(model, workload, gpu, assumptions, cols)
+    return inference_perf_at(inference_perf_columns(model, workload, gpu, assumptions, cols, memory, gpus_per_node), 0)

@@ -25,7 +25,7 @@ from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_i
 from planner.memory import state_bytes_total, weight_bytes_per_param
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload, check_catalog_names
-from planner.space import Space, build_space, node_size, prune_dominated
+from planner.space import Space, build_space, node_size
 from planner.units import BYTES_PER_GB, BYTES_PER_GIB
 
 SOLVER_WORKERS = 2
@@ -530,9 +530,9 @@ def solve(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S, altern
         if not (scenario.search.max_gpus or scenario.constraints.budget_usd):
             raise InputError("objective: max_throughput for serving needs search.max_gpus or constraints.budget_usd (else it is unbounded).")
     started = time.perf_counter()
-    space = build_space(scenario, model, assumptions)
+    space = build_space(scenario, model, assumptions, prune=True)
+    rows: list[Evaluation] = space.rows
     build_time = time.perf_counter() - started
-    rows: list[Evaluation] = prune_dominated(space.rows)
     if not rows:
         raise InfeasibleError(explain_no_fit(scenario, model, space))
     chosen, status, gap, solve_time, core = solve_table(scenario, rows, time_limit_s)

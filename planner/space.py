@@ -13,16 +13,19 @@ assumption literals, so that infeasibility can be explained.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from planner.catalog import GpuSpec, load_gpus, resolve_gpu
 from planner.cost import PriceQuote, price_quote
-from planner.enums import Checkpointing, TrainPrecision, WeightPrecision, ZeroStage
+from planner.enums import TrainPrecision, WeightPrecision, ZeroStage
 from planner.errors import InputError
-from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
-from planner.layout import InferenceLayout, TrainingLayout
+from planner.evaluate import InferenceEvaluation, Table, TrainingEvaluation, inference_table, training_table
+from planner.memory import KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
 
@@ -34,24 +37,32 @@ SERVING_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 @dataclass
 class Space:
-    """Candidates that fit, plus what was dropped and why (for explanations)."""
+    """The evaluated table: per GPU type, the rows that fit (columns), plus what was dropped and why (for explanations).
 
-    rows: list[TrainingEvaluation | InferenceEvaluation] = field(default_factory=list)
+    `tables` hold the fitting rows of each priced GPU type in enumeration order, with speed and
+    cost; when built with `prune=True` only the rows kept by exact dominance pruning
+    (`dominance_keep`). `rows` builds the pydantic evaluations of those rows on first use.
+    """
+
+    tables: list[Table] = field(default_factory=list)
     structural_count: int = 0
     closest_misfit: TrainingEvaluation | InferenceEvaluation | None = None
     unpriced_gpus: list[str] = field(default_factory=list)
     gpus: list[GpuSpec] = field(default_factory=list)
+    pruned: bool = False
+    _rows: list[TrainingEvaluation | InferenceEvaluation] | None = None
 
-    def record(self, evaluation: TrainingEvaluation | InferenceEvaluation) -> bool:
-        """Count a legal configuration; keep it when it fits, else remember the closest misfit. True when it fits."""
-        self.structural_count += 1
-        if evaluation.memory.fits:
-            self.rows.append(evaluation)
-            return True
-        old = self.closest_misfit
-        if old is None or evaluation.memory.total_bytes / evaluation.memory.capacity_bytes < old.memory.total_bytes / old.memory.capacity_bytes:
-            self.closest_misfit = evaluation
-        return False
+    @property
+    def rows(self) -> list[TrainingEvaluation | InferenceEvaluation]:
+        """Every row of the tables as an evaluation object (built once, on first use)."""
+        if self._rows is None:
+            self._rows = [table.evaluation_at(i) for table in self.tables for i in range(len(table))]
+        return self._rows
+
+    @property
+    def row_count(self) -> int:
+        """Rows in the tables (without building objects)."""
+        return sum(len(t) for t in self.tables)
 
 
 def candidate_gpus(scenario: Scenario) -> list[GpuSpec]:
@@ -142,114 +153,249 @@ def priced_gpus(scenario: Scenario, space: Space, assumptions: Assumptions) -> I
         yield gpu, quote, node_size(scenario, gpu)
 
 
-def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions) -> Space:
-    """All legal training layouts that fit in memory, evaluated."""
+# ---- enumeration as columns ----------------------------------------------------------------
+
+
+def _offloads(zero: ZeroStage, allow_offload: bool) -> list[tuple[bool, bool]]:
+    """(offload optimizer, offload parameters) choices legal at a ZeRO stage."""
+    out = [(False, False)]
+    if allow_offload and zero >= ZeroStage.OPTIMIZER:
+        out.append((True, False))
+    if allow_offload and zero >= ZeroStage.PARAMETERS:
+        out.append((True, True))
+    return out
+
+
+def training_choice_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec) -> Columns:
+    """The per-layout choices that do not shape the mesh (EP, precision, ZeRO, checkpointing, offload), in loop order, as columns."""
+    search = scenario.search
+    precisions = [p for p in search.train_precisions if p is not TrainPrecision.FP8 or gpu.supports_fp8]
+    combos = [(ep, TRAIN_PRECISIONS.index(precision), int(zero), int(ckpt), oo, op)
+              for ep in ep_values(scenario, model) for precision in precisions for zero in search.zero_stages
+              for ckpt in search.checkpointing for oo, op in _offloads(zero, search.allow_offload)]
+    table = np.array(combos, dtype=np.int64).reshape(-1, 6)
+    return {"ep": table[:, 0], "precision": table[:, 1], "zero": table[:, 2], "checkpointing": table[:, 3],
+            "offload_optimizer": table[:, 4].astype(bool), "offload_params": table[:, 5].astype(bool)}
+
+
+def training_layout_chunks(scenario: Scenario, model: ModelSpec, gpu: GpuSpec, node: int) -> Iterator[Columns]:
+    """Every legal training layout on one GPU type, as columns, one chunk per TP degree (enumeration order kept).
+
+    Loop order (the row order the solver breaks ties by): TP, PP, micro-batch, (DP, accumulation),
+    EP, precision, ZeRO stage, checkpointing, offload. The DP x choices product is built with
+    numpy (repeat/tile) and filtered by `whole_nodes` and EP | DP.
+    """
     workload = scenario.workload
     assert isinstance(workload, TrainingWorkload)
-    space = Space(gpus=candidate_gpus(scenario))
     search = scenario.search
+    cap = gpu_cap(scenario, gpu.name)
+    choices = training_choice_columns(scenario, model, gpu)
+    n_choices = len(choices["ep"])
+    for tp in tp_values(scenario, model, gpu):
+        parts: list[Columns] = []
+        for pp in pp_values(scenario, model):
+            for mb in search.micro_batches:
+                splits = batch_splits(workload.global_batch_seqs, workload.global_batch_tolerance, mb, cap // (tp * pp))
+                if not splits or not n_choices:
+                    continue
+                dp = np.array([d for d, _ in splits], dtype=np.int64)
+                accum = np.array([a for _, a in splits], dtype=np.int64)
+                n = tp * pp * dp
+                whole = (n <= node) | (n % node == 0)
+                dp, accum = dp[whole], accum[whole]
+                if not len(dp):
+                    continue
+                cols = {k: np.tile(v, len(dp)) for k, v in choices.items()}
+                cols["dp"] = np.repeat(dp, n_choices)
+                cols["grad_accum"] = np.repeat(accum, n_choices)
+                legal = cols["dp"] % cols["ep"] == 0
+                cols = {k: v[legal] for k, v in cols.items()}
+                rows = len(cols["dp"])
+                cols.update(tp=np.full(rows, tp), pp=np.full(rows, pp), micro_batch=np.full(rows, mb),
+                            expert_tp=np.where(cols["ep"] == 1, tp, 1), sequence_parallel=np.full(rows, search.sequence_parallel),
+                            flash_attention=np.full(rows, search.flash_attention))
+                parts.append(cols)
+        if parts:
+            yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def inference_layout_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec, node: int) -> tuple[Columns, np.ndarray]:
+    """Every legal serving replica layout on one GPU type as columns, and the start index of each (TP, PP, precisions) group.
+
+    Loop order: TP, PP, weight precision, KV precision, batch (ascending within a group).
+    """
+    search = scenario.search
+    batches = np.array(sorted(set(search.batch_per_replica or SERVING_BATCHES)), dtype=np.int64)
+    weight_precisions = [w for w in search.weight_precisions if w is not WeightPrecision.FP8 or gpu.supports_fp8]
+    kv_precisions = [k for k in search.kv_precisions if k.value != "fp8" or gpu.supports_fp8]
+    groups = [(tp, pp, WEIGHT_PRECISIONS.index(wp), KV_PRECISIONS.index(kvp))
+              for tp in tp_values(scenario, model, gpu) for pp in (search.pp or (1, 2, 4))
+              if pp <= model.num_layers and whole_nodes(tp * pp, node) for wp in weight_precisions for kvp in kv_precisions]
+    table = np.array(groups, dtype=np.int64).reshape(-1, 4)
+    cols = {name: np.repeat(table[:, j], len(batches)) for j, name in enumerate(("tp", "pp", "weight_precision", "kv_precision"))}
+    cols["batch"] = np.tile(batches, len(groups))
+    cols["replicas"] = np.ones(len(cols["batch"]), dtype=np.int64)
+    return cols, np.arange(len(groups), dtype=np.int64) * len(batches)
+
+
+# ---- building the space ---------------------------------------------------------------------
+
+
+def _note_misfit(space: Space, table: Table, misfits: np.ndarray, best: list[float]) -> None:
+    """Remember the misfit closest to fitting (smallest total / capacity; the earliest on ties)."""
+    if not misfits.any():
+        return
+    index = np.nonzero(misfits)[0]
+    ratio = table.memory["total_bytes"][index] / table.memory["capacity_bytes"][index]
+    k = int(np.argmin(ratio))
+    if space.closest_misfit is None or ratio[k] < best[0]:
+        best[0] = float(ratio[k])
+        space.closest_misfit = table.take(index[k:k + 1]).with_perf().evaluation_at(0)
+
+
+def _finish_gpu(space: Space, parts: list[Table], prune: bool) -> None:
+    """Join one GPU type's fitting rows (pruned again across chunks: exact, see `dominance_keep`)."""
+    if not parts:
+        return
+    joined = parts[0] if len(parts) == 1 else replace(parts[0], **{
+        name: {k: np.concatenate([getattr(p, name)[k] for p in parts]) for k in getattr(parts[0], name)}
+        for name in ("layout", "memory", "perf", "cost")})
+    if prune and len(parts) > 1:
+        joined = joined.take(dominance_keep(dominance_values(joined)))
+    space.tables.append(joined)
+
+
+def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False) -> Space:
+    """All legal training layouts evaluated as columns: memory first, speed and cost for the rows that fit."""
+    workload = scenario.workload
+    assert isinstance(workload, TrainingWorkload)
+    space = Space(gpus=candidate_gpus(scenario), pruned=prune)
+    best = [math.inf]
     for gpu, quote, node in priced_gpus(scenario, space, assumptions):
-        cap = gpu_cap(scenario, gpu.name)
-        precisions = [p for p in search.train_precisions if p is not TrainPrecision.FP8 or gpu.supports_fp8]
-        zeros = list(search.zero_stages)
-        for tp in tp_values(scenario, model, gpu):
-            for pp in pp_values(scenario, model):
-                for mb in search.micro_batches:
-                    for dp, accum in batch_splits(workload.global_batch_seqs, workload.global_batch_tolerance, mb, cap // (tp * pp)):
-                        n = tp * pp * dp
-                        if not whole_nodes(n, node):
-                            continue
-                        for ep in ep_values(scenario, model):
-                            if dp % ep:
-                                continue
-                            for precision in precisions:
-                                for zero in zeros:
-                                    for ckpt in search.checkpointing:
-                                        _add_training(space, model, workload, assumptions, gpu, quote, node, precision,
-                                                      tp, pp, dp, ep, zero, ckpt, mb, accum, search.sequence_parallel,
-                                                      search.flash_attention, search.allow_offload)
+        parts = []
+        for cols in training_layout_chunks(scenario, model, gpu, node):
+            table = training_table(model, workload, gpu, assumptions, quote, cols, node)
+            space.structural_count += len(table)
+            fits = table.fits
+            _note_misfit(space, table, ~fits, best)
+            table = table.take(fits).with_perf()
+            if prune:
+                table = table.take(dominance_keep(dominance_values(table)))
+            parts.append(table)
+        _finish_gpu(space, parts, prune)
     return space
 
 
-def _add_training(
-    space: Space, model: ModelSpec, workload: TrainingWorkload, assumptions: Assumptions, gpu: GpuSpec, quote: PriceQuote,
-    node: int, precision: TrainPrecision, tp: int, pp: int, dp: int, ep: int, zero: ZeroStage, ckpt: Checkpointing,
-    mb: int, accum: int, sequence_parallel: bool, flash: bool, allow_offload: bool,
-) -> None:
-    offloads = [(False, False)]
-    if allow_offload and zero >= ZeroStage.OPTIMIZER:
-        offloads.append((True, False))
-    if allow_offload and zero >= ZeroStage.PARAMETERS:
-        offloads.append((True, True))
-    for offload_optimizer, offload_params in offloads:
-        layout = TrainingLayout(
-            gpu=gpu.name, precision=precision, tp=tp, pp=pp, dp=dp, ep=ep, expert_tp=tp if ep == 1 else 1, zero=zero,
-            checkpointing=ckpt, micro_batch=mb, grad_accum=accum, sequence_parallel=sequence_parallel,
-            flash_attention=flash, offload_optimizer=offload_optimizer, offload_params=offload_params,
-        )
-        space.record(evaluate_training(model, workload, layout, gpu, assumptions, quote, node))
+def inference_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False) -> Space:
+    """All legal serving replica layouts (GPU, precisions, TP, PP, batch) that fit, evaluated with one replica.
 
-
-def inference_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions) -> Space:
-    """All legal serving replica layouts (GPU, precisions, TP, PP, batch) that fit, evaluated with one replica."""
+    Within a (TP, PP, precisions) group batches ascend and only need more memory, so the
+    group stops at its first misfit (counted, and a candidate for the closest misfit).
+    """
     workload = scenario.workload
     assert isinstance(workload, InferenceWorkload)
-    space = Space(gpus=candidate_gpus(scenario))
-    search = scenario.search
-    batches = sorted(set(search.batch_per_replica or SERVING_BATCHES))
+    space = Space(gpus=candidate_gpus(scenario), pruned=prune)
+    best = [math.inf]
     for gpu, quote, node in priced_gpus(scenario, space, assumptions):
-        weight_precisions = [w for w in search.weight_precisions if w is not WeightPrecision.FP8 or gpu.supports_fp8]
-        for tp in tp_values(scenario, model, gpu):
-            for pp in (search.pp or (1, 2, 4)):
-                if pp > model.num_layers or not whole_nodes(tp * pp, node):
-                    continue
-                for wp in weight_precisions:
-                    for kvp in search.kv_precisions:
-                        if kvp.value == "fp8" and not gpu.supports_fp8:
-                            continue
-                        for batch in batches:
-                            layout = InferenceLayout(gpu=gpu.name, weight_precision=wp, kv_precision=kvp, tp=tp, pp=pp, batch=batch)
-                            if not space.record(evaluate_inference(model, workload, layout, gpu, assumptions, quote, node)):
-                                break  # larger batches only need more KV cache
+        cols, starts = inference_layout_columns(scenario, model, gpu, node)
+        if not len(starts):
+            continue
+        table = inference_table(model, workload, gpu, assumptions, quote, cols, node)
+        fits = table.fits
+        position = np.arange(len(fits)) - np.repeat(starts, np.diff(np.append(starts, len(fits))))
+        first_misfit = np.minimum.reduceat(np.where(fits, len(fits), position), starts)
+        limit = np.repeat(first_misfit, np.diff(np.append(starts, len(fits))))
+        space.structural_count += int(np.minimum(first_misfit + 1, np.diff(np.append(starts, len(fits)))).sum())
+        _note_misfit(space, table, position == limit, best)
+        table = table.take(position < limit).with_perf()
+        if prune:
+            table = table.take(dominance_keep(dominance_values(table)))
+        _finish_gpu(space, [table], prune)
     return space
 
 
-def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions) -> Space:
-    """The scenario's coefficient table."""
+def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False) -> Space:
+    """The scenario's coefficient table (pruned by exact dominance when `prune`)."""
     if isinstance(scenario.workload, TrainingWorkload):
-        return training_space(scenario, model, assumptions)
+        return training_space(scenario, model, assumptions, prune)
     if isinstance(scenario.workload, InferenceWorkload):
-        return inference_space(scenario, model, assumptions)
+        return inference_space(scenario, model, assumptions, prune)
     raise InputError("workload.kind: must be training or inference.")
 
 
-def _dominance_key(e: TrainingEvaluation | InferenceEvaluation) -> tuple[tuple[str, int], tuple[float, ...]]:
-    """(group, quantities to minimise): rows of one group can replace each other one for one."""
-    if isinstance(e, TrainingEvaluation):
-        return (e.layout.gpu, 0), (float(e.layout.num_gpus), e.cost_usd or 0.0, e.perf.time_to_train_s)
-    return (e.layout.gpu, 0), (float(e.layout.gpus_per_replica), e.usd_per_hour or 0.0, -e.perf.output_tokens_per_s,
-                               -float(e.layout.batch), e.perf.ttft_s, e.perf.tpot_s)
+# ---- exact dominance pruning ---------------------------------------------------------------
+
+
+def dominance_values(table: Table) -> np.ndarray:
+    """Quantities to minimise per row of one GPU type's table (a row can replace another one for one).
+
+    Training: GPUs, cost, time to train (throughput is tokens / time). Serving, per replica:
+    GPUs, $/h, -tokens/s, -batch, TTFT, TPOT.
+    """
+    n = len(table)
+    if table.training:
+        cost = table.cost.get("cost_usd", np.zeros(n))
+        return np.column_stack([table.num_gpus.astype(float), cost, table.perf["time_to_train_s"]])
+    lay = table.layout
+    return np.column_stack([(lay["tp"] * lay["pp"]).astype(float), table.cost.get("usd_per_hour", np.zeros(n)),
+                            -table.perf["output_tokens_per_s"], -lay["batch"].astype(float), table.perf["ttft_s"], table.perf["tpot_s"]])
+
+
+def dominance_keep(values: np.ndarray) -> np.ndarray:
+    """Rows (a boolean mask, enumeration order kept) that no other row beats or equals on every column.
+
+    Rows are visited in lexicographic order of (values, row index); a row is dropped when an
+    earlier one is <= on every column (of equal rows the first is kept). Swapping a dominated
+    row for its dominator keeps every limit satisfied and no objective worse, so the optimum is
+    unchanged: the pruning is exact, not a heuristic. Three columns use a staircase (bisection,
+    O(n log n)); more columns compare against the kept rows.
+    """
+    n = len(values)
+    keep = np.zeros(n, dtype=bool)
+    if not n:
+        return keep
+    order = np.lexsort(tuple([np.arange(n)] + [values[:, j] for j in reversed(range(values.shape[1]))]))
+    if values.shape[1] == 3:
+        costs: list[float] = []
+        times: list[float] = []
+        for i in order:
+            c, t = values[i, 1], values[i, 2]
+            at = bisect.bisect_right(costs, c)
+            if at and times[at - 1] <= t:
+                continue
+            keep[i] = True
+            end = at
+            while end < len(costs) and times[end] >= t:
+                end += 1
+            costs[at:end] = [c]
+            times[at:end] = [t]
+        return keep
+    kept = np.empty_like(values)
+    count = 0
+    for i in order:
+        if count and np.any(np.all(kept[:count] <= values[i], axis=1)):
+            continue
+        keep[i] = True
+        kept[count] = values[i]
+        count += 1
+    return keep
 
 
 def prune_dominated(rows: list[TrainingEvaluation | InferenceEvaluation]) -> list[TrainingEvaluation | InferenceEvaluation]:
-    """Drop rows another row of the same GPU type beats or equals on every quantity a limit or objective reads.
-
-    Training: GPUs, cost, time to train (throughput is tokens / time). Serving, per replica:
-    GPUs, $/h, tokens/s, batch, TTFT, TPOT. Swapping a dominated row for its dominator keeps
-    every limit satisfied and no objective worse, so the optimum is unchanged: the pruning is
-    exact, not a heuristic. The kept rows keep their enumeration order.
-    """
-    groups: dict[tuple[str, int], list[tuple[tuple[float, ...], int]]] = {}
+    """Evaluation objects kept by `dominance_keep` within each GPU type (enumeration order kept)."""
+    keep = np.zeros(len(rows), dtype=bool)
+    by_gpu: dict[str, list[int]] = {}
     for index, e in enumerate(rows):
-        group, values = _dominance_key(e)
-        groups.setdefault(group, []).append((values, index))
-    keep: set[int] = set()
-    for members in groups.values():
-        members.sort()
-        kept: list[tuple[float, ...]] = []
-        for values, index in members:
-            if any(all(k <= v for k, v in zip(other, values)) for other in kept):
-                continue
-            kept.append(values)
-            keep.add(index)
-    return [e for i, e in enumerate(rows) if i in keep]
+        by_gpu.setdefault(e.layout.gpu, []).append(index)
+    for members in by_gpu.values():
+        values = np.array([_dominance_key(rows[i]) for i in members], dtype=float)
+        keep[np.array(members)[dominance_keep(values)]] = True
+    return [e for e, k in zip(rows, keep) if k]
+
+
+def _dominance_key(e: TrainingEvaluation | InferenceEvaluation) -> tuple[float, ...]:
+    """`dominance_values` of one evaluation object."""
+    if isinstance(e, TrainingEvaluation):
+        return (float(e.layout.num_gpus), e.cost_usd or 0.0, e.perf.time_to_train_s)
+    return (float(e.layout.gpus_per_replica), e.usd_per_hour or 0.0, -e.perf.output_tokens_per_s,
+            -float(e.layout.batch), e.perf.ttft_s, e.perf.tpot_s)
