@@ -6,12 +6,19 @@ must also do), the time a brute-force scan of the same table takes, and the size
 case is Llama-3.1-405B pretraining over every catalog GPU up to 16,384 GPUs: its legal space
 is counted, and its table build is timed on a sample to estimate full enumeration.
 
-Run: `.venv/bin/python bench/solve_bench.py [--large-solve]` (a benchmark, not a test).
+The DeepSeek-V3 case (`--v3`) solves DeepSeek-V3 pretraining over every catalog GPU at its
+published global batch of 15,360 sequences (4M legal layouts) in a fresh process and reports
+its wall time and peak resident memory.
+
+Run: `.venv/bin/python bench/solve_bench.py [--large-solve] [--v3]` (a benchmark, not a test).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,7 +99,38 @@ def large(solve_it: bool) -> None:
               f"{plan.candidates:,} layouts, {plan.fitting:,} encoded rows; plan {plan.evaluation.layout}")
 
 
+V3 = {
+    "name": "deepseek-v3-any-gpu",
+    "workload": {"kind": "training", "model": "deepseek-v3", "tokens": 14.8e12, "seq_len": 4096, "global_batch_seqs": 15360},
+    "constraints": {"deadline_days": 90},
+}
+
+
+def solve_in_fresh_process(data: dict) -> dict:
+    """Solve a scenario in a child process: its plan, build and solve times, wall time and peak RSS."""
+    code = (
+        "import json, resource, sys, time\n"
+        "from planner.scenario import parse_scenario\nfrom planner.solver import solve\n"
+        "t = time.perf_counter()\nplan = solve(parse_scenario(json.loads(sys.argv[1])), alternatives=False)\n"
+        "print(json.dumps({'status': plan.status, 'build_s': plan.build_time_s, 'solve_s': plan.solve_time_s, "
+        "'wall_s': time.perf_counter() - t, 'layouts': plan.candidates, 'rows': plan.fitting, 'plan': str(plan.evaluation.layout), "
+        "'peak_rss_gb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(data)], capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def v3() -> None:
+    r = solve_in_fresh_process(V3)
+    print(f"DeepSeek-V3 (all catalog GPUs, global batch 15,360): {r['status']}, table {r['build_s']:.1f} s, CP-SAT {r['solve_s']:.3f} s, "
+          f"whole solve {r['wall_s']:.1f} s, peak RSS {r['peak_rss_gb']:.2f} GB, {r['layouts']:,} layouts, {r['rows']:,} encoded rows; "
+          f"plan {r['plan']}")
+
+
 if __name__ == "__main__":
     random.seed(0)
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores, shared)")
     bundled()
     large("--large-solve" in sys.argv)
+    if "--v3" in sys.argv:
+        v3()
