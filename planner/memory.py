@@ -395,7 +395,8 @@ def training_memory_columns(model: ModelSpec, workload: TrainingWorkload, gpu: G
             out = {k: np.zeros(n, dtype=v.dtype) for k, v in best.items()}
         for k, v in best.items():
             out[k][index] = v
-    assert out is not None
+    if out is None:  # no rows: the columns, empty
+        out = _training_stage_columns(model, workload, gpu, assumptions, cols, states, 0, range(model.num_layers), 1)
     out["capacity_bytes"] = np.full(n, float(gpu.memory_bytes))
     return out
 

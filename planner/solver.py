@@ -25,7 +25,7 @@ from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_i
 from planner.memory import state_bytes_total, weight_bytes_per_param
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload, check_catalog_names
-from planner.space import Space, build_space, node_size
+from planner.space import Space, build_space, gpu_cap, node_size
 from planner.units import BYTES_PER_GB, BYTES_PER_GIB
 
 SOLVER_WORKERS = 2
@@ -464,6 +464,11 @@ def explain_no_fit(scenario: Scenario, model: ModelSpec, space: Space) -> str:
 # ---- alternatives and Pareto ---------------------------------------------------------------
 
 
+def _gpu_limited(scenario: Scenario) -> bool:
+    """A training scenario whose GPU limits bound the enumeration (`planner.space.gpu_cap`)."""
+    return isinstance(scenario.workload, TrainingWorkload) and bool(scenario.search.max_gpus or scenario.constraints.inventory)
+
+
 def _alternative(e: Evaluation) -> Alternative:
     return Alternative(
         gpu=e.layout.gpu, feasible=True, summary=layout_summary(e), num_gpus=e.layout.num_gpus, cost=plan_cost(e),
@@ -481,7 +486,9 @@ def alternatives_per_gpu(scenario: Scenario, space: Space, rows: list[Evaluation
             continue
         sub = [e for e in rows if e.layout.gpu == gpu.name]
         if not sub:
-            out.append(Alternative(gpu=gpu.name, feasible=False, summary="no layout fits in memory"))
+            cap = gpu_cap(scenario, gpu.name) if isinstance(scenario.workload, TrainingWorkload) else None
+            within = f" on at most {cap} GPUs (max_gpus / inventory)" if cap is not None else ""
+            out.append(Alternative(gpu=gpu.name, feasible=False, summary=f"no layout fits in memory{within}"))
             continue
         plan, status, _, _, core = solve_table(scenario, sub, time_limit_s)
         if plan is None:
@@ -533,12 +540,17 @@ def solve(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S, altern
     space = build_space(scenario, model, assumptions, prune=True)
     rows: list[Evaluation] = space.rows
     build_time = time.perf_counter() - started
-    if not rows:
-        raise InfeasibleError(explain_no_fit(scenario, model, space))
-    chosen, status, gap, solve_time, core = solve_table(scenario, rows, time_limit_s)
+    chosen, status, gap, solve_time, core = solve_table(scenario, rows, time_limit_s) if rows else (None, "INFEASIBLE", 0.0, 0.0, [])
     if chosen is None:
         if status == "UNKNOWN":
             raise InfeasibleError(f"{scenario.name}: CP-SAT found no plan within {time_limit_s:g} s; raise --time-limit.")
+        if _gpu_limited(scenario):  # layouts beyond the GPU limits were not enumerated: they show what the limits cost
+            space = build_space(scenario, model, assumptions, prune=True, explain=True)
+            rows = space.rows
+            if rows:
+                _, status, _, _, core = solve_table(scenario, rows, time_limit_s)
+        if not rows:
+            raise InfeasibleError(explain_no_fit(scenario, model, space))
         raise InfeasibleError(explain_infeasible(scenario, model, space, rows, core, time_limit_s))
     fresh = verify(scenario, model, chosen, assumptions)
     value, unit = objective_of(fresh, scenario.objective)

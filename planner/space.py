@@ -29,8 +29,9 @@ from planner.memory import KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, C
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
 
-MAX_GPUS_SEARCHED = 16_384
-"""Largest GPU count enumerated when a scenario sets no max_gpus (a 2,048-node cluster)."""
+MAX_LAYOUTS_SEARCHED = 25_000_000
+"""Most legal layouts one search evaluates (about a minute and a few hundred MB on a 2-core machine at ~3 us per
+layout); a larger search is refused before it starts, with its count and how to narrow it (never silently capped)."""
 
 SERVING_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -77,10 +78,15 @@ def node_size(scenario: Scenario, gpu: GpuSpec) -> int:
     return scenario.search.gpus_per_node or gpu.gpus_per_node
 
 
-def gpu_cap(scenario: Scenario, gpu: str) -> int:
-    """Most GPUs of one type enumerated: generous beyond its limits (max_gpus, its inventory) so a too-small limit can be explained."""
-    limits = [scenario.search.max_gpus or 0, scenario.constraints.inventory.get(gpu, 0)]
-    return min(MAX_GPUS_SEARCHED, max(8 * max(limits), 512)) if any(limits) else MAX_GPUS_SEARCHED
+def gpu_cap(scenario: Scenario, gpu: str, explain: bool = False) -> int | None:
+    """Most GPUs of one type a training layout may use: the tighter of max_gpus and that type's inventory (None: no limit).
+
+    Layouts beyond a hard GPU limit can never be chosen, so they are not enumerated; the data-
+    parallel degree is bounded by the global batch anyway. `explain=True` lifts the limits, to
+    show how many GPUs the best plan would need when a GPU limit makes the scenario infeasible.
+    """
+    limits = [] if explain else [v for v in (scenario.search.max_gpus, scenario.constraints.inventory.get(gpu)) if v]
+    return min(limits) if limits else None
 
 
 def tp_values(scenario: Scenario, model: ModelSpec, gpu: GpuSpec) -> list[int]:
@@ -120,27 +126,31 @@ def _divisors(n: int) -> list[int]:
     return sorted(set(small + [n // d for d in small]))
 
 
-def batch_splits(global_batch: int, tolerance: float, micro_batch: int, max_dp: int) -> list[tuple[int, int]]:
-    """(DP, accumulation) pairs with micro-batch x DP x accumulation = the global batch, or within the tolerance of it.
+def batch_split_arrays(global_batch: int, tolerance: float, micro_batch: int, max_dp: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(DP, accumulation) columns, DP ascending, with micro-batch x DP x accumulation = the global batch, or within the tolerance of it.
 
     Exact splits use the divisors of global_batch / micro_batch. With a tolerance, every DP up
-    to max_dp takes the accumulation that lands nearest the target, kept when within
-    tolerance x global_batch (the nearest allowed global batch, as Megatron's
-    --global-batch-size must be a multiple of micro-batch x DP).
+    to max_dp takes the accumulation that lands nearest the target (round half to even, as
+    Python's round), kept when within tolerance x global_batch (the nearest allowed global
+    batch, as Megatron's --global-batch-size must be a multiple of micro-batch x DP). DP never
+    exceeds global_batch / micro_batch; `max_dp=None` sets no other bound.
     """
-    splits: dict[int, int] = {}
-    if global_batch % micro_batch == 0:
-        for dp in _divisors(global_batch // micro_batch):
-            if dp <= max_dp:
-                splits[dp] = global_batch // (micro_batch * dp)
+    top = global_batch // micro_batch if max_dp is None else min(max_dp, global_batch // micro_batch)
     if tolerance > 0:
-        for dp in range(1, min(max_dp, global_batch // micro_batch) + 1):
-            if dp in splits:
-                continue
-            accum = max(1, round(global_batch / (micro_batch * dp)))
-            if abs(micro_batch * dp * accum - global_batch) <= tolerance * global_batch:
-                splits[dp] = accum
-    return sorted(splits.items())
+        dp = np.arange(1, top + 1, dtype=np.int64)
+        accum = np.maximum(1, np.rint(global_batch / (micro_batch * dp))).astype(np.int64)
+        near = np.abs(micro_batch * dp * accum - global_batch) <= tolerance * global_batch
+        return dp[near], accum[near]
+    if global_batch % micro_batch:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    dp = np.array([d for d in _divisors(global_batch // micro_batch) if d <= top], dtype=np.int64)
+    return dp, global_batch // (micro_batch * dp)
+
+
+def batch_splits(global_batch: int, tolerance: float, micro_batch: int, max_dp: int | None) -> list[tuple[int, int]]:
+    """`batch_split_arrays` as (DP, accumulation) pairs."""
+    dp, accum = batch_split_arrays(global_batch, tolerance, micro_batch, max_dp)
+    return [(int(d), int(a)) for d, a in zip(dp, accum)]
 
 
 def priced_gpus(scenario: Scenario, space: Space, assumptions: Assumptions) -> Iterator[tuple[GpuSpec, PriceQuote, int]]:
@@ -178,7 +188,7 @@ def training_choice_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec) 
             "offload_optimizer": table[:, 4].astype(bool), "offload_params": table[:, 5].astype(bool)}
 
 
-def training_layout_chunks(scenario: Scenario, model: ModelSpec, gpu: GpuSpec, node: int) -> Iterator[Columns]:
+def training_layout_chunks(scenario: Scenario, model: ModelSpec, gpu: GpuSpec, node: int, explain: bool = False) -> Iterator[Columns]:
     """Every legal training layout on one GPU type, as columns, one chunk per TP degree (enumeration order kept).
 
     Loop order (the row order the solver breaks ties by): TP, PP, micro-batch, (DP, accumulation),
@@ -188,18 +198,17 @@ def training_layout_chunks(scenario: Scenario, model: ModelSpec, gpu: GpuSpec, n
     workload = scenario.workload
     assert isinstance(workload, TrainingWorkload)
     search = scenario.search
-    cap = gpu_cap(scenario, gpu.name)
+    cap = gpu_cap(scenario, gpu.name, explain)
     choices = training_choice_columns(scenario, model, gpu)
     n_choices = len(choices["ep"])
     for tp in tp_values(scenario, model, gpu):
         parts: list[Columns] = []
         for pp in pp_values(scenario, model):
             for mb in search.micro_batches:
-                splits = batch_splits(workload.global_batch_seqs, workload.global_batch_tolerance, mb, cap // (tp * pp))
-                if not splits or not n_choices:
+                dp, accum = batch_split_arrays(workload.global_batch_seqs, workload.global_batch_tolerance, mb,
+                                               None if cap is None else cap // (tp * pp))
+                if not len(dp) or not n_choices:
                     continue
-                dp = np.array([d for d, _ in splits], dtype=np.int64)
-                accum = np.array([a for _, a in splits], dtype=np.int64)
                 n = tp * pp * dp
                 whole = (n <= node) | (n % node == 0)
                 dp, accum = dp[whole], accum[whole]
@@ -211,6 +220,8 @@ def training_layout_chunks(scenario: Scenario, model: ModelSpec, gpu: GpuSpec, n
                 legal = cols["dp"] % cols["ep"] == 0
                 cols = {k: v[legal] for k, v in cols.items()}
                 rows = len(cols["dp"])
+                if not rows:
+                    continue
                 cols.update(tp=np.full(rows, tp), pp=np.full(rows, pp), micro_batch=np.full(rows, mb),
                             expert_tp=np.where(cols["ep"] == 1, tp, 1), sequence_parallel=np.full(rows, search.sequence_parallel),
                             flash_attention=np.full(rows, search.flash_attention))
@@ -265,15 +276,54 @@ def _finish_gpu(space: Space, parts: list[Table], prune: bool) -> None:
     space.tables.append(joined)
 
 
-def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False) -> Space:
-    """All legal training layouts evaluated as columns: memory first, speed and cost for the rows that fit."""
+def count_training_layouts(scenario: Scenario, model: ModelSpec, gpus: list[tuple[GpuSpec, int]], explain: bool = False,
+                           stop_above: int | None = None) -> int:
+    """Legal training layouts of the GPU types (with their node sizes), counted without enumerating them (stops above `stop_above`)."""
+    workload = scenario.workload
+    assert isinstance(workload, TrainingWorkload)
+    total = 0
+    for gpu, node in gpus:
+        cap = gpu_cap(scenario, gpu.name, explain)
+        eps, per_ep = np.unique(training_choice_columns(scenario, model, gpu)["ep"], return_counts=True)
+        for tp in tp_values(scenario, model, gpu):
+            for pp in pp_values(scenario, model):
+                for mb in scenario.search.micro_batches:
+                    dp, _ = batch_split_arrays(workload.global_batch_seqs, workload.global_batch_tolerance, mb,
+                                               None if cap is None else cap // (tp * pp))
+                    n = tp * pp * dp
+                    dp = dp[(n <= node) | (n % node == 0)]
+                    total += int(sum(c * np.count_nonzero(dp % ep == 0) for ep, c in zip(eps, per_ep)))
+                    if stop_above is not None and total > stop_above:
+                        return total
+    return total
+
+
+def check_search_size(scenario: Scenario, model: ModelSpec, gpus: list[tuple[GpuSpec, int]], explain: bool = False) -> None:
+    """Refuse, before starting, a training search larger than MAX_LAYOUTS_SEARCHED: the count and how to narrow it."""
+    count = count_training_layouts(scenario, model, gpus, explain, stop_above=MAX_LAYOUTS_SEARCHED)
+    if count > MAX_LAYOUTS_SEARCHED:
+        raise InputError(
+            f"search: more than {MAX_LAYOUTS_SEARCHED:,} legal layouts (counted {count:,} before stopping) for {model.name}; "
+            f"this planner evaluates at most {MAX_LAYOUTS_SEARCHED:,} per search. Narrow it with search.gpus, search.tp, search.pp, "
+            f"search.micro_batches, search.zero_stages, search.max_gpus or a smaller workload.global_batch_tolerance."
+        )
+
+
+def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False, explain: bool = False) -> Space:
+    """All legal training layouts evaluated as columns: memory first, speed and cost for the rows that fit.
+
+    GPU counts go up to the scenario's GPU limits (`gpu_cap`); `explain=True` lifts them (for
+    the explanation of an infeasible GPU limit). Refused before starting when too large.
+    """
     workload = scenario.workload
     assert isinstance(workload, TrainingWorkload)
     space = Space(gpus=candidate_gpus(scenario), pruned=prune)
     best = [math.inf]
-    for gpu, quote, node in priced_gpus(scenario, space, assumptions):
+    priced = list(priced_gpus(scenario, space, assumptions))
+    check_search_size(scenario, model, [(gpu, node) for gpu, _, node in priced], explain)
+    for gpu, quote, node in priced:
         parts = []
-        for cols in training_layout_chunks(scenario, model, gpu, node):
+        for cols in training_layout_chunks(scenario, model, gpu, node, explain):
             table = training_table(model, workload, gpu, assumptions, quote, cols, node)
             space.structural_count += len(table)
             fits = table.fits
@@ -314,10 +364,10 @@ def inference_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptio
     return space
 
 
-def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False) -> Space:
-    """The scenario's coefficient table (pruned by exact dominance when `prune`)."""
+def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False, explain: bool = False) -> Space:
+    """The scenario's coefficient table (pruned by exact dominance when `prune`; GPU limits lifted when `explain`)."""
     if isinstance(scenario.workload, TrainingWorkload):
-        return training_space(scenario, model, assumptions, prune)
+        return training_space(scenario, model, assumptions, prune, explain)
     if isinstance(scenario.workload, InferenceWorkload):
         return inference_space(scenario, model, assumptions, prune)
     raise InputError("workload.kind: must be training or inference.")

@@ -76,8 +76,8 @@ def test_an_inventory_on_one_gpu_does_not_cap_another() -> None:
     from planner.space import gpu_cap
 
     scenario = parse_scenario({**_serving("llama-3.1-8b", ["H100-SXM", "L4"], ["bf16"]), "constraints": {"inventory": {"L4": 1}}})
-    assert gpu_cap(scenario, "L4") == 512
-    assert gpu_cap(scenario, "H100-SXM") == 16_384
+    assert gpu_cap(scenario, "L4") == 1
+    assert gpu_cap(scenario, "H100-SXM") is None  # no limit: bounded by the global batch only
 
 
 def test_batch_order_in_the_search_does_not_matter() -> None:
