@@ -102,15 +102,24 @@ class Table:
         """Speed and cost of every row (call after dropping the rows that do not fit: memory first)."""
         if self.training:
             perf = training_perf_columns(self.model, self.workload, self.gpu, self.assumptions, self.layout, self.node)  # type: ignore[arg-type]
-            cost = {"cost_usd": training_cost_usd(self.num_gpus, perf["time_to_train_s"], self.price.usd_per_gpu_hour)} if self.price else {}
         else:
             perf = inference_perf_columns(self.model, self.workload, self.gpu, self.assumptions, self.layout, self.memory, self.node)  # type: ignore[arg-type]
-            fleet_tps = perf["output_tokens_per_s"] * self.layout["replicas"]
-            cost = {"fleet_output_tokens_per_s": fleet_tps}
-            if self.price:
-                usd_h = serving_usd_per_hour(self.num_gpus, self.price.usd_per_gpu_hour)
+        return replace(self, perf=perf).priced(self.price)
+
+    def priced(self, price: PriceQuote | None) -> Table:
+        """The cost columns at a price (speed computed): training `cost_usd`; serving `fleet_output_tokens_per_s`,
+        `usd_per_hour`, `usd_per_million_output_tokens` (`planner.cost`). Memory and speed do not depend on the price."""
+        cost: Columns = {}
+        if self.training:
+            if price:
+                cost["cost_usd"] = training_cost_usd(self.num_gpus, self.perf["time_to_train_s"], price.usd_per_gpu_hour)
+        else:
+            fleet_tps = self.perf["output_tokens_per_s"] * self.layout["replicas"]
+            cost["fleet_output_tokens_per_s"] = fleet_tps
+            if price:
+                usd_h = serving_usd_per_hour(self.num_gpus, price.usd_per_gpu_hour)
                 cost |= {"usd_per_hour": usd_h, "usd_per_million_output_tokens": usd_per_million_tokens(usd_h, fleet_tps)}
-        return replace(self, perf=perf, cost=cost)
+        return replace(self, price=price, cost=cost)
 
     def evaluation_at(self, i: int) -> TrainingEvaluation | InferenceEvaluation:
         """Row `i` as a pydantic evaluation with the per-term memory breakdown (speed and cost when computed)."""

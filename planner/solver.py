@@ -29,6 +29,8 @@ from planner.space import Space, build_space, gpu_cap, node_size
 from planner.units import BYTES_PER_GB, BYTES_PER_GIB
 
 SOLVER_WORKERS = 2
+SMALL_TABLE_ROWS = 5_000
+"""Tables up to this many rows are solved with one CP-SAT worker (parallel search costs more than it saves there; same seed, same plan)."""
 SOLVER_SEED = 20261129
 DEFAULT_TIME_LIMIT_S = 20.0
 
@@ -202,11 +204,16 @@ def _objective_expr(enc: Encoding, objective: Objective) -> tuple[cp_model.Linea
     return enc.cost, False
 
 
-def reproducible_solver(time_limit_s: float) -> cp_model.CpSolver:
+def solver_workers(rows: int) -> int:
+    """CP-SAT workers for a table: one on small tables, SOLVER_WORKERS otherwise."""
+    return 1 if rows <= SMALL_TABLE_ROWS else SOLVER_WORKERS
+
+
+def reproducible_solver(time_limit_s: float, workers: int = SOLVER_WORKERS) -> cp_model.CpSolver:
     """A CP-SAT solver with the time limit, worker count and seed every planner solve uses."""
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
-    solver.parameters.num_workers = SOLVER_WORKERS
+    solver.parameters.num_workers = workers
     solver.parameters.random_seed = SOLVER_SEED
     return solver
 
@@ -229,7 +236,7 @@ class Lexicographic:
 
 
 def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, maximise: bool, tiebreak: cp_model.LinearExpr,
-                        hints: list[cp_model.IntVar], time_limit_s: float) -> Lexicographic:
+                        hints: list[cp_model.IntVar], time_limit_s: float, workers: int = SOLVER_WORKERS) -> Lexicographic:
     """Optimise `primary`, then minimise `tiebreak` among solutions with the same primary value (deterministic ties).
 
     When phase 1 only hits the time limit, phase 2 keeps the primary at least as good, and the
@@ -239,7 +246,7 @@ def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, m
         model.maximize(primary)
     else:
         model.minimize(primary)
-    first = reproducible_solver(time_limit_s)
+    first = reproducible_solver(time_limit_s, workers)
     status = first.solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return Lexicographic(status, first, first, False, 0.0, first.wall_time)
@@ -256,7 +263,7 @@ def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, m
     model.minimize(tiebreak)
     for var in hints:
         model.add_hint(var, first.boolean_value(var))
-    second = reproducible_solver(time_limit_s)
+    second = reproducible_solver(time_limit_s, workers)
     status2 = second.solve(model)
     wall = first.wall_time + second.wall_time
     if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -271,7 +278,7 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     expr, maximise = _objective_expr(enc, scenario.objective)
     # Ties: fewer GPUs, then the earliest row.
     tiebreak = enc.gpus * len(rows) + sum(r * x for r, x in enumerate(enc.x))
-    result = solve_lexicographic(enc.model, expr, maximise, tiebreak, enc.x, time_limit_s)
+    result = solve_lexicographic(enc.model, expr, maximise, tiebreak, enc.x, time_limit_s, solver_workers(len(rows)))
     if result.status == cp_model.INFEASIBLE:
         core = set(result.first.sufficient_assumptions_for_infeasibility())
         keys = [lim.key for lim in enc.limits if lim.literal.index in core]
@@ -299,7 +306,7 @@ def minimal_core(scenario: Scenario, rows: list[Evaluation], core: list[str], al
     for key in list(current):
         trial = [k for k in current if k != key]
         enc = build_encoding(scenario, rows, skip_limits=skipped | frozenset(k for k in all_keys if k not in trial))
-        if reproducible_solver(time_limit_s).solve(enc.model) == cp_model.INFEASIBLE:
+        if reproducible_solver(time_limit_s, solver_workers(len(rows))).solve(enc.model) == cp_model.INFEASIBLE:
             current = trial
     return current
 

@@ -14,7 +14,9 @@ assumption literals, so that infeasibility can be explained.
 from __future__ import annotations
 
 import bisect
+import json
 import math
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -28,6 +30,7 @@ from planner.evaluate import InferenceEvaluation, Table, TrainingEvaluation, inf
 from planner.memory import KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
+from planner.units import SECONDS_PER_HOUR
 
 MAX_LAYOUTS_SEARCHED = 25_000_000
 """Most legal layouts one search evaluates (about a minute and a few hundred MB on a 2-core machine at ~3 us per
@@ -252,30 +255,6 @@ def inference_layout_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec,
 # ---- building the space ---------------------------------------------------------------------
 
 
-def _note_misfit(space: Space, table: Table, misfits: np.ndarray, best: list[float]) -> None:
-    """Remember the misfit closest to fitting (smallest total / capacity; the earliest on ties)."""
-    if not misfits.any():
-        return
-    index = np.nonzero(misfits)[0]
-    ratio = table.memory["total_bytes"][index] / table.memory["capacity_bytes"][index]
-    k = int(np.argmin(ratio))
-    if space.closest_misfit is None or ratio[k] < best[0]:
-        best[0] = float(ratio[k])
-        space.closest_misfit = table.take(index[k:k + 1]).with_perf().evaluation_at(0)
-
-
-def _finish_gpu(space: Space, parts: list[Table], prune: bool) -> None:
-    """Join one GPU type's fitting rows (pruned again across chunks: exact, see `dominance_keep`)."""
-    if not parts:
-        return
-    joined = parts[0] if len(parts) == 1 else replace(parts[0], **{
-        name: {k: np.concatenate([getattr(p, name)[k] for p in parts]) for k in getattr(parts[0], name)}
-        for name in ("layout", "memory", "perf", "cost")})
-    if prune and len(parts) > 1:
-        joined = joined.take(dominance_keep(dominance_values(joined)))
-    space.tables.append(joined)
-
-
 def count_training_layouts(scenario: Scenario, model: ModelSpec, gpus: list[tuple[GpuSpec, int]], explain: bool = False,
                            stop_above: int | None = None) -> int:
     """Legal training layouts of the GPU types (with their node sizes), counted without enumerating them (stops above `stop_above`)."""
@@ -309,68 +288,145 @@ def check_search_size(scenario: Scenario, model: ModelSpec, gpus: list[tuple[Gpu
         )
 
 
-def training_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False, explain: bool = False) -> Space:
-    """All legal training layouts evaluated as columns: memory first, speed and cost for the rows that fit.
+@dataclass
+class GpuEvaluation:
+    """One GPU type's evaluated layouts before pricing: the fitting rows (memory and speed), the count, the closest misfit.
 
-    GPU counts go up to the scenario's GPU limits (`gpu_cap`); `explain=True` lifts them (for
-    the explanation of an infeasible GPU limit). Refused before starting when too large.
+    Memory and speed do not depend on the price, and with `prune` the rows are already reduced
+    by a price-free dominance (`dominance_values` without a price: GPU-hours stand for cost,
+    which is GPU-hours x one price per GPU type), which keeps every row the priced pruning keeps.
     """
+
+    table: Table | None
+    structural_count: int
+    misfit_ratio: float = math.inf
+    misfit: Table | None = None
+
+    def note_misfit(self, table: Table, misfits: np.ndarray) -> None:
+        """Remember the misfit closest to fitting (smallest total / capacity; the earliest on ties)."""
+        if not misfits.any():
+            return
+        index = np.nonzero(misfits)[0]
+        ratio = table.memory["total_bytes"][index] / table.memory["capacity_bytes"][index]
+        k = int(np.argmin(ratio))
+        if ratio[k] < self.misfit_ratio:
+            self.misfit_ratio = float(ratio[k])
+            self.misfit = table.take(index[k:k + 1]).with_perf()
+
+
+def _join(parts: list[Table]) -> Table:
+    """Tables of one GPU type, one after the other."""
+    if len(parts) == 1:
+        return parts[0]
+    return replace(parts[0], **{name: {k: np.concatenate([getattr(p, name)[k] for p in parts]) for k in getattr(parts[0], name)}
+                                for name in ("layout", "memory", "perf", "cost")})
+
+
+def _pruned(table: Table) -> Table:
+    return table.take(dominance_keep(dominance_values(table)))
+
+
+def evaluate_training_gpu(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, gpu: GpuSpec, node: int, prune: bool,
+                          explain: bool) -> GpuEvaluation:
+    """All legal training layouts of one GPU type, chunk by chunk: memory first, speed for the rows that fit, pruned when asked."""
     workload = scenario.workload
     assert isinstance(workload, TrainingWorkload)
-    space = Space(gpus=candidate_gpus(scenario), pruned=prune)
-    best = [math.inf]
-    priced = list(priced_gpus(scenario, space, assumptions))
-    check_search_size(scenario, model, [(gpu, node) for gpu, _, node in priced], explain)
-    for gpu, quote, node in priced:
-        parts = []
-        for cols in training_layout_chunks(scenario, model, gpu, node, explain):
-            table = training_table(model, workload, gpu, assumptions, quote, cols, node)
-            space.structural_count += len(table)
-            fits = table.fits
-            _note_misfit(space, table, ~fits, best)
-            table = table.take(fits).with_perf()
-            if prune:
-                table = table.take(dominance_keep(dominance_values(table)))
-            parts.append(table)
-        _finish_gpu(space, parts, prune)
-    return space
+    out = GpuEvaluation(table=None, structural_count=0)
+    parts = []
+    for cols in training_layout_chunks(scenario, model, gpu, node, explain):
+        table = training_table(model, workload, gpu, assumptions, None, cols, node)
+        out.structural_count += len(table)
+        fits = table.fits
+        out.note_misfit(table, ~fits)
+        table = table.take(fits).with_perf()
+        parts.append(_pruned(table) if prune else table)
+    if parts:
+        out.table = _pruned(_join(parts)) if prune and len(parts) > 1 else _join(parts)
+    return out
 
 
-def inference_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False) -> Space:
-    """All legal serving replica layouts (GPU, precisions, TP, PP, batch) that fit, evaluated with one replica.
+def evaluate_inference_gpu(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, gpu: GpuSpec, node: int, prune: bool) -> GpuEvaluation:
+    """All legal serving replica layouts of one GPU type (GPU, precisions, TP, PP, batch) that fit, with one replica.
 
     Within a (TP, PP, precisions) group batches ascend and only need more memory, so the
     group stops at its first misfit (counted, and a candidate for the closest misfit).
     """
     workload = scenario.workload
     assert isinstance(workload, InferenceWorkload)
-    space = Space(gpus=candidate_gpus(scenario), pruned=prune)
-    best = [math.inf]
-    for gpu, quote, node in priced_gpus(scenario, space, assumptions):
-        cols, starts = inference_layout_columns(scenario, model, gpu, node)
-        if not len(starts):
-            continue
-        table = inference_table(model, workload, gpu, assumptions, quote, cols, node)
-        fits = table.fits
-        position = np.arange(len(fits)) - np.repeat(starts, np.diff(np.append(starts, len(fits))))
-        first_misfit = np.minimum.reduceat(np.where(fits, len(fits), position), starts)
-        limit = np.repeat(first_misfit, np.diff(np.append(starts, len(fits))))
-        space.structural_count += int(np.minimum(first_misfit + 1, np.diff(np.append(starts, len(fits)))).sum())
-        _note_misfit(space, table, position == limit, best)
-        table = table.take(position < limit).with_perf()
-        if prune:
-            table = table.take(dominance_keep(dominance_values(table)))
-        _finish_gpu(space, [table], prune)
-    return space
+    cols, starts = inference_layout_columns(scenario, model, gpu, node)
+    out = GpuEvaluation(table=None, structural_count=0)
+    if not len(starts):
+        return out
+    table = inference_table(model, workload, gpu, assumptions, None, cols, node)
+    fits = table.fits
+    sizes = np.diff(np.append(starts, len(fits)))
+    position = np.arange(len(fits)) - np.repeat(starts, sizes)
+    first_misfit = np.minimum.reduceat(np.where(fits, len(fits), position), starts)
+    limit = np.repeat(first_misfit, sizes)
+    out.structural_count = int(np.minimum(first_misfit + 1, sizes).sum())
+    out.note_misfit(table, position == limit)
+    table = table.take(position < limit).with_perf()
+    out.table = _pruned(table) if prune else table
+    return out
+
+
+TABLE_CACHE_ENTRIES = 32
+"""Evaluated GPU tables kept per process, so that study cases differing only in price, limits or objective share them."""
+_TABLE_CACHE: OrderedDict[str, GpuEvaluation] = OrderedDict()
+
+
+def table_key(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, gpu: GpuSpec, node: int, prune: bool, explain: bool) -> str:
+    """What a GPU type's evaluated table depends on: model, workload (serving: not the load or SLOs), search (not max_gpus),
+    assumptions, GPU, node size, the training GPU cap (`gpu_cap`) and pruning. Not the price, the limits or the objective."""
+    training = isinstance(scenario.workload, TrainingWorkload)
+    workload = scenario.workload.model_dump(mode="json", exclude=None if training else {"concurrent_sequences", "target_output_tokens_per_s", "slo"})
+    cap = gpu_cap(scenario, gpu.name, explain) if training else None
+    parts = [model.model_dump(mode="json"), workload, scenario.search.model_dump(mode="json", exclude={"max_gpus", "gpus"}, warnings=False),
+             assumptions.model_dump(mode="json"), gpu.model_dump(mode="json"), node, cap, prune]
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def evaluated_gpu(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, gpu: GpuSpec, node: int, prune: bool, explain: bool,
+                  key: str) -> GpuEvaluation:
+    """A GPU type's evaluated table from the per-process cache, or evaluated now (least recently used entries leave first)."""
+    if key in _TABLE_CACHE:
+        _TABLE_CACHE.move_to_end(key)
+        return _TABLE_CACHE[key]
+    if isinstance(scenario.workload, TrainingWorkload):
+        result = evaluate_training_gpu(scenario, model, assumptions, gpu, node, prune, explain)
+    else:
+        result = evaluate_inference_gpu(scenario, model, assumptions, gpu, node, prune)
+    _TABLE_CACHE[key] = result
+    while len(_TABLE_CACHE) > TABLE_CACHE_ENTRIES:
+        _TABLE_CACHE.popitem(last=False)
+    return result
 
 
 def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, prune: bool = False, explain: bool = False) -> Space:
-    """The scenario's coefficient table (pruned by exact dominance when `prune`; GPU limits lifted when `explain`)."""
-    if isinstance(scenario.workload, TrainingWorkload):
-        return training_space(scenario, model, assumptions, prune, explain)
-    if isinstance(scenario.workload, InferenceWorkload):
-        return inference_space(scenario, model, assumptions, prune)
-    raise InputError("workload.kind: must be training or inference.")
+    """The scenario's coefficient table: per priced GPU type, the fitting rows at the scenario's price.
+
+    With `prune`, rows are kept by exact dominance (`dominance_keep`); with `explain`, training
+    GPU counts go past the GPU limits (to say what an infeasible limit would need). A training
+    search larger than MAX_LAYOUTS_SEARCHED is refused before it starts.
+    """
+    if not isinstance(scenario.workload, (TrainingWorkload, InferenceWorkload)):
+        raise InputError("workload.kind: must be training or inference.")
+    space = Space(gpus=candidate_gpus(scenario), pruned=prune)
+    priced = [(gpu, quote, node, table_key(scenario, model, assumptions, gpu, node, prune, explain))
+              for gpu, quote, node in priced_gpus(scenario, space, assumptions)]
+    if isinstance(scenario.workload, TrainingWorkload) and any(key not in _TABLE_CACHE for *_, key in priced):
+        check_search_size(scenario, model, [(gpu, node) for gpu, _, node, _ in priced], explain)
+    best = math.inf
+    for gpu, quote, node, key in priced:
+        evaluated = evaluated_gpu(scenario, model, assumptions, gpu, node, prune, explain, key)
+        space.structural_count += evaluated.structural_count
+        if evaluated.misfit is not None and evaluated.misfit_ratio < best:
+            best = evaluated.misfit_ratio
+            space.closest_misfit = evaluated.misfit.priced(quote).evaluation_at(0)
+        if evaluated.table is not None and len(evaluated.table):
+            table = evaluated.table.priced(quote)
+            space.tables.append(_pruned(table) if prune else table)
+    return space
 
 
 # ---- exact dominance pruning ---------------------------------------------------------------
@@ -380,14 +436,18 @@ def dominance_values(table: Table) -> np.ndarray:
     """Quantities to minimise per row of one GPU type's table (a row can replace another one for one).
 
     Training: GPUs, cost, time to train (throughput is tokens / time). Serving, per replica:
-    GPUs, $/h, -tokens/s, -batch, TTFT, TPOT.
+    GPUs, $/h, -tokens/s, -batch, TTFT, TPOT. Without a price, cost is replaced by what it is
+    a price times: GPU-hours (training) or GPUs (serving); rounding is monotone, so whatever
+    this drops the priced pruning drops too.
     """
-    n = len(table)
-    if table.training:
-        cost = table.cost.get("cost_usd", np.zeros(n))
-        return np.column_stack([table.num_gpus.astype(float), cost, table.perf["time_to_train_s"]])
     lay = table.layout
-    return np.column_stack([(lay["tp"] * lay["pp"]).astype(float), table.cost.get("usd_per_hour", np.zeros(n)),
+    if table.training:
+        n = table.num_gpus
+        time = table.perf["time_to_train_s"]
+        cost = table.cost["cost_usd"] if table.price else n * time / SECONDS_PER_HOUR
+        return np.column_stack([n.astype(float), cost, time])
+    gpus = (lay["tp"] * lay["pp"]).astype(float)
+    return np.column_stack([gpus, table.cost["usd_per_hour"] if table.price else gpus,
                             -table.perf["output_tokens_per_s"], -lay["batch"].astype(float), table.perf["ttft_s"], table.perf["tpot_s"]])
 
 
