@@ -5,12 +5,16 @@ weights and cache: a few tens of ms each), a grid of 100 prompt lengths x 10 out
 so the figure measures the study machinery (process start, pickling, table building) as well
 as the solver. It also checks that both runs give the same table (solve times aside).
 
-Run: `.venv/bin/python bench/study_bench.py [--cases 1000] [--workers 2]` (a benchmark, not a test).
+`--study price` runs a 1,000-case price study instead: 100 price multipliers x 10 budgets on
+the same workload, where every case can reuse one evaluated table.
+
+Run: `.venv/bin/python bench/study_bench.py [--cases 1000] [--workers 2] [--study grid|price]` (a benchmark, not a test).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import pandas as pd
@@ -33,6 +37,14 @@ def bench_study(n_cases: int):
                         "axes": {"workload.prompt_tokens": prompts, "workload.output_tokens": outputs}})
 
 
+def price_study(n_cases: int):
+    """A price study: `n_cases / 10` price multipliers x 10 budgets on the same workload (one table to evaluate)."""
+    multipliers = [round(0.5 + 0.01 * i, 2) for i in range(max(n_cases // 10, 1))]
+    budgets = [2.0 + 0.5 * i for i in range(10)]
+    return parse_study({"name": "price-bench", "base": BASE,
+                        "axes": {"pricing.price_multiplier": multipliers, "constraints.budget_usd": budgets}})
+
+
 def timed(label: str, study, workers: int) -> pd.DataFrame:
     started = time.perf_counter()
     df = run_study(study, workers=workers)
@@ -47,8 +59,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=1000, help="Cases in the grid (rounded down to a multiple of 10).")
     parser.add_argument("--workers", type=int, default=2, help="Processes of the parallel run.")
+    parser.add_argument("--study", choices=("grid", "price"), default="grid",
+                        help="grid: prompt x output lengths (a table per case); price: price multipliers x budgets (one shared table).")
     args = parser.parse_args()
-    study = bench_study(args.cases)
+    print(f"load average at start: {os.getloadavg()[0]:.2f} (2 cores, shared); study: {args.study}")
+    study = bench_study(args.cases) if args.study == "grid" else price_study(args.cases)
     serial = timed("serial (workers=1)", study, 1)
     pool = timed(f"process pool ({args.workers})", study, args.workers)
     same = serial.drop(columns="solve_time_s").equals(pool.drop(columns="solve_time_s"))

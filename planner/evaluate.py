@@ -127,13 +127,13 @@ class Table:
             workload = self.workload
             assert isinstance(workload, TrainingWorkload)
             memory = training_breakdown_at(self.model, workload, self.gpu, self.assumptions, self.layout, self.memory, i)
-            return TrainingEvaluation(layout=training_layout_at(self.layout, i, self.gpu.name), memory=memory,
+            return TrainingEvaluation.model_construct(layout=training_layout_at(self.layout, i, self.gpu.name), memory=memory,
                                       perf=training_perf_at(self.perf, i), price=self.price,
                                       cost_usd=float(self.cost["cost_usd"][i]) if self.price else None)
         workload = self.workload
         assert isinstance(workload, InferenceWorkload)
         memory = inference_breakdown_at(self.model, workload, self.gpu, self.assumptions, self.layout, self.memory, i)
-        return InferenceEvaluation(
+        return InferenceEvaluation.model_construct(
             layout=inference_layout_at(self.layout, i, self.gpu.name), memory=memory, perf=inference_perf_at(self.perf, i),
             fleet_output_tokens_per_s=float(self.cost["fleet_output_tokens_per_s"][i]), price=self.price,
             usd_per_hour=float(self.cost["usd_per_hour"][i]) if self.price else None,

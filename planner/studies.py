@@ -391,17 +391,46 @@ def _run_serial(pending: list[Case], time_limit_s: float, done: Callable[[Case, 
         done(case, solve_case(case.scenario, time_limit_s))
 
 
+def table_group_key(scenario: dict[str, Any]) -> str:
+    """Cases with equal keys differ only in price, limits or objective, so they can share evaluated tables
+    (`planner.space.table_key` decides exactly; this only groups the work)."""
+    data = {k: v for k, v in scenario.items() if k not in ("name", "pricing", "constraints", "objective")}
+    data["search"] = {k: v for k, v in (data.get("search") or {}).items() if k != "max_gpus"}
+    if isinstance(data.get("workload"), dict) and data["workload"].get("kind") == "inference":
+        data["workload"] = {k: v for k, v in data["workload"].items() if k not in ("slo", "target_output_tokens_per_s", "concurrent_sequences")}
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def solve_cases(scenarios: list[dict[str, Any]], time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> list[dict[str, Any]]:
+    """`solve_case` for cases that share a table group, in one worker (the table is evaluated once there)."""
+    return [solve_case(scenario, time_limit_s) for scenario in scenarios]
+
+
+def grouped_chunks(pending: list[Case], workers: int, most: int = 50) -> list[list[Case]]:
+    """Cases in chunks of one table group each, a group split over at most `workers` chunks of at most `most` cases."""
+    groups: dict[str, list[Case]] = {}
+    for case in pending:
+        groups.setdefault(table_group_key(case.scenario), []).append(case)
+    chunks = []
+    for members in groups.values():
+        size = min(most, max(1, math.ceil(len(members) / workers)))
+        chunks += [members[i:i + size] for i in range(0, len(members), size)]
+    return chunks
+
+
 def _run_pool(pending: list[Case], workers: int, time_limit_s: float, done: Callable[[Case, dict[str, Any]], None],
               started: Callable[[], None]) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     pool = ProcessPoolExecutor(max_workers=workers)
     try:
-        futures = {pool.submit(solve_case, case.scenario, time_limit_s): case for case in pending}
+        futures = {pool.submit(solve_cases, [case.scenario for case in chunk], time_limit_s): chunk
+                   for chunk in grouped_chunks(pending, workers)}
         started()  # the progress display's thread starts after the workers are forked
         for future in as_completed(futures):
             error = future.exception()
-            done(futures[future], _crash_row(error) if error else future.result())
+            for case, row in zip(futures[future], [_crash_row(error)] * len(futures[future]) if error else future.result()):
+                done(case, row)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
