@@ -73,6 +73,7 @@ class Table:
     memory: Columns
     perf: Columns = field(default_factory=dict)
     cost: Columns = field(default_factory=dict)
+    objects: dict[int, tuple[BaseModel, MemoryBreakdown, BaseModel]] = field(default_factory=dict)
 
     @property
     def training(self) -> bool:
@@ -121,21 +122,40 @@ class Table:
                 cost |= {"usd_per_hour": usd_h, "usd_per_million_output_tokens": usd_per_million_tokens(usd_h, fleet_tps)}
         return replace(self, price=price, cost=cost)
 
-    def evaluation_at(self, i: int) -> TrainingEvaluation | InferenceEvaluation:
-        """Row `i` as a pydantic evaluation with the per-term memory breakdown (speed and cost when computed)."""
+    def with_row_ids(self) -> Table:
+        """The table with a `row` column (0..n-1) and an empty object cache: the price-free objects of a row (layout,
+        breakdown, speed) are then built once and shared by every table taken or priced from this one."""
+        return replace(self, layout={**self.layout, "row": np.arange(len(self))}, objects={})
+
+    def _price_free_objects(self, i: int) -> tuple[BaseModel, MemoryBreakdown, BaseModel]:
+        """(layout, memory breakdown, speed) of row `i`, from the shared cache when the table has row ids."""
+        key = int(self.layout["row"][i]) if "row" in self.layout else None
+        if key is not None and key in self.objects:
+            return self.objects[key]
         if self.training:
             workload = self.workload
             assert isinstance(workload, TrainingWorkload)
-            memory = training_breakdown_at(self.model, workload, self.gpu, self.assumptions, self.layout, self.memory, i)
-            return TrainingEvaluation.model_construct(layout=training_layout_at(self.layout, i, self.gpu.name), memory=memory,
-                                      perf=training_perf_at(self.perf, i), price=self.price,
+            parts: tuple[BaseModel, MemoryBreakdown, BaseModel] = (
+                training_layout_at(self.layout, i, self.gpu.name),
+                training_breakdown_at(self.model, workload, self.gpu, self.assumptions, self.layout, self.memory, i), training_perf_at(self.perf, i))
+        else:
+            workload = self.workload
+            assert isinstance(workload, InferenceWorkload)
+            parts = (inference_layout_at(self.layout, i, self.gpu.name),
+                     inference_breakdown_at(self.model, workload, self.gpu, self.assumptions, self.layout, self.memory, i),
+                     inference_perf_at(self.perf, i))
+        if key is not None:
+            self.objects[key] = parts
+        return parts
+
+    def evaluation_at(self, i: int) -> TrainingEvaluation | InferenceEvaluation:
+        """Row `i` as a pydantic evaluation with the per-term memory breakdown (speed and cost when computed)."""
+        layout, memory, perf = self._price_free_objects(i)
+        if self.training:
+            return TrainingEvaluation(layout=layout, memory=memory, perf=perf, price=self.price,
                                       cost_usd=float(self.cost["cost_usd"][i]) if self.price else None)
-        workload = self.workload
-        assert isinstance(workload, InferenceWorkload)
-        memory = inference_breakdown_at(self.model, workload, self.gpu, self.assumptions, self.layout, self.memory, i)
-        return InferenceEvaluation.model_construct(
-            layout=inference_layout_at(self.layout, i, self.gpu.name), memory=memory, perf=inference_perf_at(self.perf, i),
-            fleet_output_tokens_per_s=float(self.cost["fleet_output_tokens_per_s"][i]), price=self.price,
+        return InferenceEvaluation(
+            layout=layout, memory=memory, perf=perf, fleet_output_tokens_per_s=float(self.cost["fleet_output_tokens_per_s"][i]), price=self.price,
             usd_per_hour=float(self.cost["usd_per_hour"][i]) if self.price else None,
             usd_per_million_output_tokens=float(self.cost["usd_per_million_output_tokens"][i]) if self.price else None,
         )

@@ -334,7 +334,7 @@ def training_columns(layouts: list[TrainingLayout]) -> Columns:
 
 def training_layout_at(cols: Columns, i: int, gpu: str) -> TrainingLayout:
     """Row `i` of training columns as a TrainingLayout."""
-    return TrainingLayout.model_construct(
+    return TrainingLayout(
         gpu=gpu, precision=TRAIN_PRECISIONS[int(cols["precision"][i])], tp=int(cols["tp"][i]), pp=int(cols["pp"][i]),
         dp=int(cols["dp"][i]), ep=int(cols["ep"][i]), expert_tp=int(cols["expert_tp"][i]), zero=ZeroStage(int(cols["zero"][i])),
         checkpointing=Checkpointing(int(cols["checkpointing"][i])), micro_batch=int(cols["micro_batch"][i]),
@@ -496,10 +496,10 @@ def _state_term(name: str, bytes_: float, over_dp: float, shard: bool, offloaded
     if offloaded:
         scaling = ("parameter shards in CPU memory (ZeRO-Infinity); gathered layers counted apart" if name == "weights"
                    else "offloaded to CPU memory (ZeRO-Offload, Ren et al. 2021)")
-        return MemoryTerm.model_construct(name=name, bytes=0.0, scaling=scaling, source=source_prefix + source)
+        return MemoryTerm(name=name, bytes=0.0, scaling=scaling, source=source_prefix + source)
     if not shard:
-        return MemoryTerm.model_construct(name=name, bytes=bytes_, fixed_bytes=bytes_, scaling="fixed per card (replicated over DP)", source=source_prefix + source)
-    return MemoryTerm.model_construct(name=name, bytes=bytes_, over_dp_bytes=over_dp, scaling="divided by the data-parallel degree (ZeRO)", source=source_prefix + source)
+        return MemoryTerm(name=name, bytes=bytes_, fixed_bytes=bytes_, scaling="fixed per card (replicated over DP)", source=source_prefix + source)
+    return MemoryTerm(name=name, bytes=bytes_, over_dp_bytes=over_dp, scaling="divided by the data-parallel degree (ZeRO)", source=source_prefix + source)
 
 
 def model_state_terms(
@@ -545,7 +545,7 @@ def training_breakdown_at(
     terms: list[MemoryTerm] = []
     if workload.mode in (TrainingMode.LORA, TrainingMode.QLORA):
         qlora = workload.mode is TrainingMode.QLORA
-        terms.append(MemoryTerm.model_construct(name="weights", bytes=value["weights"], fixed_bytes=value["weights"], scaling="split by TP/PP/EP; frozen",
+        terms.append(MemoryTerm(name="weights", bytes=value["weights"], fixed_bytes=value["weights"], scaling="split by TP/PP/EP; frozen",
                                 source="QLoRA (Dettmers et al. 2023) Sec. 3: NF4 + double quantisation" if qlora
                                 else "LoRA (Hu et al. 2021): frozen 16-bit base"))
         prefix = "LoRA adapters r(d_in+d_out) per projection (Hu et al. 2021); "
@@ -557,21 +557,21 @@ def training_breakdown_at(
                                          ("optimizer_states", ZeroStage.OPTIMIZER, "offload_optimizer")):
             terms.append(_state_term(name, value[name], value[f"{name}_over_dp"], zero >= threshold, bool(offload and layout[offload])))
         if zero >= ZeroStage.PARAMETERS:
-            terms.append(MemoryTerm.model_construct(name="zero3_gathered_layers", bytes=value["zero3_gathered_layers"], fixed_bytes=value["zero3_gathered_layers"],
+            terms.append(MemoryTerm(name="zero3_gathered_layers", bytes=value["zero3_gathered_layers"], fixed_bytes=value["zero3_gathered_layers"],
                                     scaling="two layers' parameters on the card, gathered (current + prefetch)",
                                     source="Rajbhandari et al. 2020 (ZeRO) Sec. 5.3; PyTorch FSDP backward prefetch"))
     held = in_flight_micro_batches(stage, pp, int(layout["grad_accum"]), assumptions.pipeline_interleave_chunks)
-    terms.append(MemoryTerm.model_construct(name="activations", bytes=value["activations"], fixed_bytes=value["activations"],
+    terms.append(MemoryTerm(name="activations", bytes=value["activations"], fixed_bytes=value["activations"],
                             scaling=f"x micro-batch; x {held:g} micro-batches in flight (1F1B); {len(layers)} layers on this stage", source=KORT))
     if int(layout["checkpointing"]) == Checkpointing.FULL:
-        terms.append(MemoryTerm.model_construct(name="recompute_working_set", bytes=value["recompute_working_set"], fixed_bytes=value["recompute_working_set"],
+        terms.append(MemoryTerm(name="recompute_working_set", bytes=value["recompute_working_set"], fixed_bytes=value["recompute_working_set"],
                                 scaling="x micro-batch; one layer recomputed at a time", source=KORT + " (full recomputation)"))
     if stage == pp - 1:
-        terms.append(MemoryTerm.model_construct(name="logits", bytes=value["logits"], fixed_bytes=value["logits"], scaling="x micro-batch; last stage only",
+        terms.append(MemoryTerm(name="logits", bytes=value["logits"], fixed_bytes=value["logits"], scaling="x micro-batch; last stage only",
                                 source="Korthikanti Sec. 4.3: 4sbv/t fp32 logits, counted once"))
-    terms.append(MemoryTerm.model_construct(name="reserve", bytes=value["reserve"], fixed_bytes=value["reserve"], scaling="fixed per card",
+    terms.append(MemoryTerm(name="reserve", bytes=value["reserve"], fixed_bytes=value["reserve"], scaling="fixed per card",
                             source="assumptions: runtime_reserve_gib_training + allocator_fragmentation_fraction"))
-    return MemoryBreakdown.model_construct(terms=tuple(terms), capacity_bytes=float(gpu.memory_bytes), card_bytes=float(gpu.memory_bytes), stage=stage)
+    return MemoryBreakdown(terms=tuple(terms), capacity_bytes=float(gpu.memory_bytes), card_bytes=float(gpu.memory_bytes), stage=stage)
 
 
 # ---- inference -----------------------------------------------------------------------------
@@ -600,7 +600,7 @@ def inference_columns(layouts: list[InferenceLayout]) -> Columns:
 
 def inference_layout_at(cols: Columns, i: int, gpu: str) -> InferenceLayout:
     """Row `i` of serving columns as an InferenceLayout."""
-    return InferenceLayout.model_construct(gpu=gpu, weight_precision=WEIGHT_PRECISIONS[int(cols["weight_precision"][i])],
+    return InferenceLayout(gpu=gpu, weight_precision=WEIGHT_PRECISIONS[int(cols["weight_precision"][i])],
                            kv_precision=KV_PRECISIONS[int(cols["kv_precision"][i])], tp=int(cols["tp"][i]), pp=int(cols["pp"][i]),
                            batch=int(cols["batch"][i]), replicas=int(cols["replicas"][i]))
 
@@ -745,26 +745,26 @@ def inference_breakdown_at(model: ModelSpec, workload: InferenceWorkload, gpu: G
     tokens = paged_tokens(workload.prompt_tokens + workload.output_tokens, assumptions.kv_block_tokens)
     scales = {"int4": f"GPTQ/AWQ group-{assumptions.int4_group_size} scales and zeros", "int8": "per-channel scales",
               "fp8": "128x128 block scales (DeepSeek-V3 Sec. 3.3.2)"}.get(precision.value, "no scales")
-    terms = [MemoryTerm.model_construct(name="weights", bytes=value["weights"], fixed_bytes=value["weights"], scaling="split by TP and PP (experts by EP=TP)",
+    terms = [MemoryTerm(name="weights", bytes=value["weights"], fixed_bytes=value["weights"], scaling="split by TP and PP (experts by EP=TP)",
                         source=f"parameters on the card x bytes per weight ({precision.value}, {scales})")]
     notes = []
     if value["embeddings_16bit"]:
-        terms.append(MemoryTerm.model_construct(name="embeddings_16bit", bytes=value["embeddings_16bit"], fixed_bytes=value["embeddings_16bit"],
+        terms.append(MemoryTerm(name="embeddings_16bit", bytes=value["embeddings_16bit"], fixed_bytes=value["embeddings_16bit"],
                                 scaling="split by TP; first/last stage", source="AutoGPTQ/AutoAWQ keep embedding and LM head in 16-bit"))
         notes.append("embedding and LM head kept in 16-bit (assumption quantize_embeddings=false)")
     terms += [
-        MemoryTerm.model_construct(name="kv_cache", bytes=value["kv_cache"], fixed_bytes=value["kv_cache"],
+        MemoryTerm(name="kv_cache", bytes=value["kv_cache"], fixed_bytes=value["kv_cache"],
                    scaling=f"x batch x {tokens} tokens (blocks of {assumptions.kv_block_tokens})", source=MLA_KV if model.is_mla else PAGED),
-        MemoryTerm.model_construct(name="workspace", bytes=value["workspace"], fixed_bytes=value["workspace"], scaling="prefill chunk + logits of the batch",
+        MemoryTerm(name="workspace", bytes=value["workspace"], fixed_bytes=value["workspace"], scaling="prefill chunk + logits of the batch",
                    source="vLLM profile run (approximation)"),
-        MemoryTerm.model_construct(name="reserve", bytes=value["reserve"], fixed_bytes=value["reserve"], scaling="fixed per card",
+        MemoryTerm(name="reserve", bytes=value["reserve"], fixed_bytes=value["reserve"], scaling="fixed per card",
                    source="assumptions: runtime_reserve_gib_inference"),
     ]
     _, kv_note = kv_heads_per_card(model, int(cols["tp"][i]))
     if kv_note:
         notes.append(kv_note)
     notes.append(f"capacity = {assumptions.gpu_memory_utilization:g} x card memory (gpu_memory_utilization)")
-    return MemoryBreakdown.model_construct(terms=tuple(terms), capacity_bytes=value["capacity_bytes"], card_bytes=float(gpu.memory_bytes), stage=0, notes=tuple(notes))
+    return MemoryBreakdown(terms=tuple(terms), capacity_bytes=value["capacity_bytes"], card_bytes=float(gpu.memory_bytes), stage=0, notes=tuple(notes))
 
 
 def inference_memory(

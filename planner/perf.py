@@ -301,7 +301,7 @@ def training_perf_columns(
 
 def training_perf_at(perf: Columns, i: int) -> TrainingPerf:
     """Row `i` of `training_perf_columns` as a TrainingPerf."""
-    return TrainingPerf.model_construct(**{name: float(perf[name][i]) for name in TrainingPerf.model_fields})
+    return TrainingPerf(**{name: float(perf[name][i]) for name in TrainingPerf.model_fields})
 
 
 def training_perf(
@@ -411,7 +411,7 @@ def inference_perf_columns(
 
 def inference_perf_at(perf: Columns, i: int) -> InferencePerf:
     """Row `i` of `inference_perf_columns` as an InferencePerf."""
-    return InferencePerf.model_construct(ttft_s=float(perf["ttft_s"][i]), tpot_s=float(perf["tpot_s"][i]), decode_step_s=float(perf["decode_step_s"][i]),
+    return InferencePerf(ttft_s=float(perf["ttft_s"][i]), tpot_s=float(perf["tpot_s"][i]), decode_step_s=float(perf["decode_step_s"][i]),
                          output_tokens_per_s=float(perf["output_tokens_per_s"][i]),
                          decode_bound="memory" if perf["decode_memory_bound"][i] else "compute")
 

@@ -341,7 +341,7 @@ def evaluate_training_gpu(scenario: Scenario, model: ModelSpec, assumptions: Ass
         table = table.take(fits).with_perf()
         parts.append(_pruned(table) if prune else table)
     if parts:
-        out.table = _pruned(_join(parts)) if prune and len(parts) > 1 else _join(parts)
+        out.table = (_pruned(_join(parts)) if prune and len(parts) > 1 else _join(parts)).with_row_ids()
     return out
 
 
@@ -366,7 +366,7 @@ def evaluate_inference_gpu(scenario: Scenario, model: ModelSpec, assumptions: As
     out.structural_count = int(np.minimum(first_misfit + 1, sizes).sum())
     out.note_misfit(table, position == limit)
     table = table.take(position < limit).with_perf()
-    out.table = _pruned(table) if prune else table
+    out.table = (_pruned(table) if prune else table).with_row_ids()
     return out
 
 
