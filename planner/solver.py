@@ -13,12 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from ortools.sat.python import cp_model
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner import encode
 from planner.catalog import resolve_gpu, resolve_model
-from planner.encode import Encoding, scaled
 from planner.enums import Objective
 from planner.errors import InfeasibleError, InputError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
@@ -27,6 +26,11 @@ from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload, check_catalog_names
 from planner.space import Space, build_space, gpu_cap, node_size
 from planner.units import BYTES_PER_GB, BYTES_PER_GIB
+
+if TYPE_CHECKING:  # OR-Tools (and the pandas it imports) load only when a table is solved
+    from ortools.sat.python import cp_model
+
+    from planner.encode import Encoding
 
 SOLVER_WORKERS = 2
 SMALL_TABLE_ROWS = 5_000
@@ -147,6 +151,8 @@ def min_replicas(workload: InferenceWorkload, e: InferenceEvaluation) -> int:
 
 def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario) -> list[int]:
     """Most replicas worth considering per row: enough for the load, and as many as the GPU limits or the budget allow."""
+    from planner.encode import scaled
+
     workload = scenario.workload
     assert isinstance(workload, InferenceWorkload)
     bounds = []
@@ -167,6 +173,8 @@ def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario) -> list
 
 def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[str] = frozenset()) -> Encoding:
     """The CP-SAT model of a table with the scenario's load and limits (limits in `skip_limits` left out)."""
+    from planner import encode
+
     workload = scenario.workload
     if isinstance(workload, TrainingWorkload):
         enc = encode.encode_training(rows)  # type: ignore[arg-type]
@@ -212,6 +220,8 @@ def solver_workers(rows: int) -> int:
 
 def reproducible_solver(time_limit_s: float, workers: int = SOLVER_WORKERS) -> cp_model.CpSolver:
     """A CP-SAT solver with the time limit, worker count and seed every planner solve uses (one worker: no presolve)."""
+    from ortools.sat.python import cp_model
+
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit_s
     solver.parameters.num_workers = workers
@@ -234,6 +244,8 @@ class Lexicographic:
     @property
     def found(self) -> bool:
         """A solution exists (proved optimal or not)."""
+        from ortools.sat.python import cp_model
+
         return self.status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
 
 
@@ -244,6 +256,8 @@ def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, m
     When phase 1 only hits the time limit, phase 2 keeps the primary at least as good, and the
     gap of phase 1 is reported.
     """
+    from ortools.sat.python import cp_model
+
     if maximise:
         model.maximize(primary)
     else:
@@ -276,6 +290,8 @@ def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, m
 def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
                 skip_limits: frozenset[str] = frozenset()) -> tuple[Evaluation | None, str, float, float, list[str]]:
     """Solve the encoded table: (chosen plan with its replicas, status, gap, solver seconds, conflicting limit keys)."""
+    from ortools.sat.python import cp_model
+
     enc = build_encoding(scenario, rows, skip_limits)
     expr, maximise = _objective_expr(enc, scenario.objective)
     # Ties: fewer GPUs, then the earliest row.
@@ -304,6 +320,8 @@ def minimal_core(scenario: Scenario, rows: list[Evaluation], core: list[str], al
     dropped from the set when the others alone are still infeasible. The load itself (always
     enforced) is part of every conflict.
     """
+    from ortools.sat.python import cp_model
+
     current = list(core)
     for key in list(current):
         trial = [k for k in current if k != key]
