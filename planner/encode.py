@@ -49,6 +49,11 @@ class PlannerCpModel(cp_model.CpModel):
         return None
 
 
+def weighted(variables: list[cp_model.IntVar], coefficients: list[int]) -> cp_model.LinearExpr:
+    """sum(c x) over a column of integer coefficients, built in one call (OR-Tools' weighted_sum)."""
+    return cp_model.LinearExpr.weighted_sum(variables, coefficients)
+
+
 def scaled(value: float, unit: str, direction: str = "need") -> int:
     """The one place where reals become integers: needs round up, limits round down."""
     x = value * SCALE[unit]
@@ -100,10 +105,10 @@ def add_load(model: cp_model.CpModel, k: list[cp_model.IntVar], rows: list[Infer
              concurrency: int | None) -> None:
     """The replicas together serve the required output tokens/s and concurrent sequences."""
     if target_tps is not None:
-        model.add(sum(scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") * kr for e, kr in zip(rows, k))
+        model.add(weighted(k, [scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") for e in rows])
                   >= scaled(target_tps, "tokens_per_s", "need"))
     if concurrency is not None:
-        model.add(sum(e.layout.batch * kr for e, kr in zip(rows, k)) >= concurrency)
+        model.add(weighted(k, [e.layout.batch for e in rows]) >= concurrency)
 
 
 def add_limit(enc: Encoding, key: str, text: str, expr: cp_model.LinearExpr, bound: int) -> None:
@@ -118,10 +123,10 @@ def encode_training(rows: list[TrainingEvaluation]) -> Encoding:
     """Variables and expressions for a training table (limits are added by the caller)."""
     model = PlannerCpModel()
     x = add_choice(model, len(rows))
-    gpus = sum(e.layout.num_gpus * xr for e, xr in zip(rows, x))
-    cost = sum(scaled(e.cost_usd or 0.0, "usd") * xr for e, xr in zip(rows, x))
-    time = sum(scaled(e.perf.time_to_train_s, "s") * xr for e, xr in zip(rows, x))
-    tps = sum(scaled(e.perf.tokens_per_s, "tokens_per_s", "limit") * xr for e, xr in zip(rows, x))
+    gpus = weighted(x, [e.layout.num_gpus for e in rows])
+    cost = weighted(x, [scaled(e.cost_usd or 0.0, "usd") for e in rows])
+    time = weighted(x, [scaled(e.perf.time_to_train_s, "s") for e in rows])
+    tps = weighted(x, [scaled(e.perf.tokens_per_s, "tokens_per_s", "limit") for e in rows])
     return Encoding(model=model, x=x, k=None, gpus=gpus, cost=cost, time=time, throughput=tps, cost_unit="usd")
 
 
@@ -131,9 +136,9 @@ def encode_inference(rows: list[InferenceEvaluation], max_replicas: list[int], t
     x = add_choice(model, len(rows))
     k = add_replicas(model, x, max_replicas)
     add_load(model, k, rows, target_tps, concurrency)
-    gpus = sum(e.layout.gpus_per_replica * kr for e, kr in zip(rows, k))
-    cost = sum(scaled(e.usd_per_hour or 0.0, "usd_per_hour") * kr for e, kr in zip(rows, k))
-    tps = sum(scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") * kr for e, kr in zip(rows, k))
+    gpus = weighted(k, [e.layout.gpus_per_replica for e in rows])
+    cost = weighted(k, [scaled(e.usd_per_hour or 0.0, "usd_per_hour") for e in rows])
+    tps = weighted(k, [scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") for e in rows])
     # $ per million output tokens of a configuration does not depend on its replica count: a linear term in x.
     per_mtok = sum(scaled(usd_per_million_tokens(e.usd_per_hour / e.layout.replicas, e.perf.output_tokens_per_s), "usd_per_mtok") * xr
                    for e, xr in zip(rows, x) if e.usd_per_hour)
@@ -152,9 +157,9 @@ def add_inventory(enc: Encoding, rows: list, inventory: dict[str, int]) -> None:
         if not members:
             continue
         if enc.k is None:
-            expr = sum(rows[r].layout.num_gpus * enc.x[r] for r in members)
+            expr = weighted([enc.x[r] for r in members], [rows[r].layout.num_gpus for r in members])
         else:
-            expr = sum(rows[r].layout.gpus_per_replica * enc.k[r] for r in members)
+            expr = weighted([enc.k[r] for r in members], [rows[r].layout.gpus_per_replica for r in members])
         add_limit(enc, f"inventory:{gpu}", f"inventory {gpu} = {count}", expr, count)
 
 
@@ -173,5 +178,5 @@ def add_deadline(enc: Encoding, deadline_days: float) -> None:
 def add_slo(enc: Encoding, rows: list[InferenceEvaluation], key: str, limit_s: float) -> None:
     """The chosen configuration meets a latency SLO (TTFT or TPOT)."""
     values = [e.perf.ttft_s if key == "ttft" else e.perf.tpot_s for e in rows]
-    expr = sum(scaled(v, "latency_s") * xr for v, xr in zip(values, enc.x))
+    expr = weighted(enc.x, [scaled(v, "latency_s") for v in values])
     add_limit(enc, key, f"SLO {key} <= {limit_s * 1000:g} ms", expr, scaled(limit_s, "latency_s", "limit"))

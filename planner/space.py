@@ -480,14 +480,14 @@ def dominance_keep(values: np.ndarray) -> np.ndarray:
             costs[at:end] = [c]
             times[at:end] = [t]
         return keep
-    kept = np.empty_like(values)
-    count = 0
-    for i in order:
-        if count and np.any(np.all(kept[:count] <= values[i], axis=1)):
+    rows = values.tolist()
+    kept: list[list[float]] = []
+    for i in order.tolist():
+        row = rows[i]
+        if any(all(k <= v for k, v in zip(other, row)) for other in kept):
             continue
         keep[i] = True
-        kept[count] = values[i]
-        count += 1
+        kept.append(row)
     return keep
 
 
