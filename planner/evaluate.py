@@ -5,6 +5,26 @@ layout); one configuration is a one-row table. The search space builds `Table`s 
 rows (memory first, speed and cost only for rows that fit), verification evaluates the chosen
 plan as a one-row table, and pydantic objects with the per-term breakdown are built only for
 the rows that are shown (`Table.evaluation_at`).
+
+Column API (one GPU type per table; `Columns` = dict of equal-length numpy arrays):
+  layout columns   `planner.memory.training_columns(layouts)` / `inference_columns(layouts)`;
+                   TRAINING_FIELDS: precision (code into TRAIN_PRECISIONS), tp, pp, dp, ep,
+                   expert_tp, zero, checkpointing, micro_batch, grad_accum, sequence_parallel,
+                   flash_attention, offload_optimizer, offload_params. INFERENCE_FIELDS:
+                   weight_precision, kv_precision (codes into WEIGHT_/KV_PRECISIONS), tp, pp,
+                   batch, replicas.
+  memory columns   `training_memory_columns` / `inference_memory_columns`: one column per term
+                   (TRAINING_TERMS / INFERENCE_TERMS), total_bytes, capacity_bytes; training also
+                   stage and <state>_over_dp; serving also expert_bytes, kv_bytes_per_token.
+  speed columns    `planner.perf.training_perf_columns` (one per TrainingPerf field: compute_s,
+                   elementwise_s, bubble_s, tp_comm_s, pp_comm_s, dp_comm_exposed_s, ep_comm_s,
+                   optimizer_s, step_time_s, tokens_per_s, ...) and `inference_perf_columns`
+                   (decode_step_columns: decode_step_s, decode_memory_s, decode_compute_s,
+                   decode_tp_comm_s; prefill_columns; ttft_s, tpot_s, output_tokens_per_s,
+                   decode_memory_bound). A new speed or serving model replaces one of these
+                   column functions; the scalar path and the objects follow.
+  cost columns     `Table.priced(price)`: cost_usd | fleet_output_tokens_per_s, usd_per_hour,
+                   usd_per_million_output_tokens.
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""The search space: every structurally legal configuration, scored by the evaluator.
+"""The search space: every structurally legal configuration, scored by the column evaluator.
 
 Structure (what a parallel layout must satisfy) is applied here: TP divides the attention
 heads and stays within a node's scale-up domain, PP <= layers, EP divides the routed experts
 and the DP degree, micro-batch x DP x accumulation = the global batch, whole nodes beyond one
-node, FP8 only on cards that have it. Each legal configuration is evaluated once by
-`planner.evaluate`, and configurations that do not fit in memory are dropped (memory is
-physics, not a user limit). What remains is a coefficient table: one row per configuration
-with its GPU count, cost, time, throughput and latency. User limits (max GPUs, inventory,
-budget, deadline, SLOs) are NOT applied here: the CP-SAT model enforces them with
-assumption literals, so that infeasibility can be explained.
+node, FP8 only on cards that have it. Legal layouts are enumerated as numpy columns (one chunk
+per GPU type and TP degree), evaluated by `planner.evaluate.Table` memory first (configurations
+that do not fit are dropped: memory is physics, not a user limit), then speed and cost for the
+rows that fit. What remains is a coefficient table per GPU type, pruned by exact dominance on
+arrays before any object is built. User limits (budget, deadline, SLOs, and max GPUs and
+inventory beyond the enumeration bound) are enforced by the CP-SAT model with assumption
+literals, so that infeasibility can be explained. Training GPU counts are enumerated up to the
+GPU limits (and past them only to explain an infeasible limit); a search over
+MAX_LAYOUTS_SEARCHED is refused before it starts. Evaluated tables are cached per process
+(`table_key`), so cases that differ only in price, limits or objective share them.
 """
 
 from __future__ import annotations
