@@ -31,6 +31,9 @@ from planner.speed import FRAMEWORKS, RECOMPUTE_CODES, ModelShape, SpeedCatalog,
 
 DEFAULT_CALIBRATION = CATALOG_DIR / "calibration.yaml"
 RIDGE = 0.02  # weight of the pull toward the cited catalog values, per parameter, in relative units
+HUBER_DELTA = 0.10  # relative residual beyond which a run's weight falls as 1/|r| (Huber 1964 loss by reweighting)
+HUBER_ITERATIONS = 6
+MIN_RUNS = 5  # a parameter is fitted only when at least this many runs spend >= 10% of their step in it; else it keeps its catalog value
 SHAPE_FIELDS = tuple(ModelShape.model_fields)
 FORBID = ConfigDict(extra="forbid", frozen=True)
 
@@ -130,17 +133,37 @@ def design(runs: list[Run], cat: SpeedCatalog) -> tuple[list[str], np.ndarray, n
     return keys, matrix, np.array([c for _, c in per_run])
 
 
-def solve(keys: list[str], matrix: np.ndarray, fixed: np.ndarray, measured: np.ndarray, prior: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
-    """Bounded ridge least squares on relative residuals (see the module docstring)."""
+def solve(keys: list[str], matrix: np.ndarray, fixed: np.ndarray, measured: np.ndarray, prior: np.ndarray, ridge: float = RIDGE,
+          min_runs: int = MIN_RUNS) -> np.ndarray:
+    """Bounded ridge least squares on relative residuals (see the module docstring).
+
+    Parameters that fewer than `min_runs` runs depend on (>= 10% of their step at the prior
+    values) keep their catalog value: two runs cannot tell a GEMM ceiling from everything else.
+    """
     rel_a = matrix / measured[:, None]
     rel_b = 1.0 - fixed / measured
     lower = np.array([1.0 if k.endswith("#inv") else 0.0 for k in keys])
-    free = np.ones(len(keys), dtype=bool)
+    share = rel_a * prior[None, :]
+    free = (share >= 0.10).sum(axis=0) >= min_runs
     theta = prior.copy()
-    for _ in range(len(keys) + 1):
-        scale = np.where(prior > 0, prior, 1.0)
-        a = np.vstack([rel_a[:, free] , np.sqrt(ridge) * np.diag(1.0 / scale[free])])
-        b = np.concatenate([rel_b - rel_a[:, ~free] @ theta[~free], np.sqrt(ridge) * prior[free] / scale[free]])
+    weight = np.ones(len(measured))
+    for _ in range(HUBER_ITERATIONS):
+        theta = _bounded_lstsq(rel_a * weight[:, None], (rel_b - 0.0) * weight, rel_a, rel_b, weight, prior, lower, free.copy(), ridge)
+        residual = np.abs(rel_a @ theta - rel_b)
+        weight = np.sqrt(np.minimum(1.0, HUBER_DELTA / np.maximum(residual, 1e-12)))
+    return theta
+
+
+def _bounded_lstsq(a_w: np.ndarray, b_w: np.ndarray, rel_a: np.ndarray, rel_b: np.ndarray, weight: np.ndarray, prior: np.ndarray,
+                   lower: np.ndarray, free: np.ndarray, ridge: float) -> np.ndarray:
+    """Weighted ridge least squares with lower bounds by an active set: violators are pinned at their bound and the rest refitted."""
+    theta = prior.copy()
+    scale = np.where(prior > 0, prior, 1.0)
+    for _ in range(len(prior) + 1):
+        if not free.any():
+            break
+        a = np.vstack([a_w[:, free], np.sqrt(ridge) * np.diag(1.0 / scale[free])])
+        b = np.concatenate([b_w - a_w[:, ~free] @ theta[~free], np.sqrt(ridge) * prior[free] / scale[free]])
         theta[free] = np.linalg.lstsq(a, b, rcond=None)[0]
         low = free & (theta < lower)
         if not low.any():
@@ -150,12 +173,12 @@ def solve(keys: list[str], matrix: np.ndarray, fixed: np.ndarray, measured: np.n
     return theta
 
 
-def fit(runs: list[Run], cat: SpeedCatalog | None = None, ridge: float = RIDGE, label: str = "") -> SpeedCatalog:
+def fit(runs: list[Run], cat: SpeedCatalog | None = None, ridge: float = RIDGE, label: str = "", min_runs: int = MIN_RUNS) -> SpeedCatalog:
     """The catalog with every efficiency row the runs use refitted."""
     cat = cat or load_speed_catalog()
     keys, matrix, fixed = design(runs, cat)
     measured = np.array([r.step_time_s for r in runs])
-    theta = solve(keys, matrix, fixed, measured, parameter_vector(cat, keys), ridge)
+    theta = solve(keys, matrix, fixed, measured, parameter_vector(cat, keys), ridge, min_runs)
     values = dict(zip(keys, theta))
     updates = {}
     rows = {r.key: r for r in cat.efficiency}
