@@ -241,8 +241,31 @@ def load_overlay(path: Path) -> dict[str, Any]:
     return data
 
 
+def _override_rows(rows: tuple[Any, ...], items: Any, key_field: str, what: str) -> tuple[Any, ...]:
+    """Rows with the overlay's field values applied to the row whose `key_field` matches (validated)."""
+    if not isinstance(items, list):
+        raise InputError(f"calibration overlay: field '{what}' must be a list of rows")
+    by_key = {getattr(r, key_field): r for r in rows}
+    for item in items:
+        name = item.get(key_field) if isinstance(item, dict) else None
+        if name not in by_key:
+            raise InputError(f"calibration overlay: {what} row {name!r} unknown; allowed: {', '.join(map(str, by_key))}")
+        try:
+            by_key[name] = by_key[name].model_validate({**by_key[name].model_dump(), **item})
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise InputError(f"calibration overlay: {what} row {name!r}: field '{first['loc'][0]}' {first['msg']}") from None
+    return tuple(by_key.values())
+
+
 def apply_overlay(cat: SpeedCatalog, overlay: dict[str, Any]) -> SpeedCatalog:
-    """The catalog with the overlay's efficiency rows in place of the matching ones."""
+    """The catalog with the overlay's efficiency rows in place of the matching ones; optional
+    `frameworks:` and `links:` lists override fields of framework and link rows (e.g.
+    `{framework: megatron, ep_payload_bytes: 1, ep_node_dedup: true}`)."""
+    if "frameworks" in overlay:
+        cat = cat.model_copy(update={"frameworks": _override_rows(cat.frameworks, overlay["frameworks"], "framework", "frameworks")})
+    if "links" in overlay:
+        cat = cat.model_copy(update={"links": _override_rows(cat.links, overlay["links"], "link", "links")})
     keys = {r.key for r in cat.efficiency}
     updates, source, as_of = {}, "calibration overlay", ""
     for item in overlay["efficiency"]:

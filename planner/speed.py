@@ -455,6 +455,36 @@ def mfu(shape: ModelShape, gpu: GpuSpec, seq_len: np.ndarray, tokens_per_s_gpu: 
     return model_flops_per_token(shape, np.asarray(seq_len, dtype=float)) * tokens_per_s_gpu / (peak_tflops(gpu, "bf16") * 1e12)
 
 
+def activation_bytes_per_layer(shape: ModelShape, framework: str, micro_batch: np.ndarray, seq_len: np.ndarray, tp: np.ndarray,
+                               cp: np.ndarray, cat: SpeedCatalog | None = None) -> np.ndarray:
+    """Stored activation bytes of one layer on one GPU: coef · s · b · h / (TP · CP).
+
+    coef is the framework's activation_bytes_per_token_layer_h: 34 for Megatron with flash
+    attention and sequence parallelism (Korthikanti et al. 2022, Eq. 1 without the 5as/h score
+    term, divided by t with sequence parallelism, Sec. 4.2.2), about 45 for unfused eager stacks.
+    Ring attention holds s/CP tokens per rank (Liu et al. 2023), so CP divides it too.
+    """
+    cat = cat or load_speed_catalog()
+    coef = cat.framework(framework).activation_bytes_per_token_layer_h
+    return coef * np.asarray(seq_len, dtype=float) * np.asarray(micro_batch, dtype=float) * shape.hidden / (
+        np.asarray(tp, dtype=float) * np.asarray(cp, dtype=float))
+
+
+def model_state_bytes_per_param(framework: str, dtype: str, dp_shards: np.ndarray, cat: SpeedCatalog | None = None) -> np.ndarray:
+    """Bytes per parameter of weights, main gradients and Adam states on one GPU under a framework's conventions.
+
+    BF16 (or FP8 with a BF16 master copy, as Transformer Engine keeps) weights 2 B, main
+    gradients `main_grad_bytes` (Megatron: fp32, 4 B), fp32 master weights + Adam m, v 12 B
+    (Rajbhandari et al. 2020, Sec. 3.1: K = 12); with a distributed optimizer the 12 B are
+    divided over the DP×CP shards (ZeRO-1, Megatron distributed optimizer).
+    """
+    cat = cat or load_speed_catalog()
+    fw = cat.framework(framework)
+    shards = np.asarray(dp_shards, dtype=float) if fw.distributed_optimizer else 1.0
+    weights = 2.0 + (1.0 if dtype == "fp8" else 0.0)  # TE keeps an FP8 transpose copy of each weight beside the BF16 one
+    return weights + fw.main_grad_bytes + 12.0 / shards
+
+
 def decode_attention_s(kv_bytes_read: np.ndarray, gpu: GpuSpec, cat: SpeedCatalog | None = None) -> np.ndarray:
     """Decode attention time: KV-cache bytes read per step over HBM × the decode_attention efficiency (memory-bound)."""
     cat = cat or load_speed_catalog()

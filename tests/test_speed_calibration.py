@@ -204,3 +204,47 @@ def test_hierarchical_collective_is_slower_across_nodes() -> None:
     assert intra < inter < strided  # 8 local members share the NICs; one member per node rides one NIC
     tiny = speed.ring_step_s(np.array([1024.0]), np.array([2048.0]), np.array([8.0]), h100, cat, 8)[0]
     assert tiny > 2047 * 5e-6  # latency term: a 2,048-rank flat ring is never free
+
+
+def test_overlay_overrides_framework_conventions(tmp_path: Path) -> None:
+    deepseek_like = speed.ModelShape(layers=61, hidden=7168, heads=128, kv_heads=128, head_dim=192, v_head_dim=128, ffn=18432, gated_mlp=True,
+                                     vocab=129280, experts=256, topk=8, moe_ffn=2048, shared_experts=1, dense_layers=3,
+                                     attn_proj_params=187105280, window=0)
+    lay = layout(num_gpus=256, pp=16, ep=64, seq_len=4096, global_batch=2048)
+    base = speed.load_speed_catalog()
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"efficiency": [], "frameworks": [{"framework": "megatron", "ep_payload_bytes": 1, "ep_node_dedup": True}]}))
+    cheap = cal.apply_overlay(base, cal.load_overlay(path))
+    plain_a2a = speed.training_design(deepseek_like, GPUS["H800"], "fp8", "megatron", lay, base)[2]["ep_comm_s"][0]
+    cheap_a2a = speed.training_design(deepseek_like, GPUS["H800"], "fp8", "megatron", lay, cheap)[2]["ep_comm_s"][0]
+    assert cheap_a2a < 0.5 * plain_a2a  # FP8 payload halves it, node dedup cuts the remote share further
+    path.write_text(yaml.safe_dump({"efficiency": [], "frameworks": [{"framework": "megatron", "dp_overlap": 1.5}]}))
+    with pytest.raises(InputError, match="dp_overlap"):
+        cal.apply_overlay(base, cal.load_overlay(path))
+
+
+def test_expert_group_inside_a_node_uses_nvlink_and_across_nodes_the_nics() -> None:
+    cat = speed.load_speed_catalog()
+    h100 = GPUS["H100-SXM"]
+    payload = np.array([64e6])
+    inside = speed.all_to_all_s(payload, np.array([8.0]), np.array([1.0]), 8, h100, cat, 8, False)[0]
+    across = speed.all_to_all_s(payload, np.array([8.0]), np.array([8.0]), 8, h100, cat, 8, False)[0]
+    assert across > 5 * inside  # stride 8 (TP=8 inside) puts every expert peer on another node
+
+
+def test_context_parallel_divides_activations_and_adds_kv_exchange() -> None:
+    cat = speed.load_speed_catalog()
+    one = speed.activation_bytes_per_layer(LLAMA3_70B, "megatron", np.array([1.0]), np.array([131072.0]), np.array([8.0]), np.array([1.0]), cat)
+    cp16 = speed.activation_bytes_per_layer(LLAMA3_70B, "megatron", np.array([1.0]), np.array([131072.0]), np.array([8.0]), np.array([16.0]), cat)
+    assert cp16[0] == pytest.approx(one[0] / 16) and one[0] == pytest.approx(34 * 131072 * 8192 / 8)
+    fsdp = speed.activation_bytes_per_layer(LLAMA3_70B, "fsdp", np.array([1.0]), np.array([4096.0]), np.array([1.0]), np.array([1.0]), cat)
+    assert fsdp[0] == pytest.approx(45 * 4096 * 8192)
+    terms = speed.training_design(LLAMA3_70B, GPUS["H100-SXM"], "bf16", "megatron",
+                                  layout(num_gpus=16384, tp=8, pp=16, cp=16, seq_len=131072, global_batch=16), cat)[2]
+    assert terms["cp_comm_s"][0] > 0
+
+
+def test_model_state_bytes_follow_framework_conventions() -> None:
+    cat = speed.load_speed_catalog()
+    megatron = speed.model_state_bytes_per_param("megatron", "bf16", np.array([1.0, 8.0]), cat)
+    assert megatron[0] == pytest.approx(2 + 4 + 12) and megatron[1] == pytest.approx(2 + 4 + 1.5)
