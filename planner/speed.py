@@ -82,7 +82,7 @@ class ModelShape(BaseModel):
         return cls(layers=spec.num_layers, hidden=spec.hidden_size, heads=spec.num_heads, kv_heads=spec.num_kv_heads,
                    head_dim=qk, v_head_dim=v, ffn=spec.intermediate_size, gated_mlp=spec.gated_mlp, vocab=spec.vocab_size,
                    experts=spec.n_routed_experts, topk=spec.experts_per_token, moe_ffn=spec.moe_intermediate_size,
-                   shared_experts=spec.n_shared_experts, dense_layers=spec.first_k_dense if spec.is_moe else 0,
+                   shared_experts=spec.n_shared_experts, dense_layers=spec.num_layers - spec.num_moe_layers if spec.is_moe else 0,
                    attn_proj_params=spec.attention_params, window=0)
 
     @property
@@ -397,19 +397,26 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     tp_ops = 8.0 + 4.0 * full  # sequence parallel: AG+RS around attention and MLP, forward and backward
     tp_comm = tp_ops * shape.layers / pp * micro_batches * ring_step_s(act_msg, tp, np.ones_like(tp), gpu, cat, node)
     dp_group, dp_stride = dp * cp, tp
-    grad_ops = np.where(lay["fsdp"] > 0, 3.0 * micro_batches, 2.0)  # FSDP: AG fwd + AG bwd + RS per micro-batch
-    dp_bytes = np.where(lay["fsdp"] > 0, 2.0, fw.grad_reduce_bytes)
-    dp_comm = grad_ops * ring_step_s(dense_params * dp_bytes, dp_group, dp_stride, gpu, cat, node)
+    def data_parallel_s(params: float | np.ndarray, group: np.ndarray, stride: np.ndarray) -> np.ndarray:
+        """FSDP: all-gather BF16 weights in forward and backward and reduce-scatter gradients, every micro-batch
+        (Zhao et al. 2023, Sec. 3); otherwise reduce-scatter gradients and all-gather weights once per step
+        (distributed optimizer / ZeRO-1, Rajbhandari et al. 2020, Sec. 7.1)."""
+        gather = ring_step_s(params * 2.0, group, stride, gpu, cat, node)
+        reduce = ring_step_s(params * fw.grad_reduce_bytes, group, stride, gpu, cat, node)
+        return np.where(lay["fsdp"] > 0, micro_batches * (2.0 * gather + reduce), gather + reduce)
+
+    dp_comm = data_parallel_s(dense_params, dp_group, dp_stride)
     if shape.experts:
-        dp_comm = dp_comm + grad_ops * ring_step_s(expert_params * dp_bytes, dp_group / ep, dp_stride * ep, gpu, cat, node)
+        dp_comm = dp_comm + data_parallel_s(expert_params, dp_group / ep, dp_stride * ep)
         a2a_bytes = b * s / (cp * tp) * shape.topk * shape.hidden * fw.ep_payload_bytes
         ep_comm = 4.0 * shape.moe_layers / pp * micro_batches * all_to_all_s(a2a_bytes, ep, tp * cp, shape.topk, gpu, cat, node,
                                                                              fw.ep_node_dedup)
     else:
         ep_comm = np.zeros_like(n)
     kv_chunk = b * s / cp * 2.0 * shape.kv_heads * shape.head_dim * 2.0 / tp
-    cp_comm = 3.0 * shape.layers / pp * micro_batches * np.where(cp > 1, (cp - 1) * ring_step_s(kv_chunk, np.full_like(cp, 2.0), tp, gpu, cat, node), 0.0)
-    pp_comm = 2.0 * vp * micro_batches * np.where(pp > 1, ring_step_s(act_msg / tp, np.full_like(pp, 2.0), tp * cp * dp, gpu, cat, node), 0.0)
+    two = np.full_like(n, 2.0)  # a send to one neighbour = a 2-rank ring step of twice the bytes
+    cp_comm = 3.0 * shape.layers / pp * micro_batches * np.where(cp > 1, (cp - 1) * ring_step_s(2.0 * kv_chunk, two, tp, gpu, cat, node), 0.0)
+    pp_comm = 2.0 * vp * micro_batches * np.where(pp > 1, ring_step_s(2.0 * act_msg / tp, two, tp * cp * dp, gpu, cat, node), 0.0)
 
     exposed = ((1 - fw.tp_overlap) * tp_comm + (1 - fw.dp_overlap) * dp_comm + (1 - fw.ep_overlap) * ep_comm
                + (1 - fw.cp_overlap) * cp_comm + (1 - fw.pp_overlap) * pp_comm)

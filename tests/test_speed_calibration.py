@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from planner import calibrate as cal
 from planner import speed
-from planner.catalog import load_gpus
+from planner.catalog import load_gpus, resolve_model
 from planner.cli import app
 from planner.errors import InputError
 
@@ -248,3 +248,21 @@ def test_model_state_bytes_follow_framework_conventions() -> None:
     cat = speed.load_speed_catalog()
     megatron = speed.model_state_bytes_per_param("megatron", "bf16", np.array([1.0, 8.0]), cat)
     assert megatron[0] == pytest.approx(2 + 4 + 12) and megatron[1] == pytest.approx(2 + 4 + 1.5)
+
+
+def test_every_catalog_gpu_resolves_links_and_kernel_rows() -> None:
+    cat = speed.load_speed_catalog()
+    for gpu in GPUS.values():
+        cat.link(gpu.scaleup_kind)
+        for kernel in ("gemm", "moe_gemm", "attention", "elementwise", "moe_dispatch"):
+            assert cat.efficiency_row(kernel, gpu.name, "megatron", "fp8").e_max > 0
+        step = speed.training_step_s(LLAMA3_70B, gpu, "bf16", "fsdp", layout(num_gpus=64, fsdp=1, global_batch=256), cat)
+        assert np.isfinite(step).all() and (step > 0).all()
+
+
+def test_model_shape_from_catalog_spec_counts_the_same_active_parameters() -> None:
+    for name in ("llama-3.1-70b", "deepseek-v3", "mixtral-8x7b"):
+        spec = resolve_model(name)
+        shape = speed.ModelShape.from_spec(spec)
+        active = shape.dense_linear_params + shape.expert_linear_params + shape.lm_head_params
+        assert active == pytest.approx(spec.matmul_params_per_token, rel=0.01), name
