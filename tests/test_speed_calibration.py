@@ -266,3 +266,15 @@ def test_model_shape_from_catalog_spec_counts_the_same_active_parameters() -> No
         shape = speed.ModelShape.from_spec(spec)
         active = shape.dense_linear_params + shape.expert_linear_params + shape.lm_head_params
         assert active == pytest.approx(spec.matmul_params_per_token, rel=0.01), name
+
+
+def test_columns_of_layouts_equal_one_layout_at_a_time() -> None:
+    cat = cal.calibrated_catalog()
+    rows = [dict(num_gpus=64, tp=4, pp=8, vp=5, seq_len=8192, global_batch=128),
+            dict(num_gpus=64, tp=8, pp=2, cp=2, seq_len=16384, global_batch=64, recompute=2),
+            dict(num_gpus=16, fsdp=1, micro_batch=2, global_batch=64, seq_len=4096)]
+    singles = [speed.training_step_s(LLAMA3_70B, GPUS["H100-SXM"], "fp8", "megatron", layout(**r), cat)[0] for r in rows]
+    columns = {k: np.concatenate([layout(**r)[k] for r in rows]) for k in layout()}
+    together = speed.training_step_s(LLAMA3_70B, GPUS["H100-SXM"], "fp8", "megatron", columns, cat)
+    assert together == pytest.approx(singles, rel=1e-12)
+    assert len(set(np.round(together, 6))) == 3
