@@ -140,7 +140,7 @@ class EfficiencyRow(BaseModel):
     dtype: str = Field(description="bf16, fp8 or any.")
     e_max: float = Field(gt=0, le=1.5, description="Asymptotic fraction of the dtype's dense peak (of HBM bandwidth for memory-bound classes).")
     n_half: float = Field(ge=0, description="Size at which half of e_max is reached (GEMM width, sequence tokens).")
-    overhead_us: float = Field(ge=0, description="Fixed cost per call, µs (moe_dispatch: per MoE layer per micro-batch).")
+    overhead_us: float = Field(ge=0, description="Fixed cost per call, µs (moe_dispatch: per routed token copy per MoE layer).")
     source: str = Field(description="Where the value comes from.")
     as_of: str = Field(description="Date of the source or fit.")
 
@@ -374,7 +374,7 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     add("gemm", "bf16", linear_passes * shape.lm_head_params * tokens_per_gpu, bf16_peak, gemm_width)  # LM head stays BF16 in TE
     if shape.experts:
         dispatch = cat.efficiency_row("moe_dispatch", gpu.name, framework, linear_dtype)
-        calls = shape.moe_layers / pp * micro_batches * shape.experts / ep  # one expert launch sequence per local expert
+        calls = shape.moe_layers * tokens_per_gpu * shape.topk  # routed token copies per GPU per step, per MoE layer
         cols[dispatch.key + "#overhead"] = calls
         terms["moe_dispatch_s"] = calls * dispatch.overhead_us * 1e-6
         tokens_per_expert = b * s / cp * shape.topk * ep / shape.experts
