@@ -336,8 +336,9 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     """The step time as a linear function of the fitted inverse efficiencies: step_s = Σ_k cols[k]·θ_k + fixed_s.
 
     Keys of `cols` are 'row_key#inv' (θ = 1/e_max), 'row_key#small' (θ = n_half/e_max) and
-    'row_key#overhead' (θ = overhead in seconds) of the efficiency rows this layout uses; `terms` holds every component in seconds per step for
-    reporting (computed with the catalog's current values). Layout fields: num_gpus, tp, pp,
+    'row_key#overhead' (θ = overhead in seconds) of the efficiency rows this layout uses;
+    `terms` holds every component in seconds per step for reporting (computed with the
+    catalog's current values). Layout fields: num_gpus, tp, pp,
     cp, ep, vp, micro_batch, global_batch (sequences), seq_len, recompute (0 none, 1 selective,
     2 full), fsdp (1 = parameters sharded over DP, gathered every micro-batch).
     """
@@ -397,6 +398,7 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     tp_ops = 8.0 + 4.0 * full  # sequence parallel: AG+RS around attention and MLP, forward and backward
     tp_comm = tp_ops * shape.layers / pp * micro_batches * ring_step_s(act_msg, tp, np.ones_like(tp), gpu, cat, node)
     dp_group, dp_stride = dp * cp, tp
+
     def data_parallel_s(params: float | np.ndarray, group: np.ndarray, stride: np.ndarray) -> np.ndarray:
         """FSDP: all-gather BF16 weights in forward and backward and reduce-scatter gradients, every micro-batch
         (Zhao et al. 2023, Sec. 3); otherwise reduce-scatter gradients and all-gather weights once per step
