@@ -1,4 +1,4 @@
-"""Command line: `planner solve | memory | catalog | model show | validate | schema`.
+"""Command line: `planner solve | memory | catalog | model show | validate | schema | calibrate`.
 
 Every user error (`PlannerError`) becomes one line on stderr and exit code 2 (1 when the
 scenario is valid but infeasible); no traceback reaches the user.
@@ -302,6 +302,32 @@ def report_cmd(
             other = output.with_suffix(".md" if output.suffix.lower() in (".html", ".htm") else ".html")
             written.append(save_report(report, other))
         out.print("wrote " + ", ".join(str(p) for p in written))
+
+    guarded(body)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    runs_file: Path = typer.Argument(..., help="Measured training runs (CSV with the columns of tests/data/training_runs_published.csv)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Calibration overlay to write (YAML)."),
+    folds: int = typer.Option(5, "--folds", help="k of the k-fold cross-validation."),
+) -> None:
+    """Fit kernel efficiencies to measured runs, print k-fold cross-validated error, write an overlay."""
+
+    def body() -> None:
+        from planner.calibrate import calibrate
+        runs, error, summary = calibrate(runs_file, output, folds)
+        table = Table(title=f"{folds}-fold cross-validated error on tokens/s/GPU (rows not in the fit)")
+        for column in ("run", "gpu", "dtype", "framework", "measured tok/s/GPU", "predicted", "error %"):
+            table.add_column(column)
+        for run, e in zip(runs, error):
+            table.add_row(run.id, run.gpu, run.dtype, run.framework, f"{run.tokens_per_s_per_gpu:,.0f}",
+                          f"{run.tokens_per_s_per_gpu * (1 + e):,.0f}", f"{100 * e:+.1f}")
+        out.print(table)
+        for label, stats in summary.items():
+            out.print(f"{label:>10}: {stats['rows']:4d} rows, median |error| {stats['median_abs_pct']:5.1f}%, "
+                      f"worst {stats['worst_abs_pct']:5.1f}%")
+        out.print(f"wrote {output}")
 
     guarded(body)
 

@@ -1,0 +1,305 @@
+"""Fit the speed model's kernel efficiencies to measured training runs; cross-validate; write an overlay.
+
+planner.speed makes the step time linear in θ = (1/e_max, n_half/e_max) of each efficiency row
+a run uses, plus terms that are not fitted (memory-bound kernels, exposed communication). The
+fit minimises Σ ((a_i·θ + c_i − t_i)/t_i)² over runs i (relative error, so small and large
+runs weigh alike) plus a ridge λ·Σ((θ_k − θ0_k)/θ0_k)² toward the catalog values (Tikhonov
+regularisation, so a row the runs barely touch stays near its cited prior), with 1/e_max ≥ 1
+and n_half ≥ 0 enforced by an active-set loop (Lawson & Hanson 1974, Ch. 23). Rows are grouped
+per GPU family, framework and dtype exactly as the efficiency catalog is. Error is reported on
+runs left out of the fit (k-fold cross-validation, Stone 1974).
+
+The overlay YAML lists the fitted rows; a scenario names it with `assumptions: {file: ...}`
+and `load_overlay` / `apply_overlay` turn it back into a SpeedCatalog.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import difflib
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from planner.catalog import CATALOG_DIR, GpuSpec, load_gpus
+from planner.errors import InputError
+from planner.speed import FRAMEWORKS, RECOMPUTE_CODES, ModelShape, SpeedCatalog, load_speed_catalog, parameter_vector, training_design
+
+DEFAULT_CALIBRATION = CATALOG_DIR / "calibration.yaml"
+RIDGE = 0.02  # weight of the pull toward the cited catalog values, per parameter, in relative units
+HUBER_DELTA = 0.10  # relative residual beyond which a run's weight falls as 1/|r| (Huber 1964 loss by reweighting)
+HUBER_ITERATIONS = 6
+MIN_RUNS = 5  # a parameter is fitted only when at least this many runs spend >= 10% of their step in it; else it keeps its catalog value
+SHAPE_FIELDS = tuple(ModelShape.model_fields)
+FORBID = ConfigDict(extra="forbid", frozen=True)
+
+
+class Run(BaseModel):
+    """One measured training run: layout, model shape, GPU and the measured throughput."""
+
+    model_config = FORBID
+
+    id: str = Field(description="Row id.")
+    model: str = Field(description="Model name (informative).")
+    gpu: str = Field(description="GPU id from catalogs/gpus.csv.")
+    dtype: str = Field(description="bf16 or fp8.")
+    framework: str = Field(description="megatron, fsdp or deepspeed.")
+    layout: dict[str, float] = Field(description="num_gpus, tp, pp, cp, ep, vp, micro_batch, global_batch, seq_len, recompute, fsdp.")
+    shape: ModelShape = Field(description="Model dimensions.")
+    step_time_s: float = Field(gt=0, description="Measured seconds per optimizer step.")
+
+    @property
+    def tokens_per_s_per_gpu(self) -> float:
+        """Measured throughput per GPU."""
+        return self.layout["global_batch"] * self.layout["seq_len"] / (self.layout["num_gpus"] * self.step_time_s)
+
+    @property
+    def is_moe(self) -> bool:
+        """Mixture-of-experts model."""
+        return self.shape.experts > 0
+
+
+def _num(row: dict[str, str], key: str, default: float | None = None, line: int = 0) -> float:
+    text = (row.get(key) or "").strip()
+    if not text:
+        if default is None:
+            raise InputError(f"runs file line {line}: field '{key}' is empty; a number is required")
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"runs file line {line}: field '{key}' = {text!r} is not a number") from None
+
+
+def read_runs(path: Path) -> list[Run]:
+    """Runs from a CSV with the columns of tests/data/training_runs_published.csv.
+
+    Required: id, gpu, num_gpus, dtype, framework, micro_batch, global_batch, seq_len and either
+    tokens_per_s_per_gpu or step_time_s; tp, pp, cp, ep, vp default to 1, recompute to none,
+    fsdp to 0. The model is given by the shape columns (layers, hidden, ...).
+    """
+    gpus = {g.name: g for g in load_gpus()}
+    try:
+        with Path(path).open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as error:
+        raise InputError(f"runs file {path}: {error.strerror}") from None
+    runs = []
+    for line, row in enumerate(rows, start=2):
+        if row.get("gpu") not in gpus:
+            close = difflib.get_close_matches(str(row.get("gpu")), list(gpus), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise InputError(f"runs file line {line}: gpu {row.get('gpu')!r} unknown{hint}; allowed: {', '.join(gpus)}")
+        if row.get("framework") not in FRAMEWORKS:
+            raise InputError(f"runs file line {line}: framework {row.get('framework')!r} unknown; allowed: {', '.join(FRAMEWORKS)}")
+        if row.get("dtype") not in ("bf16", "fp8"):
+            raise InputError(f"runs file line {line}: dtype {row.get('dtype')!r} unknown; allowed: bf16, fp8")
+        recompute = (row.get("recompute") or "none").strip()
+        layout = {k: _num(row, k, d, line) for k, d in (("num_gpus", None), ("tp", 1), ("pp", 1), ("cp", 1), ("ep", 1), ("vp", 1),
+                                                       ("micro_batch", None), ("global_batch", None), ("seq_len", None), ("fsdp", 0))}
+        layout["recompute"] = float(RECOMPUTE_CODES.get(recompute, 0))
+        try:
+            shape = ModelShape(**{k: int(float(row[k] or 0)) for k in SHAPE_FIELDS})
+        except (KeyError, ValueError, ValidationError) as error:
+            raise InputError(f"runs file line {line}: model shape columns {', '.join(SHAPE_FIELDS)} required ({error.__class__.__name__})") from None
+        if (row.get("step_time_s") or "").strip():
+            step = _num(row, "step_time_s", None, line)
+        else:
+            step = layout["global_batch"] * layout["seq_len"] / (layout["num_gpus"] * _num(row, "tokens_per_s_per_gpu", None, line))
+        runs.append(Run(id=row.get("id") or f"line{line}", model=row.get("model", ""), gpu=row["gpu"], dtype=row["dtype"],
+                        framework=row["framework"], layout=layout, shape=shape, step_time_s=step))
+    if not runs:
+        raise InputError(f"runs file {path}: no rows")
+    return runs
+
+
+def _gpu(name: str) -> GpuSpec:
+    return next(g for g in load_gpus() if g.name == name)
+
+
+def design(runs: list[Run], cat: SpeedCatalog) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Keys, matrix A (runs × keys) and fixed seconds c of every run: step_s = A θ + c."""
+    per_run = []
+    for run in runs:
+        lay = {k: np.array([v]) for k, v in run.layout.items()}
+        cols, fixed, _ = training_design(run.shape, _gpu(run.gpu), run.dtype, run.framework, lay, cat)
+        per_run.append(({k: float(v[0]) for k, v in cols.items()}, float(fixed[0])))
+    keys = sorted({k for cols, _ in per_run for k in cols})
+    matrix = np.array([[cols.get(k, 0.0) for k in keys] for cols, _ in per_run])
+    return keys, matrix, np.array([c for _, c in per_run])
+
+
+def solve(keys: list[str], matrix: np.ndarray, fixed: np.ndarray, measured: np.ndarray, prior: np.ndarray, ridge: float = RIDGE,
+          min_runs: int = MIN_RUNS) -> np.ndarray:
+    """Bounded ridge least squares on relative residuals (see the module docstring).
+
+    Parameters that fewer than `min_runs` runs depend on (>= 10% of their step at the prior
+    values) keep their catalog value: two runs cannot tell a GEMM ceiling from everything else.
+    """
+    rel_a = matrix / measured[:, None]
+    rel_b = 1.0 - fixed / measured
+    lower = np.array([1.0 if k.endswith("#inv") else 0.0 for k in keys])
+    share = rel_a * prior[None, :]
+    free = (share >= 0.10).sum(axis=0) >= min_runs
+    theta = prior.copy()
+    weight = np.ones(len(measured))
+    for _ in range(HUBER_ITERATIONS):
+        theta = _bounded_lstsq(rel_a * weight[:, None], (rel_b - 0.0) * weight, rel_a, rel_b, weight, prior, lower, free.copy(), ridge)
+        residual = np.abs(rel_a @ theta - rel_b)
+        weight = np.sqrt(np.minimum(1.0, HUBER_DELTA / np.maximum(residual, 1e-12)))
+    return theta
+
+
+def _bounded_lstsq(a_w: np.ndarray, b_w: np.ndarray, rel_a: np.ndarray, rel_b: np.ndarray, weight: np.ndarray, prior: np.ndarray,
+                   lower: np.ndarray, free: np.ndarray, ridge: float) -> np.ndarray:
+    """Weighted ridge least squares with lower bounds by an active set: violators are pinned at their bound and the rest refitted."""
+    theta = prior.copy()
+    scale = np.where(prior > 0, prior, 1.0)
+    for _ in range(len(prior) + 1):
+        if not free.any():
+            break
+        a = np.vstack([a_w[:, free], np.sqrt(ridge) * np.diag(1.0 / scale[free])])
+        b = np.concatenate([b_w - a_w[:, ~free] @ theta[~free], np.sqrt(ridge) * prior[free] / scale[free]])
+        theta[free] = np.linalg.lstsq(a, b, rcond=None)[0]
+        low = free & (theta < lower)
+        if not low.any():
+            break
+        theta[low] = lower[low]
+        free &= ~low
+    return theta
+
+
+def fit(runs: list[Run], cat: SpeedCatalog | None = None, ridge: float = RIDGE, label: str = "", min_runs: int = MIN_RUNS) -> SpeedCatalog:
+    """The catalog with every efficiency row the runs use refitted."""
+    cat = cat or load_speed_catalog()
+    keys, matrix, fixed = design(runs, cat)
+    measured = np.array([r.step_time_s for r in runs])
+    theta = solve(keys, matrix, fixed, measured, parameter_vector(cat, keys), ridge, min_runs)
+    values = dict(zip(keys, theta))
+    updates = {}
+    rows = {r.key: r for r in cat.efficiency}
+    for row_key in {k.split("#")[0] for k in keys}:
+        inv = values.get(row_key + "#inv", 1.0 / rows[row_key].e_max)
+        n_half = values[row_key + "#small"] / inv if row_key + "#small" in values else rows[row_key].n_half
+        overhead_us = values[row_key + "#overhead"] * 1e6 if row_key + "#overhead" in values else rows[row_key].overhead_us
+        updates[row_key] = (1.0 / inv, n_half, overhead_us)
+    source = f"fitted by planner calibrate on {len(runs)} runs" + (f" of {label}" if label else "")
+    return cat.with_efficiency(updates, source, dt.date.today().isoformat())
+
+
+def predict_step_s(runs: list[Run], cat: SpeedCatalog) -> np.ndarray:
+    """Predicted seconds per step of each run."""
+    keys, matrix, fixed = design(runs, cat)
+    return matrix @ parameter_vector(cat, keys) + fixed
+
+
+def cross_validate(runs: list[Run], folds: int = 5, cat: SpeedCatalog | None = None, seed: int = 0) -> np.ndarray:
+    """Predicted/measured − 1 on tokens/s/GPU of each run, predicted by a fit that did not see it (k-fold)."""
+    cat = cat or load_speed_catalog()
+    order = np.random.default_rng(seed).permutation(len(runs))
+    error = np.zeros(len(runs))
+    for fold in range(folds):
+        test = order[fold::folds]
+        train = np.setdiff1d(order, test)
+        fitted = fit([runs[i] for i in train], cat)
+        predicted = predict_step_s([runs[i] for i in test], fitted)
+        error[test] = np.array([runs[i].step_time_s for i in test]) / predicted - 1.0  # tokens/s ∝ 1/step
+    return error
+
+
+def summarize(runs: list[Run], error: np.ndarray) -> dict[str, dict[str, float]]:
+    """Median and worst |error| overall and per GPU family, dtype and dense/MoE."""
+    groups: dict[str, list[int]] = {"all": list(range(len(runs)))}
+    for i, run in enumerate(runs):
+        for label in (run.gpu.split("-")[0], run.dtype, "moe" if run.is_moe else "dense", run.framework):
+            groups.setdefault(label, []).append(i)
+    return {label: {"rows": len(idx), "median_abs_pct": float(np.median(np.abs(error[idx])) * 100),
+                    "worst_abs_pct": float(np.max(np.abs(error[idx])) * 100)} for label, idx in groups.items()}
+
+
+def overlay_dict(fitted: SpeedCatalog, base: SpeedCatalog, runs: Iterable[Run], summary: dict[str, Any]) -> dict[str, Any]:
+    """The overlay written to YAML: fitted efficiency rows, the run count and the CV summary."""
+    base_rows = {r.key: r for r in base.efficiency}
+    rows = [{"kernel": r.kernel, "family": r.family, "framework": r.framework, "dtype": r.dtype,
+             "e_max": round(r.e_max, 5), "n_half": round(r.n_half, 2), "overhead_us": round(r.overhead_us, 2), "source": r.source, "as_of": r.as_of}
+            for r in fitted.efficiency if r != base_rows.get(r.key)]
+    return {"efficiency": rows, "fitted_runs": len(list(runs)), "cross_validation": summary}
+
+
+def load_overlay(path: Path) -> dict[str, Any]:
+    """Read a calibration overlay YAML (as `planner calibrate` writes it)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise InputError(f"calibration file {path}: {error.strerror}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("efficiency"), list):
+        raise InputError(f"calibration file {path}: field 'efficiency' must be a list of rows")
+    return data
+
+
+def _override_rows(rows: tuple[Any, ...], items: Any, key_field: str, what: str) -> tuple[Any, ...]:
+    """Rows with the overlay's field values applied to the row whose `key_field` matches (validated)."""
+    if not isinstance(items, list):
+        raise InputError(f"calibration overlay: field '{what}' must be a list of rows")
+    by_key = {getattr(r, key_field): r for r in rows}
+    for item in items:
+        name = item.get(key_field) if isinstance(item, dict) else None
+        if name not in by_key:
+            raise InputError(f"calibration overlay: {what} row {name!r} unknown; allowed: {', '.join(map(str, by_key))}")
+        try:
+            by_key[name] = by_key[name].model_validate({**by_key[name].model_dump(), **item})
+        except ValidationError as error:
+            first = error.errors()[0]
+            raise InputError(f"calibration overlay: {what} row {name!r}: field '{first['loc'][0]}' {first['msg']}") from None
+    return tuple(by_key.values())
+
+
+def apply_overlay(cat: SpeedCatalog, overlay: dict[str, Any]) -> SpeedCatalog:
+    """The catalog with the overlay's efficiency rows in place of the matching ones; optional
+    `frameworks:` and `links:` lists override fields of framework and link rows (e.g.
+    `{framework: megatron, ep_payload_bytes: 1, ep_node_dedup: true}`)."""
+    if "frameworks" in overlay:
+        cat = cat.model_copy(update={"frameworks": _override_rows(cat.frameworks, overlay["frameworks"], "framework", "frameworks")})
+    if "links" in overlay:
+        cat = cat.model_copy(update={"links": _override_rows(cat.links, overlay["links"], "link", "links")})
+    keys = {r.key for r in cat.efficiency}
+    updates, source, as_of = {}, "calibration overlay", ""
+    for item in overlay["efficiency"]:
+        try:
+            key = f"{item['kernel']}|{item['family']}|{item['framework']}|{item['dtype']}"
+            e_max, n_half, overhead_us = float(item["e_max"]), float(item["n_half"]), float(item.get("overhead_us", 0.0))
+        except (KeyError, TypeError, ValueError):
+            raise InputError("calibration overlay: each efficiency row needs kernel, family, framework, dtype, e_max, n_half (overhead_us optional)") from None
+        if key not in keys:
+            raise InputError(f"calibration overlay: row {key!r} matches no row of catalogs/efficiency.csv")
+        if not 0 < e_max <= 1.5 or n_half < 0 or overhead_us < 0:
+            raise InputError(f"calibration overlay: row {key!r}: e_max must be in (0, 1.5], n_half and overhead_us >= 0")
+        updates[key] = (e_max, n_half, overhead_us)
+        source, as_of = str(item.get("source", source)), str(item.get("as_of", as_of))
+    return cat.with_efficiency(updates, source, as_of)
+
+
+def calibrated_catalog(path: Path | None = DEFAULT_CALIBRATION) -> SpeedCatalog:
+    """The speed catalog with a calibration overlay applied (the shipped default unless another is named)."""
+    cat = load_speed_catalog()
+    if path is None or not Path(path).exists():
+        return cat
+    return apply_overlay(cat, load_overlay(path))
+
+
+def calibrate(runs_path: Path, out_path: Path, folds: int = 5) -> tuple[list[Run], np.ndarray, dict[str, Any]]:
+    """Read runs, cross-validate, fit on all of them and write the overlay; returns runs, CV errors and the summary."""
+    runs = read_runs(runs_path)
+    if folds < 2 or folds > len(runs):
+        raise InputError(f"folds = {folds}: must be between 2 and the number of runs ({len(runs)})")
+    base = load_speed_catalog()
+    error = cross_validate(runs, folds, base)
+    summary = summarize(runs, error)
+    fitted = fit(runs, base, label=Path(runs_path).name)
+    text = yaml.safe_dump(overlay_dict(fitted, base, runs, summary), sort_keys=False)
+    Path(out_path).write_text(text)
+    return runs, error, summary

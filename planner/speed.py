@@ -1,0 +1,501 @@
+"""Calibrated training speed over numpy columns of layouts: kernel classes, α–β collectives, overlap.
+
+Step time = Σ over kernel classes of FLOPs / (peak(gpu, dtype) × efficiency(gpu, framework, dtype,
+class, size)) × (1 + pipeline bubble) + memory-bound time + exposed communication. This is the
+roofline decomposition of Williams et al. 2009 applied per kernel class, as in Narayanan et al.
+2021 (arXiv:2104.04473, Sec. 3 and Eq. 3) for the FLOPs and Korthikanti et al. 2022
+(arXiv:2205.05198) for activations and recomputation.
+
+- Efficiency of a kernel class at size n: e(n) = e_max · n / (n + n_half), so
+  1/e = 1/e_max + n_half/(e_max·n): step time is *linear* in (1/e_max, n_half/e_max), which is
+  what planner.calibrate fits by least squares.
+- FP8 covers linear layers only, as Transformer Engine does (attention and the LM head stay in
+  BF16: TE's fp8_autocast applies to te.Linear/LayerNormLinear modules; Micikevicius et al. 2022,
+  arXiv:2209.05433, Sec. 4). MFU is quoted against the BF16 dense peak (PaLM, Chowdhery et al.
+  2022, App. B convention).
+- Collectives are α–β (Hockney 1994): time = base latency + hops × hop latency + bytes /
+  (bandwidth × efficiency), hierarchical across nodes (intra-node ring, then one ring per local
+  rank over its own NIC: NCCL's tree/ring over nodes, Sanders et al. 2009 two-level collectives).
+- Megatron rank order TP innermost, then CP, EP, DP, PP (Megatron-Core parallel_state,
+  order "tp-cp-ep-dp-pp"): a group's stride is the product of the degrees inside it.
+- Context parallelism is ring attention (Liu et al. 2023, arXiv:2310.01889): each rank holds
+  seq/CP tokens and passes K/V chunks around the ring CP-1 times.
+
+Every number comes from catalogs/efficiency.csv, catalogs/interconnect.csv and
+catalogs/frameworks.csv (source and as_of per row); a calibration overlay (planner.calibrate)
+replaces efficiency rows. Layout fields are numpy arrays of equal length (one entry per
+candidate layout); model shape and GPU are scalars.
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from planner.catalog import CATALOG_DIR, GpuSpec
+from planner.errors import InputError
+from planner.modelspec import ModelSpec
+
+KERNELS = ("gemm", "moe_gemm", "attention", "elementwise", "decode_attention", "moe_dispatch")
+FRAMEWORKS = ("megatron", "fsdp", "deepspeed")
+RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
+LAYOUT_FIELDS = ("num_gpus", "tp", "pp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "recompute", "fsdp")
+FLASH_BACKWARD_FACTOR = 2.5  # FA backward = 5 matmuls vs 2 in forward (Dao 2023, arXiv:2307.08691, Sec. 3.1.2)
+OPTIMIZER_BYTES_PER_PARAM = 30.0  # Adam: read fp32 master, m, v, fp32 grad (16 B), write master, m, v (12 B), bf16 copy (2 B)
+ACTIVATION_TRAFFIC_FACTOR = 3.0  # same value and reasoning as activation_traffic_factor in catalogs/assumptions.yaml
+MOE_PERMUTE_PASSES = 6.0  # token permute/unpermute: gather+scatter in forward and backward (Megatron-Core moe token dispatcher)
+FORBID = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelShape(BaseModel):
+    """The transformer dimensions the speed model needs (a ModelSpec, or one row of tests/data)."""
+
+    model_config = FORBID
+
+    layers: int = Field(gt=0, description="Transformer blocks.")
+    hidden: int = Field(gt=0, description="Model width h.")
+    heads: int = Field(gt=0, description="Query heads.")
+    kv_heads: int = Field(gt=0, description="Key/value heads.")
+    head_dim: int = Field(gt=0, description="Query/key width per head.")
+    v_head_dim: int = Field(gt=0, description="Value width per head.")
+    ffn: int = Field(ge=0, description="Dense MLP inner width (0 when every layer is MoE).")
+    gated_mlp: bool = Field(description="SwiGLU (3 matrices) instead of 2.")
+    vocab: int = Field(gt=0, description="Vocabulary size.")
+    experts: int = Field(ge=0, description="Routed experts per MoE layer (0 = dense model).")
+    topk: int = Field(ge=0, description="Routed experts per token.")
+    moe_ffn: int = Field(ge=0, description="Inner width of one expert.")
+    shared_experts: int = Field(ge=0, description="Always-active shared experts per MoE layer.")
+    dense_layers: int = Field(ge=0, description="Leading layers with a dense MLP in an MoE model.")
+    attn_proj_params: int = Field(ge=0, description="Attention projection parameters per layer (0 = derive from heads).")
+    window: int = Field(ge=0, description="Sliding window of every other layer (0 = full attention everywhere).")
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> ModelShape:
+        """The shape of a catalog ModelSpec (MLA head widths included)."""
+        qk = (spec.qk_nope_head_dim + spec.qk_rope_head_dim) if spec.is_mla else spec.head_dim
+        v = spec.v_head_dim if spec.is_mla else spec.head_dim
+        return cls(layers=spec.num_layers, hidden=spec.hidden_size, heads=spec.num_heads, kv_heads=spec.num_kv_heads,
+                   head_dim=qk, v_head_dim=v, ffn=spec.intermediate_size, gated_mlp=spec.gated_mlp, vocab=spec.vocab_size,
+                   experts=spec.n_routed_experts, topk=spec.experts_per_token, moe_ffn=spec.moe_intermediate_size,
+                   shared_experts=spec.n_shared_experts, dense_layers=spec.num_layers - spec.num_moe_layers if spec.is_moe else 0,
+                   attn_proj_params=spec.attention_params, window=0)
+
+    @property
+    def moe_layers(self) -> int:
+        """Layers with routed experts."""
+        return self.layers - self.dense_layers if self.experts else 0
+
+    @property
+    def attention_params(self) -> int:
+        """q/k/v/o projection parameters of one layer."""
+        if self.attn_proj_params:
+            return self.attn_proj_params
+        return 2 * self.hidden * self.heads * self.head_dim + 2 * self.hidden * self.kv_heads * self.head_dim
+
+    def mlp_params(self, inner: int) -> int:
+        """One MLP of inner width `inner` (3 matrices gated, 2 otherwise)."""
+        return (3 if self.gated_mlp else 2) * self.hidden * inner
+
+    @property
+    def dense_linear_params(self) -> int:
+        """Matmul parameters every token uses, LM head excluded: attention, dense MLPs, shared experts."""
+        dense_mlp_layers = self.layers - self.moe_layers
+        shared = self.moe_layers * self.mlp_params(self.moe_ffn * self.shared_experts)
+        return self.layers * self.attention_params + dense_mlp_layers * self.mlp_params(self.ffn) + shared
+
+    @property
+    def expert_linear_params(self) -> int:
+        """Routed-expert matmul parameters one token uses (top-k experts on every MoE layer)."""
+        return self.moe_layers * self.topk * self.mlp_params(self.moe_ffn)
+
+    @property
+    def lm_head_params(self) -> int:
+        """Output projection h × vocab."""
+        return self.hidden * self.vocab
+
+    @property
+    def total_params(self) -> int:
+        """All weights (input embedding and untied LM head counted once each)."""
+        experts = self.moe_layers * self.experts * self.mlp_params(self.moe_ffn)
+        return self.dense_linear_params + experts + 2 * self.lm_head_params
+
+
+# ---- catalogs --------------------------------------------------------------------------------
+
+
+class EfficiencyRow(BaseModel):
+    """Efficiency of one kernel class on a GPU family, framework and dtype: e(n) = e_max·n/(n+n_half)."""
+
+    model_config = FORBID
+
+    kernel: str = Field(description="gemm, moe_gemm, attention, elementwise or decode_attention.")
+    family: str = Field(description="GPU family name (A100, H100, B200, MI300X, default).")
+    gpus: tuple[str, ...] = Field(description="Catalog GPU ids of the family (empty for the default row).")
+    framework: str = Field(description="megatron, fsdp, deepspeed or any.")
+    dtype: str = Field(description="bf16, fp8 or any.")
+    e_max: float = Field(gt=0, le=1.5, description="Asymptotic fraction of the dtype's dense peak (of HBM bandwidth for memory-bound classes).")
+    n_half: float = Field(ge=0, description="Size at which half of e_max is reached (GEMM width, sequence tokens).")
+    overhead_us: float = Field(ge=0, description="Fixed cost per call, µs (moe_dispatch: per routed token copy per MoE layer).")
+    source: str = Field(description="Where the value comes from.")
+    as_of: str = Field(description="Date of the source or fit.")
+
+    @property
+    def key(self) -> str:
+        """Identity of the row: kernel|family|framework|dtype."""
+        return f"{self.kernel}|{self.family}|{self.framework}|{self.dtype}"
+
+
+class LinkRow(BaseModel):
+    """α–β constants of one link class."""
+
+    model_config = FORBID
+
+    link: str = Field(description="Scale-up kind from gpus.csv (NVLink4, ...) or 'network'.")
+    base_latency_us: float = Field(ge=0, description="Fixed latency per collective call, µs.")
+    hop_latency_us: float = Field(ge=0, description="Latency per ring step, µs.")
+    bw_efficiency: float = Field(gt=0, le=1, description="Achieved share of the link bandwidth.")
+    source: str = Field(description="Where the values come from.")
+    as_of: str = Field(description="Date.")
+
+
+class FrameworkRow(BaseModel):
+    """Conventions of a training framework."""
+
+    model_config = FORBID
+
+    framework: str = Field(description="megatron, fsdp or deepspeed.")
+    activation_bytes_per_token_layer_h: float = Field(gt=0, description="Stored activation bytes per token per layer, in units of h.")
+    main_grad_bytes: int = Field(gt=0, description="Bytes per gradient element kept for accumulation.")
+    grad_reduce_bytes: int = Field(gt=0, description="Bytes per gradient element in the DP reduction.")
+    distributed_optimizer: bool = Field(description="Optimizer states sharded over data parallel ranks.")
+    dp_overlap: float = Field(ge=0, le=1, description="Share of DP/FSDP traffic hidden behind compute.")
+    tp_overlap: float = Field(ge=0, le=1, description="Share of TP collectives hidden.")
+    ep_overlap: float = Field(ge=0, le=1, description="Share of the MoE all-to-all hidden.")
+    pp_overlap: float = Field(ge=0, le=1, description="Share of pipeline sends hidden.")
+    cp_overlap: float = Field(ge=0, le=1, description="Share of ring-attention KV exchange hidden.")
+    ep_payload_bytes: float = Field(gt=0, description="Bytes per element of the all-to-all payload (1 = FP8 dispatch as in DeepSeek-V3).")
+    ep_node_dedup: bool = Field(description="Send each token once per destination node (DeepEP node-limited routing).")
+    source: str = Field(description="Where the conventions come from.")
+    as_of: str = Field(description="Date.")
+
+
+class SpeedCatalog(BaseModel):
+    """Everything the speed model reads: efficiency, link and framework rows."""
+
+    model_config = FORBID
+
+    efficiency: tuple[EfficiencyRow, ...] = Field(description="Kernel efficiency rows.")
+    links: tuple[LinkRow, ...] = Field(description="α–β link rows.")
+    frameworks: tuple[FrameworkRow, ...] = Field(description="Framework convention rows.")
+
+    def efficiency_row(self, kernel: str, gpu: str, framework: str, dtype: str) -> EfficiencyRow:
+        """Most specific row: the GPU's family before default, the framework before any, the dtype before any."""
+        best: tuple[int, EfficiencyRow] | None = None
+        for row in self.efficiency:
+            if row.kernel != kernel or row.framework not in (framework, "any") or row.dtype not in (dtype, "any"):
+                continue
+            if row.gpus and gpu not in row.gpus:
+                continue
+            rank = 4 * bool(row.gpus) + 2 * (row.framework == framework) + (row.dtype == dtype)
+            if best is None or rank > best[0]:
+                best = (rank, row)
+        if best is None:
+            raise InputError(f"catalogs/efficiency.csv: no row for kernel {kernel!r}; a 'default' row is required")
+        return best[1]
+
+    def link(self, kind: str) -> LinkRow:
+        """The α–β row of a link class (scale-up kind or 'network')."""
+        for row in self.links:
+            if row.link.lower() == kind.lower():
+                return row
+        allowed = ", ".join(r.link for r in self.links)
+        raise InputError(f"catalogs/interconnect.csv: link {kind!r} unknown; allowed: {allowed}")
+
+    def framework(self, name: str) -> FrameworkRow:
+        """Conventions of a framework."""
+        for row in self.frameworks:
+            if row.framework == name:
+                return row
+        raise InputError(f"framework {name!r} unknown; allowed: {', '.join(r.framework for r in self.frameworks)}")
+
+    def with_efficiency(self, updates: Mapping[str, tuple[float, float, float]], source: str, as_of: str) -> SpeedCatalog:
+        """A copy whose rows named in `updates` (row key -> (e_max, n_half, overhead_us)) carry the new values."""
+        rows = tuple(r.model_copy(update={"e_max": float(updates[r.key][0]), "n_half": float(updates[r.key][1]), "overhead_us": float(updates[r.key][2]),
+                                          "source": source, "as_of": as_of})
+                     if r.key in updates else r for r in self.efficiency)
+        return self.model_copy(update={"efficiency": rows})
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@lru_cache(maxsize=4)
+def load_speed_catalog(directory: Path = CATALOG_DIR) -> SpeedCatalog:
+    """The bundled efficiency, interconnect and framework catalogs."""
+    eff = tuple(EfficiencyRow(**{**r, "gpus": tuple(g for g in r["gpus"].split(";") if g)}) for r in _read_csv(directory / "efficiency.csv"))
+    links = tuple(LinkRow(**r) for r in _read_csv(directory / "interconnect.csv"))
+    frames = tuple(FrameworkRow(**r) for r in _read_csv(directory / "frameworks.csv"))
+    return SpeedCatalog(efficiency=eff, links=links, frameworks=frames)
+
+
+# ---- peaks, FLOPs ----------------------------------------------------------------------------
+
+
+def peak_tflops(gpu: GpuSpec, dtype: str) -> float:
+    """Dense datasheet tensor rate of a dtype; FP8 on a card without it runs at the BF16 rate."""
+    bf16 = gpu.bf16_dense_tflops or gpu.fp16_dense_tflops or 0.0
+    if dtype == "fp8" and gpu.supports_fp8 and gpu.fp8_dense_tflops:
+        return gpu.fp8_dense_tflops
+    return bf16
+
+
+def attention_keys_per_token(shape: ModelShape, seq_len: np.ndarray) -> np.ndarray:
+    """Keys a causal query attends to, averaged over positions and layers: s/2, or the window on windowed layers."""
+    full = seq_len / 2.0
+    if not shape.window:
+        return full
+    return 0.5 * full + 0.5 * np.minimum(full, shape.window)
+
+
+def model_flops_per_token(shape: ModelShape, seq_len: np.ndarray) -> np.ndarray:
+    """MFU numerator: 6·N_active + 6·L·s·(q_dim + o_dim) with no causal discount (PaLM App. B; llm-foundry convention)."""
+    n_active = shape.dense_linear_params + shape.expert_linear_params + shape.lm_head_params
+    attention = 6.0 * shape.layers * seq_len * shape.heads * (shape.head_dim + shape.v_head_dim)
+    return 6.0 * n_active + attention
+
+
+def executed_attention_flops_per_token(shape: ModelShape, seq_len: np.ndarray, recompute: np.ndarray) -> np.ndarray:
+    """Attention-core FLOPs the kernels execute per token: causal keys only, backward 2.5× forward, plus recomputed forwards."""
+    forward = 2.0 * shape.layers * attention_keys_per_token(shape, seq_len) * shape.heads * (shape.head_dim + shape.v_head_dim)
+    return forward * (1.0 + FLASH_BACKWARD_FACTOR + (recompute >= 1))
+
+
+# ---- collectives (α–β, hierarchical) -----------------------------------------------------------
+
+
+def ring_step_s(bytes_per_rank: np.ndarray, ranks: np.ndarray, stride: np.ndarray, gpu: GpuSpec, cat: SpeedCatalog,
+                gpus_per_node: int) -> np.ndarray:
+    """One reduce-scatter or all-gather of `bytes_per_rank` (the full buffer) over `ranks` spaced `stride` apart.
+
+    Ring volume (n-1)/n of the buffer (Patarasuk & Yuan 2009). Within a node the scale-up link;
+    across nodes a two-level ring: (k-1)/k over NVLink among the k local members, then
+    (m-1)/m of the 1/k slice over each GPU's own NIC among the m nodes.
+    """
+    ranks = np.maximum(ranks, 1).astype(float)
+    local = np.clip(np.floor(gpus_per_node / np.maximum(stride, 1)), 1, None)
+    local = np.minimum(local, ranks)
+    nodes = np.ceil(ranks / local)
+    up, net = cat.link(gpu.scaleup_kind), cat.link("network")
+    bw_up = gpu.scaleup_link_gbps * 1e9 * up.bw_efficiency
+    bw_net = gpu.network_gbps_per_gpu * 1e9 * net.bw_efficiency
+    intra = (local - 1) / local * bytes_per_rank / bw_up + (local - 1) * up.hop_latency_us * 1e-6
+    inter = (nodes - 1) / nodes * bytes_per_rank / local / bw_net + (nodes - 1) * net.hop_latency_us * 1e-6
+    base = np.where(nodes > 1, net.base_latency_us, up.base_latency_us) * 1e-6
+    return np.where(ranks > 1, intra + inter + base, 0.0)
+
+
+def all_to_all_s(bytes_per_rank: np.ndarray, ranks: np.ndarray, stride: np.ndarray, topk: int, gpu: GpuSpec, cat: SpeedCatalog,
+                 gpus_per_node: int, dedup: bool) -> np.ndarray:
+    """One all-to-all sending (n-1)/n of `bytes_per_rank` to peers: local peers over NVLink, remote ones over the NIC.
+
+    With node deduplication a token bound for several experts on one node crosses the network
+    once (DeepSeek-V3, arXiv:2412.19437, Sec. 3.2.2: each token goes to at most 4 nodes).
+    """
+    ranks = np.maximum(ranks, 1).astype(float)
+    local = np.minimum(np.clip(np.floor(gpus_per_node / np.maximum(stride, 1)), 1, None), ranks)
+    nodes = np.ceil(ranks / local)
+    remote_share = (ranks - local) / ranks
+    if dedup:
+        remote_share = remote_share * np.minimum(1.0, (nodes - 1) / max(topk, 1))
+    up, net = cat.link(gpu.scaleup_kind), cat.link("network")
+    t_local = (local - 1) / ranks * bytes_per_rank / (gpu.scaleup_link_gbps * 1e9 * up.bw_efficiency)
+    t_remote = remote_share * bytes_per_rank / (gpu.network_gbps_per_gpu * 1e9 * net.bw_efficiency)
+    latency = np.where(nodes > 1, net.base_latency_us, up.base_latency_us) * 1e-6
+    return np.where(ranks > 1, np.maximum(t_local, t_remote) + latency, 0.0)
+
+
+# ---- the step ------------------------------------------------------------------------------------
+
+
+def _layout(layout: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    missing = [k for k in LAYOUT_FIELDS if k not in layout]
+    if missing:
+        raise InputError(f"speed layout: missing field(s) {', '.join(missing)}; required: {', '.join(LAYOUT_FIELDS)}")
+    return {k: np.asarray(layout[k], dtype=float) for k in LAYOUT_FIELDS}
+
+
+def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str, layout: Mapping[str, np.ndarray],
+                    cat: SpeedCatalog, gpus_per_node: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+    """The step time as a linear function of the fitted inverse efficiencies: step_s = Σ_k cols[k]·θ_k + fixed_s.
+
+    Keys of `cols` are 'row_key#inv' (θ = 1/e_max), 'row_key#small' (θ = n_half/e_max) and
+    'row_key#overhead' (θ = overhead in seconds) of the efficiency rows this layout uses;
+    `terms` holds every component in seconds per step for reporting (computed with the
+    catalog's current values). Layout fields: num_gpus, tp, pp,
+    cp, ep, vp, micro_batch, global_batch (sequences), seq_len, recompute (0 none, 1 selective,
+    2 full), fsdp (1 = parameters sharded over DP, gathered every micro-batch).
+    """
+    if framework not in FRAMEWORKS:
+        raise InputError(f"framework {framework!r} unknown; allowed: {', '.join(FRAMEWORKS)}")
+    if dtype not in ("bf16", "fp8"):
+        raise InputError(f"training dtype {dtype!r} unknown; allowed: bf16, fp8")
+    lay = _layout(layout)
+    node = gpus_per_node or gpu.gpus_per_node
+    fw = cat.framework(framework)
+    n, tp, pp, cp, ep, vp = lay["num_gpus"], lay["tp"], lay["pp"], lay["cp"], lay["ep"], lay["vp"]
+    b, s, rc = lay["micro_batch"], lay["seq_len"], lay["recompute"]
+    dp = n / (tp * pp * cp)
+    micro_batches = np.maximum(lay["global_batch"] / (dp * b), 1.0)
+    tokens_per_gpu = lay["global_batch"] * s / n  # work per GPU per step, in tokens
+    full = (rc >= 2).astype(float)
+    linear_dtype = dtype if (dtype == "fp8" and gpu.supports_fp8) else "bf16"
+    bf16_peak = peak_tflops(gpu, "bf16") * 1e12
+    lin_peak = peak_tflops(gpu, linear_dtype) * 1e12
+
+    cols: dict[str, np.ndarray] = {}
+    terms: dict[str, np.ndarray] = {}
+
+    def add(kernel: str, kdtype: str, flops: np.ndarray, peak: float, size: np.ndarray) -> None:
+        row = cat.efficiency_row(kernel, gpu.name, framework, kdtype)
+        base = flops / peak
+        cols[row.key + "#inv"] = cols.get(row.key + "#inv", 0.0) + base
+        cols[row.key + "#small"] = cols.get(row.key + "#small", 0.0) + base / np.maximum(size, 1.0)
+        terms[kernel + "_s"] = terms.get(kernel + "_s", 0.0) + base / row.e_max * (1.0 + row.n_half / np.maximum(size, 1.0))
+
+    linear_passes = 6.0 + 2.0 * full  # forward 2, backward 4, recomputed forward 2 (Narayanan Eq. 3)
+    gemm_width = np.minimum(shape.hidden, shape.heads * shape.head_dim / tp)
+    add("gemm", linear_dtype, linear_passes * shape.dense_linear_params * tokens_per_gpu, lin_peak, gemm_width)
+    add("gemm", "bf16", linear_passes * shape.lm_head_params * tokens_per_gpu, bf16_peak, gemm_width)  # LM head stays BF16 in TE
+    if shape.experts:
+        dispatch = cat.efficiency_row("moe_dispatch", gpu.name, framework, linear_dtype)
+        calls = shape.moe_layers * tokens_per_gpu * shape.topk  # routed token copies per GPU per step, per MoE layer
+        cols[dispatch.key + "#overhead"] = calls
+        terms["moe_dispatch_s"] = calls * dispatch.overhead_us * 1e-6
+        tokens_per_expert = b * s / cp * shape.topk * ep / shape.experts
+        add("moe_gemm", linear_dtype, linear_passes * shape.expert_linear_params * tokens_per_gpu, lin_peak,
+            np.minimum(np.minimum(shape.moe_ffn, shape.hidden), tokens_per_expert))
+    add("attention", "bf16", executed_attention_flops_per_token(shape, s, rc) * tokens_per_gpu, bf16_peak, s / cp)
+
+    hbm = gpu.hbm_bandwidth_gbps * 1e9 * cat.efficiency_row("elementwise", gpu.name, framework, "any").e_max
+    act_bytes = fw.activation_bytes_per_token_layer_h * shape.hidden * shape.layers * tokens_per_gpu  # sequence parallel splits it over TP
+    moe_bytes = MOE_PERMUTE_PASSES * shape.topk * shape.hidden * 2.0 * shape.moe_layers * tokens_per_gpu
+    elementwise = (ACTIVATION_TRAFFIC_FACTOR * act_bytes + moe_bytes) / hbm
+    bubble = (pp - 1) / (vp * micro_batches)
+
+    dense_params = (shape.dense_linear_params + 2 * shape.lm_head_params) / (tp * pp)
+    expert_params = shape.moe_layers * shape.experts * shape.mlp_params(shape.moe_ffn) / (ep * pp)
+    shard_over = np.where((lay["fsdp"] > 0) | fw.distributed_optimizer, dp * cp, 1.0)
+    optimizer = OPTIMIZER_BYTES_PER_PARAM * (dense_params / shard_over + expert_params / np.maximum(shard_over / ep, 1.0)) / hbm
+
+    act_msg = b * s / cp * shape.hidden * 2.0  # one micro-batch's activations of a layer, BF16
+    tp_ops = 8.0 + 4.0 * full  # sequence parallel: AG+RS around attention and MLP, forward and backward
+    tp_comm = tp_ops * shape.layers / pp * micro_batches * ring_step_s(act_msg, tp, np.ones_like(tp), gpu, cat, node)
+    dp_group, dp_stride = dp * cp, tp
+
+    def data_parallel_s(params: float | np.ndarray, group: np.ndarray, stride: np.ndarray) -> np.ndarray:
+        """FSDP: all-gather BF16 weights in forward and backward and reduce-scatter gradients, every micro-batch
+        (Zhao et al. 2023, Sec. 3); otherwise reduce-scatter gradients and all-gather weights once per step
+        (distributed optimizer / ZeRO-1, Rajbhandari et al. 2020, Sec. 7.1)."""
+        gather = ring_step_s(params * 2.0, group, stride, gpu, cat, node)
+        reduce = ring_step_s(params * fw.grad_reduce_bytes, group, stride, gpu, cat, node)
+        return np.where(lay["fsdp"] > 0, micro_batches * (2.0 * gather + reduce), gather + reduce)
+
+    dp_comm = data_parallel_s(dense_params, dp_group, dp_stride)
+    if shape.experts:
+        dp_comm = dp_comm + data_parallel_s(expert_params, dp_group / ep, dp_stride * ep)
+        a2a_bytes = b * s / (cp * tp) * shape.topk * shape.hidden * fw.ep_payload_bytes
+        ep_comm = 4.0 * shape.moe_layers / pp * micro_batches * all_to_all_s(a2a_bytes, ep, tp * cp, shape.topk, gpu, cat, node,
+                                                                             fw.ep_node_dedup)
+    else:
+        ep_comm = np.zeros_like(n)
+    kv_chunk = b * s / cp * 2.0 * shape.kv_heads * shape.head_dim * 2.0 / tp
+    two = np.full_like(n, 2.0)  # a send to one neighbour = a 2-rank ring step of twice the bytes
+    cp_comm = 3.0 * shape.layers / pp * micro_batches * np.where(cp > 1, (cp - 1) * ring_step_s(2.0 * kv_chunk, two, tp, gpu, cat, node), 0.0)
+    pp_comm = 2.0 * vp * micro_batches * np.where(pp > 1, ring_step_s(2.0 * act_msg / tp, two, tp * cp * dp, gpu, cat, node), 0.0)
+
+    exposed = ((1 - fw.tp_overlap) * tp_comm + (1 - fw.dp_overlap) * dp_comm + (1 - fw.ep_overlap) * ep_comm
+               + (1 - fw.cp_overlap) * cp_comm + (1 - fw.pp_overlap) * pp_comm)
+    scale = 1.0 + bubble
+    cols = {k: v * scale for k, v in cols.items()}
+    fixed = elementwise * scale + optimizer + exposed
+    terms.update(elementwise_s=elementwise, bubble_fraction=bubble, optimizer_s=optimizer, tp_comm_s=tp_comm, dp_comm_s=dp_comm,
+                 ep_comm_s=ep_comm, cp_comm_s=cp_comm, pp_comm_s=pp_comm, exposed_comm_s=exposed)
+    return cols, fixed, terms
+
+
+def parameter_value(row: EfficiencyRow, part: str) -> float:
+    """θ of one part of a row: 1/e_max ('inv'), n_half/e_max ('small'), overhead seconds ('overhead')."""
+    return {"inv": 1.0 / row.e_max, "small": row.n_half / row.e_max, "overhead": row.overhead_us * 1e-6}[part]
+
+
+def parameter_vector(cat: SpeedCatalog, keys: list[str]) -> np.ndarray:
+    """θ for design keys 'row_key#part'."""
+    rows = {r.key: r for r in cat.efficiency}
+    return np.array([parameter_value(rows[k.split("#")[0]], k.split("#")[1]) for k in keys])
+
+
+def training_step_s(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str, layout: Mapping[str, np.ndarray],
+                    cat: SpeedCatalog | None = None, gpus_per_node: int | None = None) -> np.ndarray:
+    """Seconds per optimizer step for each layout (the column the evaluator needs)."""
+    cat = cat or load_speed_catalog()
+    cols, fixed, _ = training_design(shape, gpu, dtype, framework, layout, cat, gpus_per_node)
+    keys = list(cols)
+    theta = parameter_vector(cat, keys)
+    return sum((cols[k] * t for k, t in zip(keys, theta)), start=np.zeros_like(fixed)) + fixed
+
+
+def tokens_per_s_per_gpu(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str, layout: Mapping[str, np.ndarray],
+                         cat: SpeedCatalog | None = None, gpus_per_node: int | None = None) -> np.ndarray:
+    """Trained tokens per second per GPU: global_batch × seq_len / (num_gpus × step)."""
+    lay = _layout(layout)
+    step = training_step_s(shape, gpu, dtype, framework, layout, cat, gpus_per_node)
+    return lay["global_batch"] * lay["seq_len"] / (lay["num_gpus"] * step)
+
+
+def mfu(shape: ModelShape, gpu: GpuSpec, seq_len: np.ndarray, tokens_per_s_gpu: np.ndarray) -> np.ndarray:
+    """Model FLOPs utilisation against the BF16 dense peak, whatever the training dtype (PaLM App. B convention)."""
+    return model_flops_per_token(shape, np.asarray(seq_len, dtype=float)) * tokens_per_s_gpu / (peak_tflops(gpu, "bf16") * 1e12)
+
+
+def activation_bytes_per_layer(shape: ModelShape, framework: str, micro_batch: np.ndarray, seq_len: np.ndarray, tp: np.ndarray,
+                               cp: np.ndarray, cat: SpeedCatalog | None = None) -> np.ndarray:
+    """Stored activation bytes of one layer on one GPU: coef · s · b · h / (TP · CP).
+
+    coef is the framework's activation_bytes_per_token_layer_h: 34 for Megatron with flash
+    attention and sequence parallelism (Korthikanti et al. 2022, Eq. 1 without the 5as/h score
+    term, divided by t with sequence parallelism, Sec. 4.2.2), about 45 for unfused eager stacks.
+    Ring attention holds s/CP tokens per rank (Liu et al. 2023), so CP divides it too.
+    """
+    cat = cat or load_speed_catalog()
+    coef = cat.framework(framework).activation_bytes_per_token_layer_h
+    return coef * np.asarray(seq_len, dtype=float) * np.asarray(micro_batch, dtype=float) * shape.hidden / (
+        np.asarray(tp, dtype=float) * np.asarray(cp, dtype=float))
+
+
+def model_state_bytes_per_param(framework: str, dtype: str, dp_shards: np.ndarray, cat: SpeedCatalog | None = None) -> np.ndarray:
+    """Bytes per parameter of weights, main gradients and Adam states on one GPU under a framework's conventions.
+
+    BF16 (or FP8 with a BF16 master copy, as Transformer Engine keeps) weights 2 B, main
+    gradients `main_grad_bytes` (Megatron: fp32, 4 B), fp32 master weights + Adam m, v 12 B
+    (Rajbhandari et al. 2020, Sec. 3.1: K = 12); with a distributed optimizer the 12 B are
+    divided over the DP×CP shards (ZeRO-1, Megatron distributed optimizer).
+    """
+    cat = cat or load_speed_catalog()
+    fw = cat.framework(framework)
+    shards = np.asarray(dp_shards, dtype=float) if fw.distributed_optimizer else 1.0
+    weights = 2.0 + (1.0 if dtype == "fp8" else 0.0)  # TE keeps an FP8 transpose copy of each weight beside the BF16 one
+    return weights + fw.main_grad_bytes + 12.0 / shards
+
+
+def decode_attention_s(kv_bytes_read: np.ndarray, gpu: GpuSpec, cat: SpeedCatalog | None = None) -> np.ndarray:
+    """Decode attention time: KV-cache bytes read per step over HBM × the decode_attention efficiency (memory-bound)."""
+    cat = cat or load_speed_catalog()
+    row = cat.efficiency_row("decode_attention", gpu.name, "any", "any")
+    return np.asarray(kv_bytes_read, dtype=float) / (gpu.hbm_bandwidth_gbps * 1e9 * row.e_max)
