@@ -1,89 +1,60 @@
-"""Step time, tokens per second and latency of one concrete configuration.
+"""Step time, tokens per second and latency of one concrete configuration, over columns of layouts.
 
-Training follows the FLOP accounting of Narayanan et al. 2021 (arXiv:2104.04473, Eq. 3) and
-Korthikanti et al. 2022 (Sec. 6.3: model vs hardware FLOPs), the 1F1B pipeline bubble
-(p-1)/(v*m) (Narayanan Sec. 2.2), ring all-reduce volume 2(n-1)/n (Patarasuk & Yuan 2009)
-and the ZeRO communication volumes (Rajbhandari et al. 2020, Sec. 7). Serving follows the
-roofline view of decoding (Pope et al. 2022, 'Efficiently Scaling Transformer Inference',
-Sec. 2): each decode step reads the weights and the KV cache, bounded below by compute.
-Every efficiency factor is an assumption from catalogs/assumptions.yaml, stated, never fitted
-per case.
+Training is planner.speed's calibrated per-kernel model (the only training time model: kernel
+classes with size-dependent efficiency fitted by planner.calibrate, α–β hierarchical
+collectives, framework overlaps); this module maps the planner's layout columns onto it and
+adds the planner-only terms (offload traffic) and the TrainingPerf breakdown. Serving follows
+the roofline view of decoding (Pope et al. 2022, 'Efficiently Scaling Transformer Inference',
+Sec. 2): each decode step reads the weights and the KV cache, bounded below by compute; its
+efficiency factors are assumptions from catalogs/assumptions.yaml.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import GpuSpec
-from planner.enums import Checkpointing, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
+from planner.errors import InputError
+from planner.enums import Checkpointing, Optimizer, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
-    TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, Flag, Num, activation_bytes_per_layer, inference_columns, inference_memory_columns,
-    kv_bytes_per_token_columns, lora_adapter_params, serving_stage_columns, stage_layer_ranges, stage_params, state_bytes_total,
-    training_columns, where,
+    TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, Num, inference_columns, inference_memory_columns, kv_bytes_per_token_columns,
+    lora_adapter_params, serving_stage_columns, state_bytes_total, training_columns, where,
 )
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
+from planner import speed
+from planner.speed import ModelShape, peak_tflops
 from planner.units import FLOPS_PER_TFLOP
 
-# ---- FLOPs ---------------------------------------------------------------------------------
+# ---- FLOPs (planner.speed holds the formulas; these read a ModelSpec) -----------------------
 
 
-def attention_flops_per_token(model: ModelSpec, seq_len: int) -> float:
-    """Forward+backward FLOPs of the attention scores and their product with V, per token.
-
-    PaLM (Chowdhery et al. 2022) Appendix B: 12 * L * H * Q * T for MHA, i.e. 6 * L * s *
-    (q_dim + o_dim); Narayanan et al. Eq. 3 has 16BLs^2h because it includes the recomputed
-    forward (12 without it). Causal masking is not
-    discounted, as in the MFU convention of both papers and llm-foundry.
-    """
-    return 6.0 * model.num_layers * seq_len * (model.q_dim + model.o_dim)
+def model_shape(model: ModelSpec) -> ModelShape:
+    """The dimensions planner.speed reads, from a catalog ModelSpec."""
+    return ModelShape.from_spec(model)
 
 
 def model_flops_per_token(model: ModelSpec, seq_len: int) -> float:
-    """Model FLOPs per trained token: 6 N + attention (Kaplan et al. 2020 Sec. 2.1; PaLM App. B).
-
-    N = parameters in matmuls per token (active parameters for MoE, input embedding excluded).
-    This is the MFU numerator; recomputation is not counted.
-    """
-    return 6.0 * model.matmul_params_per_token + attention_flops_per_token(model, seq_len)
+    """Model FLOPs per trained token (MFU numerator): `planner.speed.model_flops_per_token` of the spec's shape."""
+    return float(speed.model_flops_per_token(model_shape(model), np.float64(seq_len)))
 
 
 def hardware_flops_per_token(model: ModelSpec, seq_len: int, checkpointing: Checkpointing | np.ndarray) -> Num:
-    """Hardware FLOPs per token: model FLOPs plus recomputation (Korthikanti Sec. 6.3, HFU).
-
-    Full recomputation repeats the forward pass (+2N + 1/3 of attention); selective
-    recomputation repeats only the attention core's forward (1/3 of the attention term).
-    """
-    base = model_flops_per_token(model, seq_len)
-    attention = attention_flops_per_token(model, seq_len)
-    return where(checkpointing == Checkpointing.FULL, base + 2.0 * model.matmul_params_per_token + attention / 3.0,
-                 where(checkpointing == Checkpointing.SELECTIVE, base + attention / 3.0, base))
+    """Hardware FLOPs per token (HFU numerator): `planner.speed.hardware_flops_per_token` of the spec's shape."""
+    out = speed.hardware_flops_per_token(model_shape(model), np.float64(seq_len), np.asarray(checkpointing))
+    return float(out) if np.ndim(out) == 0 else out
 
 
 # ---- rates ---------------------------------------------------------------------------------
 
 
-def peak_tflops(gpu: GpuSpec, dtype: str) -> float:
-    """Datasheet dense tensor throughput for a compute dtype (bf16, fp16, fp8, int8, tf32).
-
-    TF32 is taken as half the BF16 rate (A100: 156 vs 312; H100: 494.5 vs 989, NVIDIA
-    datasheets). Cards without the dtype fall back to BF16 (weights are upcast).
-    """
-    bf16 = gpu.bf16_dense_tflops or gpu.fp16_dense_tflops or 0.0
-    table = {
-        "bf16": bf16,
-        "fp16": gpu.fp16_dense_tflops or bf16,
-        "fp8": gpu.fp8_dense_tflops if (gpu.supports_fp8 and gpu.fp8_dense_tflops) else bf16,
-        "int8": gpu.int8_dense_tops or bf16,
-        "tf32": bf16 / 2.0,
-    }
-    return table[dtype]
-
-
 def matmul_ceiling_tflops(gpu: GpuSpec, dtype: str, assumptions: Assumptions) -> float:
-    """Achievable matmul throughput: the measured ceiling where the catalog has one, else peak x a fraction.
+    """Achievable matmul throughput when serving: the measured ceiling where the catalog has one, else peak x a fraction.
 
     Measured ceilings (stas00/ml-engineering, via shared/reference/gpus.csv) are 0.78-0.87 of
     the datasheet for NVIDIA parts and 0.51 for MI300X. A dtype without its own measurement
@@ -101,11 +72,6 @@ def matmul_ceiling_tflops(gpu: GpuSpec, dtype: str, assumptions: Assumptions) ->
     return peak * assumptions.matmul_ceiling_fraction
 
 
-def train_compute_dtype(precision: TrainPrecision) -> str:
-    """GEMM dtype of a training precision policy (fp32 training uses TF32 tensor cores)."""
-    return {TrainPrecision.FP32: "tf32", TrainPrecision.BF16: "bf16", TrainPrecision.FP16: "fp16", TrainPrecision.FP8: "fp8"}[precision]
-
-
 def serve_compute_dtype(precision: WeightPrecision, gpu: GpuSpec) -> str:
     """GEMM dtype when serving: fp8 W8A8 on FP8 cards, int8 W8A8 (SmoothQuant), int4 is W4A16 (bf16 GEMMs)."""
     if precision is WeightPrecision.FP8:
@@ -115,7 +81,7 @@ def serve_compute_dtype(precision: WeightPrecision, gpu: GpuSpec) -> str:
     return "bf16"
 
 
-# ---- communication -------------------------------------------------------------------------
+# ---- communication (serving) -----------------------------------------------------------------
 
 
 def ring_allreduce_s(message_bytes: Num, ranks: Num, bandwidth_gbps: Num, latency_s: float) -> Num:
@@ -123,110 +89,84 @@ def ring_allreduce_s(message_bytes: Num, ranks: Num, bandwidth_gbps: Num, latenc
     return where(ranks <= 1, 0.0, 2.0 * (ranks - 1) / ranks * message_bytes / (bandwidth_gbps * 1e9) + 2 * (ranks - 1) * latency_s)
 
 
-def group_bandwidth_gbps(gpu: GpuSpec, size: Num, stride: Num, gpus_per_node: int, collective: bool = True) -> Num:
-    """Per-GPU bandwidth of a group of `size` ranks spaced `stride` apart (the inner parallel degrees), GB/s.
+def group_bandwidth_gbps(gpu: GpuSpec, size: Num, stride: Num, gpus_per_node: int) -> Num:
+    """Per-GPU bandwidth of a serving TP group of `size` ranks spaced `stride` apart, GB/s.
 
-    Inside one node: the scale-up link. Across nodes, a ring collective (all-reduce, all-gather,
-    reduce-scatter) runs one ring per group member on a node, each over its own NIC, so it gets
-    the NIC bandwidth times the members per node, capped by the scale-up link (NCCL's
-    multi-node bus bandwidth approaches the node's aggregate NIC rate: nccl-tests PERFORMANCE.md,
-    'bus bandwidth'). Point-to-point sends and all-to-all get one NIC per GPU.
+    Inside one node: the scale-up link. Across nodes, one ring per group member on a node, each
+    over its own NIC, capped by the scale-up link (nccl-tests PERFORMANCE.md, 'bus bandwidth').
     """
-    if not collective:
-        across = gpu.network_gbps_per_gpu + 0.0 * size
-    else:
-        members_per_node = np.maximum(1, np.minimum(size, gpus_per_node // stride))
-        across = np.minimum(gpu.scaleup_link_gbps, gpu.network_gbps_per_gpu * members_per_node)
+    members_per_node = np.maximum(1, np.minimum(size, gpus_per_node // stride))
+    across = np.minimum(gpu.scaleup_link_gbps, gpu.network_gbps_per_gpu * members_per_node)
     return where(size * stride <= gpus_per_node, gpu.scaleup_link_gbps, across)
 
 
 # ---- training ------------------------------------------------------------------------------
 
 
-def stage_imbalance(num_layers: int, pp: Num) -> Num:
-    """How much slower the slowest pipeline stage is than an even split: ceil(L/p) x p / L (1 when p divides L)."""
-    return -(-num_layers // pp) * pp / num_layers
+@lru_cache(maxsize=8)
+def _speed_catalog(file: str | None) -> speed.SpeedCatalog:
+    from planner.calibrate import apply_overlay, calibrated_catalog, load_overlay
+
+    cat = calibrated_catalog()
+    if file is None:
+        return cat
+    try:
+        return apply_overlay(cat, load_overlay(Path(file)))
+    except InputError as error:
+        raise InputError(f"assumptions.file: {error}") from None
 
 
-def dp_volume_factor(zero: Num, micro_batches: Num) -> Num:
-    """Data-parallel traffic per step in units of (d-1)/d x the gradient bytes on a card.
-
-    Plain DP and ZeRO-1 all-reduce (or reduce-scatter + all-gather) once per step: 2
-    (Rajbhandari et al. 2020, Sec. 7.1). ZeRO-2 reduce-scatters the gradients after every
-    micro-batch's backward (partitioned gradients cannot accumulate locally; DeepSpeed issue
-    #2252) and all-gathers the parameters once: m + 1. ZeRO-3 all-gathers the parameters in
-    each forward and backward and reduce-scatters the gradients, every micro-batch: 3m
-    (Sec. 7.2.2: 1.5x plain DP per micro-batch).
-    """
-    return where(zero >= ZeroStage.PARAMETERS, 3.0 * micro_batches, where(zero >= ZeroStage.GRADIENTS, micro_batches + 1.0, 2.0))
-
-
-def elementwise_s(
-    model: ModelSpec, seq_len: int, tokens_per_replica: Num, tp: Num, pp: Num, sequence_parallel: Flag, gpu: GpuSpec,
-    assumptions: Assumptions,
-) -> Num:
-    """Bandwidth-bound (non-GEMM) time per step: HBM traffic over the activations each layer stores.
-
-    The stored activations of Korthikanti Table 2 are the outputs of norms, activation
-    functions, dropout and residual adds, kernels that are memory-bound (roofline, Williams et
-    al. 2009); each is written and read `activation_traffic_factor` times per step. This is
-    what makes small models reach a lower MFU than large ones at equal GEMM efficiency.
-    """
-    per_token_layer = activation_bytes_per_layer(
-        model, seq_len, 1, tp, sequence_parallel & (tp > 1), Checkpointing.NONE, True, False,
-    ) / seq_len
-    layers = -(-model.num_layers // pp)
-    traffic = assumptions.activation_traffic_factor * per_token_layer * layers * tokens_per_replica
-    return traffic / (gpu.hbm_bandwidth_gbps * 1e9 * assumptions.decode_hbm_efficiency)
+def speed_catalog(assumptions: Assumptions) -> speed.SpeedCatalog:
+    """The speed catalog the evaluator uses: catalogs/efficiency.csv with the shipped calibration
+    (catalogs/calibration.yaml) and the scenario's overlay (`assumptions: {file: ...}`) applied."""
+    return _speed_catalog(assumptions.file)
 
 
 class TrainingPerf(BaseModel):
-    """Predicted speed of a training layout."""
+    """Predicted speed of a training layout (the terms of `planner.speed.training_design`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     step_time_s: float = Field(description="One optimizer step, seconds.")
-    compute_s: float = Field(description="GEMM-bound compute per step, bubble excluded.")
-    elementwise_s: float = Field(description="Bandwidth-bound norms, activations and residuals per step.")
+    compute_s: float = Field(description="FLOP-bound kernels per step (GEMMs, grouped MoE GEMMs, attention, MoE dispatch), bubble excluded.")
+    elementwise_s: float = Field(description="Bandwidth-bound norms, activations, residuals and MoE permutes per step.")
     bubble_s: float = Field(description="Pipeline bubble per step.")
-    tp_comm_s: float = Field(description="Tensor-parallel all-reduces (not overlapped).")
-    pp_comm_s: float = Field(description="Pipeline point-to-point sends.")
+    tp_comm_s: float = Field(description="Tensor-parallel collectives not hidden behind compute.")
+    pp_comm_s: float = Field(description="Pipeline point-to-point sends not hidden.")
+    cp_comm_s: float = Field(description="Context-parallel (ring attention) KV exchange not hidden.")
     dp_comm_exposed_s: float = Field(description="Data-parallel / ZeRO traffic not hidden behind compute.")
-    ep_comm_s: float = Field(description="MoE all-to-all.")
+    ep_comm_s: float = Field(description="MoE all-to-all not hidden.")
     optimizer_s: float = Field(description="Optimizer update (memory-bound) and offload traffic.")
     tokens_per_s: float = Field(description="Trained tokens per second, whole job.")
     tokens_per_s_per_gpu: float = Field(description="Per GPU.")
-    mfu: float = Field(description="Model FLOPs utilisation vs the dense peak of the compute dtype.")
-    hfu: float = Field(description="Hardware FLOPs utilisation (recomputation counted).")
+    mfu: float = Field(description="Model FLOPs utilisation vs the BF16 dense peak, whatever the training dtype (PaLM App. B).")
+    hfu: float = Field(description="Hardware FLOPs utilisation vs the BF16 dense peak (recomputation counted).")
     time_to_train_s: float = Field(description="Time to train the workload's tokens.")
     gpu_hours: float = Field(description="GPUs x time to train, hours.")
 
 
-def training_compute_rates(gpu: GpuSpec, precision_codes: np.ndarray, assumptions: Assumptions) -> tuple[np.ndarray, np.ndarray]:
-    """(sustained GEMM FLOP/s, datasheet peak FLOP/s) per row: `matmul_ceiling_tflops` x training_kernel_efficiency, `peak_tflops`."""
-    dtypes = [train_compute_dtype(p) for p in TRAIN_PRECISIONS]
-    rate = np.array([matmul_ceiling_tflops(gpu, d, assumptions) * assumptions.training_kernel_efficiency * FLOPS_PER_TFLOP for d in dtypes])
-    peak = np.array([peak_tflops(gpu, d) * FLOPS_PER_TFLOP for d in dtypes])
-    return rate[precision_codes], peak[precision_codes]
+SPEED_DTYPES = {TrainPrecision.FP32: "fp32", TrainPrecision.BF16: "bf16", TrainPrecision.FP16: "fp16", TrainPrecision.FP8: "fp8"}
+"""planner.speed dtype of each training precision policy (fp32 runs on TF32 tensor cores)."""
 
 
-def params_on_first_stage_card(model: ModelSpec, workload: TrainingWorkload, cols: Columns) -> np.ndarray:
-    """Trained parameters one card of the first stage holds (what DP reduces and the optimizer updates).
+def framework_codes(cols: Columns) -> np.ndarray:
+    """Framework of each row as an index into planner.speed.FRAMEWORKS.
 
-    Computed once per pipeline degree (`stage_params`); LoRA/QLoRA: only the adapters, split
-    by PP and TP (Hu et al. 2021).
+    ZeRO-3 rows are FSDP FULL_SHARD (PyTorch FSDP conventions: eager kernels, 45·s·b·h activation
+    bytes); the other rows are Megatron-Core with its distributed optimizer (34·s·b·h).
     """
-    tp = cols["tp"]
-    if workload.mode in (TrainingMode.LORA, TrainingMode.QLORA):
-        assert workload.lora is not None
-        return lora_adapter_params(model, workload.lora) / cols["pp"] / tp
-    out = np.zeros(len(tp))
-    for pp in np.unique(cols["pp"]):
-        rows = cols["pp"] == pp
-        params = stage_params(model, stage_layer_ranges(model.num_layers, int(pp))[0], True, pp == 1, tp[rows], cols["ep"][rows],
-                              cols["expert_tp"][rows])
-        out[rows] = params.dense + params.experts
-    return out
+    return np.where(cols["zero"] >= ZeroStage.PARAMETERS, speed.FRAMEWORKS.index("fsdp"), speed.FRAMEWORKS.index("megatron"))
+
+
+def speed_layout(workload: TrainingWorkload, assumptions: Assumptions, cols: Columns, optimizer_bytes: np.ndarray) -> dict[str, np.ndarray]:
+    """planner.speed layout columns of planner training columns (num_gpus = TP·PP·DP; CP = 1)."""
+    tp, pp, dp = cols["tp"], cols["pp"], cols["dp"]
+    ones = np.ones(len(tp))
+    return {"num_gpus": (tp * pp * dp).astype(float), "tp": tp, "pp": pp, "cp": ones, "ep": cols["ep"],
+            "vp": ones * assumptions.pipeline_interleave_chunks, "micro_batch": cols["micro_batch"],
+            "global_batch": (cols["micro_batch"] * cols["grad_accum"] * dp).astype(float), "seq_len": ones * workload.seq_len,
+            "recompute": cols["checkpointing"], "fsdp": (cols["zero"] >= ZeroStage.PARAMETERS).astype(float), "zero": cols["zero"],
+            "frozen": ones * (workload.mode in (TrainingMode.LORA, TrainingMode.QLORA)), "optimizer_bytes": optimizer_bytes}
 
 
 def training_perf_columns(
@@ -234,69 +174,66 @@ def training_perf_columns(
 ) -> Columns:
     """Step time and throughput of many training layouts of one GPU type; one column per `TrainingPerf` field.
 
-    Compute: hardware FLOPs (Narayanan Eq. 3; Korthikanti Sec. 6.3) over GPUs x sustained
-    rate, times the stage imbalance; elementwise (`elementwise_s`); 1F1B bubble (p-1)/(v m)
-    (Narayanan Sec. 2.2); TP all-reduces per layer (Shoeybi Sec. 3, 4 per layer, 6 with full
-    recomputation); PP sends; DP/ZeRO traffic (`dp_volume_factor`) not hidden behind
-    `dp_overlap_fraction` of compute; MoE all-to-all (4 per MoE layer per micro-batch);
-    optimizer update over HBM, plus offload traffic over the host link (ZeRO-Offload Sec. 4;
-    ZeRO-Infinity Sec. 5). Each term is one column, so a calibrated kernel model can replace
-    one column without touching the others.
+    The step is planner.speed's calibrated model (kernel classes with size-dependent efficiency,
+    FP8 on linear layers only, α–β hierarchical collectives, framework overlaps), with the
+    catalog of `speed_catalog(assumptions)`, evaluated once per (precision, framework) group.
+    Planner-only terms added here: offload traffic over the host link (ZeRO-Offload, Ren et al.
+    2021, Sec. 4: gradients down and parameters up per step; ZeRO-Infinity, Rajbhandari et al.
+    2021, Sec. 5: the parameter shard fetched in every forward and backward).
     """
-    node = gpus_per_node or gpu.gpus_per_node
-    tp, pp, dp, ep = cols["tp"], cols["pp"], cols["dp"], cols["ep"]
+    cat = speed_catalog(assumptions)
+    shape = model_shape(model)
+    tp, pp, dp = cols["tp"], cols["pp"], cols["dp"]
     n = tp * pp * dp
-    s, b, m = workload.seq_len, cols["micro_batch"], cols["grad_accum"]
-    tokens_per_step = (s * b * m * dp).astype(float)
-    rate, peak = training_compute_rates(gpu, cols["precision"], assumptions)
+    rows = len(tp)
+    s, m = workload.seq_len, cols["grad_accum"]
+    tokens_per_step = (s * cols["micro_batch"] * m * dp).astype(float)
     lora = workload.mode in (TrainingMode.LORA, TrainingMode.QLORA)
-    frozen = 2.0 * model.matmul_params_per_token if lora else 0.0  # no weight gradients for frozen weights
-    model_flops = (model_flops_per_token(model, s) - frozen) * tokens_per_step
-    hw_flops = (hardware_flops_per_token(model, s, cols["checkpointing"]) - frozen) * tokens_per_step
-    imbalance = stage_imbalance(model.num_layers, pp)
-    compute = hw_flops / n / rate * imbalance
-    elementwise = elementwise_s(model, s, tokens_per_step / dp, tp, pp, cols["sequence_parallel"], gpu, assumptions) * imbalance
-    bubble = (compute + elementwise) * (pp - 1) / (assumptions.pipeline_interleave_chunks * m)
+    trained = None
+    if lora:
+        assert workload.lora is not None
+        trained = lora_adapter_params(model, workload.lora)
+    # optimizer update traffic: planner.speed's Adam bytes, scaled by this optimizer's state bytes relative to Adam's
+    ratio = np.array([state_bytes_total(p, workload.optimizer) / state_bytes_total(p, Optimizer.ADAMW) for p in TRAIN_PRECISIONS])
+    lay = speed_layout(workload, assumptions, cols, speed.OPTIMIZER_BYTES_PER_PARAM * ratio[cols["precision"]])
+    fw = framework_codes(cols)
+    names = ("compute_s", "elementwise_s", "bubble_s", "tp_comm_s", "pp_comm_s", "cp_comm_s", "dp_comm_exposed_s", "ep_comm_s", "optimizer_s")
+    out = {k: np.zeros(rows) for k in names}
+    for code in np.unique(cols["precision"]):
+        for f in np.unique(fw):
+            sel = (cols["precision"] == code) & (fw == f)
+            if not sel.any():
+                continue
+            sub = {k: np.asarray(v)[sel] for k, v in lay.items()}
+            terms = speed.training_design(shape, gpu, SPEED_DTYPES[TRAIN_PRECISIONS[code]], speed.FRAMEWORKS[f], sub, cat, gpus_per_node,
+                                          trained)[2]
+            compute = sum((terms[k] for k in speed.KERNEL_TERMS), start=np.zeros(int(sel.sum())))
+            out["compute_s"][sel] = compute
+            out["elementwise_s"][sel] = terms["elementwise_s"]
+            out["bubble_s"][sel] = (compute + terms["elementwise_s"]) * terms["bubble_fraction"]
+            out["tp_comm_s"][sel] = terms["tp_comm_exposed_s"]
+            out["pp_comm_s"][sel] = terms["pp_comm_exposed_s"]
+            out["cp_comm_s"][sel] = terms["cp_comm_exposed_s"]
+            out["dp_comm_exposed_s"][sel] = terms["dp_comm_exposed_s"]
+            out["ep_comm_s"][sel] = terms["ep_comm_exposed_s"]
+            out["optimizer_s"][sel] = terms["optimizer_s"]
 
-    layers_per_stage = -(-model.num_layers // pp)
-    activation_msg = 2.0 * s * b * model.hidden_size
-    tp_bw = group_bandwidth_gbps(gpu, tp, 1, node)
-    allreduces = np.where(cols["checkpointing"] == Checkpointing.FULL, 6, 4)
-    tp_comm = layers_per_stage * m * allreduces * ring_allreduce_s(activation_msg, tp, tp_bw, assumptions.collective_latency_s)
-
-    pp_bw = group_bandwidth_gbps(gpu, pp, tp, node, collective=False)
-    pp_comm = np.where(pp == 1, 0.0, 2.0 * m * (activation_msg / tp) / (pp_bw * 1e9))
-
-    params_on_card = params_on_first_stage_card(model, workload, cols)
-    fp32 = cols["precision"] == TRAIN_PRECISIONS.index(TrainPrecision.FP32)
-    grad_bytes = np.where(fp32, 4.0, 2.0) * params_on_card
-    dp_bw = group_bandwidth_gbps(gpu, dp, tp * pp, node)
-    dp_comm = np.where(dp > 1, dp_volume_factor(cols["zero"], m) * (dp - 1) / dp * grad_bytes / (dp_bw * 1e9), 0.0)
-    dp_exposed = np.maximum(0.0, dp_comm - assumptions.dp_overlap_fraction * compute)
-
-    ep_comm = np.zeros(len(tp))
-    if model.is_moe:
-        moe_layers_per_stage = -(-model.num_moe_layers // pp)
-        dispatch = 2.0 * s * b * model.experts_per_token * model.hidden_size * (ep - 1) / ep
-        ep_bw = group_bandwidth_gbps(gpu, ep, tp * pp, node, collective=False)
-        ep_comm = np.where(ep > 1, moe_layers_per_stage * m * 4 * dispatch / (ep_bw * 1e9), 0.0)
-
-    state_total = np.array([state_bytes_total(p, workload.optimizer) for p in TRAIN_PRECISIONS])[cols["precision"]]
-    state_bytes = params_on_card * state_total / np.where(cols["zero"] >= ZeroStage.OPTIMIZER, dp, 1)
+    params_on_card = (trained if lora else shape.total_params) / (tp * pp)
     host = assumptions.host_link_gbps * 1e9
-    optimizer = (2.0 * state_bytes / (gpu.hbm_bandwidth_gbps * 1e9)
-                 + np.where(cols["offload_optimizer"], 4.0 * params_on_card / dp / host, 0.0)  # gradients down, parameters up
-                 + np.where(cols["offload_params"], 2.0 * m * 2.0 * params_on_card / dp / host, 0.0))  # shard fetched per fwd and bwd
+    out["optimizer_s"] = (out["optimizer_s"]
+                          + np.where(cols["offload_optimizer"], 4.0 * params_on_card / dp / host, 0.0)  # gradients down, parameters up
+                          + np.where(cols["offload_params"], 2.0 * m * 2.0 * params_on_card / dp / host, 0.0))  # shard fetched per fwd and bwd
 
-    step = compute + elementwise + bubble + tp_comm + pp_comm + dp_exposed + ep_comm + optimizer
+    step = sum((out[k] for k in names), start=np.zeros(rows))
+    frozen = 2.0 * shape.active_linear_params if lora else 0.0  # no weight gradients for frozen weights
+    model_flops = (speed.model_flops_per_token(shape, np.float64(s)) - frozen) * tokens_per_step
+    hw_flops = (speed.hardware_flops_per_token(shape, np.float64(s), cols["checkpointing"]) - frozen) * tokens_per_step
+    peak = speed.peak_tflops(gpu, "bf16") * FLOPS_PER_TFLOP
     tokens_per_s = tokens_per_step / step
     time_to_train = workload.tokens / tokens_per_s
-    return {
-        "step_time_s": step, "compute_s": compute, "elementwise_s": elementwise, "bubble_s": bubble, "tp_comm_s": tp_comm,
-        "pp_comm_s": pp_comm, "dp_comm_exposed_s": dp_exposed, "ep_comm_s": ep_comm, "optimizer_s": optimizer,
-        "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / n, "mfu": model_flops / (step * n * peak),
-        "hfu": hw_flops / (step * n * peak), "time_to_train_s": time_to_train, "gpu_hours": n * time_to_train / 3600.0,
-    }
+    return {**out, "step_time_s": step, "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / n,
+            "mfu": model_flops / (step * n * peak), "hfu": hw_flops / (step * n * peak), "time_to_train_s": time_to_train,
+            "gpu_hours": n * time_to_train / 3600.0}
 
 
 def training_perf_at(perf: Columns, i: int) -> TrainingPerf:

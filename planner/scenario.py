@@ -54,10 +54,8 @@ class Assumptions(BaseModel):
     model_config = FORBID
 
     matmul_ceiling_fraction: float = Field(gt=0, le=1, description="Measured-matmul / peak, for cards without a measurement.")
-    training_kernel_efficiency: float = Field(gt=0, le=1, description="Share of the matmul ceiling a training step sustains.")
     prefill_kernel_efficiency: float = Field(gt=0, le=1, description="Share of the matmul ceiling prefill sustains.")
     decode_hbm_efficiency: float = Field(gt=0, le=1, description="Share of HBM bandwidth decode sustains.")
-    dp_overlap_fraction: float = Field(ge=0, le=1, description="Share of backward time that hides DP communication.")
     collective_latency_s: float = Field(ge=0, description="Latency of one small collective, seconds.")
     runtime_reserve_gib_training: float = Field(ge=0, description="Per-card runtime reserve in training, GiB.")
     allocator_fragmentation_fraction: float = Field(ge=0, lt=1, description="Share of card memory lost to fragmentation in training.")
@@ -70,8 +68,9 @@ class Assumptions(BaseModel):
     pue: float = Field(ge=1, description="Power usage effectiveness of the data centre.")
     usd_per_kwh: float = Field(ge=0, description="Electricity price, USD per kWh.")
     pipeline_interleave_chunks: int = Field(ge=1, description="Virtual stages per pipeline rank (1 = plain 1F1B).")
-    activation_traffic_factor: float = Field(ge=0, description="HBM passes over stored activations per training step.")
     host_link_gbps: float = Field(gt=0, description="Host<->GPU bandwidth for offload traffic, GB/s.")
+    file: str | None = Field(default=None, description="Calibration overlay YAML (as `planner calibrate` writes it) applied over "
+                             "catalogs/calibration.yaml; a relative path is resolved against the scenario file.")
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, Any] | None = None) -> Assumptions:
@@ -246,7 +245,11 @@ class Scenario(BaseModel):
     @field_validator("assumptions")
     @classmethod
     def _known_assumptions(cls, overrides: dict[str, Any]) -> dict[str, Any]:
-        Assumptions.with_overrides(overrides)
+        resolved = Assumptions.with_overrides(overrides)
+        if resolved.file is not None:
+            from planner.perf import speed_catalog
+
+            speed_catalog(resolved)  # a missing or malformed overlay fails at load time, naming assumptions.file
         return overrides
 
     def resolved_assumptions(self) -> Assumptions:
@@ -320,4 +323,8 @@ def check_catalog_names(scenario: Scenario, origin: str) -> Scenario:
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file (YAML or JSON), catalog names included."""
     path = Path(path)
-    return check_catalog_names(parse_scenario(read_structured_file(path), str(path)), str(path))
+    data = read_structured_file(path)
+    overrides = data.get("assumptions") if isinstance(data, dict) else None
+    if isinstance(overrides, dict) and isinstance(overrides.get("file"), str) and not Path(overrides["file"]).is_absolute():
+        data = {**data, "assumptions": {**overrides, "file": str((path.parent / overrides["file"]).resolve())}}
+    return check_catalog_names(parse_scenario(data, str(path)), str(path))

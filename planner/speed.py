@@ -45,9 +45,16 @@ KERNELS = ("gemm", "moe_gemm", "attention", "elementwise", "decode_attention", "
 FRAMEWORKS = ("megatron", "fsdp", "deepspeed")
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 LAYOUT_FIELDS = ("num_gpus", "tp", "pp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "recompute", "fsdp")
+OPTIONAL_FIELDS = ("zero", "frozen", "optimizer_bytes")
+"""Optional layout columns: zero (ZeRO stage 0-3; default 3 with fsdp, else 1 with a distributed optimizer, else 0),
+frozen (1 = base weights frozen, LoRA: no weight gradients; default 0), optimizer_bytes (HBM bytes per trained
+parameter of one optimizer update; default OPTIMIZER_BYTES_PER_PARAM)."""
+DTYPES = ("bf16", "fp16", "fp8", "fp32")
 FLASH_BACKWARD_FACTOR = 2.5  # FA backward = 5 matmuls vs 2 in forward (Dao 2023, arXiv:2307.08691, Sec. 3.1.2)
 OPTIMIZER_BYTES_PER_PARAM = 30.0  # Adam: read fp32 master, m, v, fp32 grad (16 B), write master, m, v (12 B), bf16 copy (2 B)
-ACTIVATION_TRAFFIC_FACTOR = 3.0  # same value and reasoning as activation_traffic_factor in catalogs/assumptions.yaml
+ACTIVATION_TRAFFIC_FACTOR = 3.0
+"""ASSUMPTION: HBM passes over each stored activation per step (written in forward, read and its gradient written in
+backward); norms, activation functions and residual adds are bandwidth-bound (roofline, Williams et al. 2009)."""
 MOE_PERMUTE_PASSES = 6.0  # token permute/unpermute: gather+scatter in forward and backward (Megatron-Core moe token dispatcher)
 FORBID = ConfigDict(extra="forbid", frozen=True)
 
@@ -117,6 +124,11 @@ class ModelShape(BaseModel):
     def lm_head_params(self) -> int:
         """Output projection h × vocab."""
         return self.hidden * self.vocab
+
+    @property
+    def active_linear_params(self) -> int:
+        """Matmul parameters one token uses: dense, its top-k experts and the LM head."""
+        return self.dense_linear_params + self.expert_linear_params + self.lm_head_params
 
     @property
     def total_params(self) -> int:
@@ -249,10 +261,21 @@ def load_speed_catalog(directory: Path = CATALOG_DIR) -> SpeedCatalog:
 
 
 def peak_tflops(gpu: GpuSpec, dtype: str) -> float:
-    """Dense datasheet tensor rate of a dtype; FP8 on a card without it runs at the BF16 rate."""
+    """Datasheet dense tensor throughput for a compute dtype (bf16, fp16, fp8, int8, tf32, fp32).
+
+    TF32 (what fp32 training runs on tensor cores) is taken as half the BF16 rate (A100: 156 vs
+    312; H100: 494.5 vs 989, NVIDIA datasheets). Cards without the dtype fall back to BF16
+    (weights are upcast).
+    """
     bf16 = gpu.bf16_dense_tflops or gpu.fp16_dense_tflops or 0.0
-    if dtype == "fp8" and gpu.supports_fp8 and gpu.fp8_dense_tflops:
-        return gpu.fp8_dense_tflops
+    if dtype == "fp8":
+        return gpu.fp8_dense_tflops if (gpu.supports_fp8 and gpu.fp8_dense_tflops) else bf16
+    if dtype == "fp16":
+        return gpu.fp16_dense_tflops or bf16
+    if dtype == "int8":
+        return gpu.int8_dense_tops or bf16
+    if dtype in ("tf32", "fp32"):
+        return bf16 / 2.0
     return bf16
 
 
@@ -264,11 +287,32 @@ def attention_keys_per_token(shape: ModelShape, seq_len: np.ndarray) -> np.ndarr
     return 0.5 * full + 0.5 * np.minimum(full, shape.window)
 
 
+def attention_flops_per_token(shape: ModelShape, seq_len: np.ndarray) -> np.ndarray:
+    """Forward+backward FLOPs of the attention scores and their product with V, per token, no causal discount.
+
+    PaLM (Chowdhery et al. 2022) App. B: 6·L·s·(q_dim + o_dim); Narayanan et al. 2021 Eq. 3 has
+    16·B·L·s²·h because it includes the recomputed forward (12 without it).
+    """
+    return 6.0 * shape.layers * seq_len * shape.heads * (shape.head_dim + shape.v_head_dim)
+
+
 def model_flops_per_token(shape: ModelShape, seq_len: np.ndarray) -> np.ndarray:
-    """MFU numerator: 6·N_active + 6·L·s·(q_dim + o_dim) with no causal discount (PaLM App. B; llm-foundry convention)."""
-    n_active = shape.dense_linear_params + shape.expert_linear_params + shape.lm_head_params
-    attention = 6.0 * shape.layers * seq_len * shape.heads * (shape.head_dim + shape.v_head_dim)
-    return 6.0 * n_active + attention
+    """MFU numerator: 6·N_active + attention (Kaplan et al. 2020 Sec. 2.1; PaLM App. B; llm-foundry convention).
+
+    N_active: matmul parameters per token (active experts only, input embedding excluded).
+    """
+    return 6.0 * shape.active_linear_params + attention_flops_per_token(shape, seq_len)
+
+
+def hardware_flops_per_token(shape: ModelShape, seq_len: np.ndarray, recompute: np.ndarray) -> np.ndarray:
+    """HFU numerator: model FLOPs plus recomputation (Korthikanti et al. 2022, Sec. 6.3).
+
+    Full recomputation repeats the forward pass (+2N + 1/3 of attention); selective
+    recomputation repeats only the attention core's forward (1/3 of the attention term).
+    """
+    attention = attention_flops_per_token(shape, seq_len)
+    extra = np.where(recompute >= 2, 2.0 * shape.active_linear_params + attention / 3.0, np.where(recompute >= 1, attention / 3.0, 0.0))
+    return model_flops_per_token(shape, seq_len) + extra
 
 
 def executed_attention_flops_per_token(shape: ModelShape, seq_len: np.ndarray, recompute: np.ndarray) -> np.ndarray:
@@ -324,40 +368,51 @@ def all_to_all_s(bytes_per_rank: np.ndarray, ranks: np.ndarray, stride: np.ndarr
 # ---- the step ------------------------------------------------------------------------------------
 
 
-def _layout(layout: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _layout(layout: Mapping[str, np.ndarray], distributed_optimizer: bool = True) -> dict[str, np.ndarray]:
     missing = [k for k in LAYOUT_FIELDS if k not in layout]
     if missing:
         raise InputError(f"speed layout: missing field(s) {', '.join(missing)}; required: {', '.join(LAYOUT_FIELDS)}")
-    return {k: np.asarray(layout[k], dtype=float) for k in LAYOUT_FIELDS}
+    out = {k: np.asarray(layout[k], dtype=float) for k in LAYOUT_FIELDS}
+    default_zero = np.where(out["fsdp"] > 0, 3.0, 1.0 if distributed_optimizer else 0.0)
+    out["zero"] = np.asarray(layout["zero"], dtype=float) if "zero" in layout else default_zero
+    out["frozen"] = np.asarray(layout["frozen"], dtype=float) if "frozen" in layout else np.zeros_like(out["tp"])
+    out["optimizer_bytes"] = (np.asarray(layout["optimizer_bytes"], dtype=float) if "optimizer_bytes" in layout
+                              else np.full_like(out["tp"], OPTIMIZER_BYTES_PER_PARAM))
+    return out
 
 
 def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str, layout: Mapping[str, np.ndarray],
-                    cat: SpeedCatalog, gpus_per_node: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
+                    cat: SpeedCatalog, gpus_per_node: int | None = None,
+                    trained_params: float | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
     """The step time as a linear function of the fitted inverse efficiencies: step_s = Σ_k cols[k]·θ_k + fixed_s.
 
     Keys of `cols` are 'row_key#inv' (θ = 1/e_max), 'row_key#small' (θ = n_half/e_max) and
     'row_key#overhead' (θ = overhead in seconds) of the efficiency rows this layout uses;
-    `terms` holds every component in seconds per step for reporting (computed with the
-    catalog's current values). Layout fields: num_gpus, tp, pp,
-    cp, ep, vp, micro_batch, global_batch (sequences), seq_len, recompute (0 none, 1 selective,
-    2 full), fsdp (1 = parameters sharded over DP, gathered every micro-batch).
+    `terms` holds every component in seconds per step (computed with the catalog's current
+    values; their sum is the step, `step_from_terms`). Layout fields: num_gpus, tp, pp, cp, ep,
+    vp, micro_batch, global_batch (sequences), seq_len, recompute (0 none, 1 selective, 2 full),
+    fsdp (1 = parameters sharded over DP, gathered every micro-batch), and OPTIONAL_FIELDS.
+    `trained_params`: parameters of the whole model that get gradients when the base is frozen
+    (LoRA adapters, Hu et al. 2021); None = every weight is trained.
     """
     if framework not in FRAMEWORKS:
         raise InputError(f"framework {framework!r} unknown; allowed: {', '.join(FRAMEWORKS)}")
-    if dtype not in ("bf16", "fp8"):
-        raise InputError(f"training dtype {dtype!r} unknown; allowed: bf16, fp8")
-    lay = _layout(layout)
-    node = gpus_per_node or gpu.gpus_per_node
+    if dtype not in DTYPES:
+        raise InputError(f"training dtype {dtype!r} unknown; allowed: {', '.join(DTYPES)}")
     fw = cat.framework(framework)
+    lay = _layout(layout, fw.distributed_optimizer)
+    node = gpus_per_node or gpu.gpus_per_node
     n, tp, pp, cp, ep, vp = lay["num_gpus"], lay["tp"], lay["pp"], lay["cp"], lay["ep"], lay["vp"]
-    b, s, rc = lay["micro_batch"], lay["seq_len"], lay["recompute"]
+    b, s, rc, zero = lay["micro_batch"], lay["seq_len"], lay["recompute"], lay["zero"]
     dp = n / (tp * pp * cp)
     micro_batches = np.maximum(lay["global_batch"] / (dp * b), 1.0)
     tokens_per_gpu = lay["global_batch"] * s / n  # work per GPU per step, in tokens
     full = (rc >= 2).astype(float)
-    linear_dtype = dtype if (dtype == "fp8" and gpu.supports_fp8) else "bf16"
-    bf16_peak = peak_tflops(gpu, "bf16") * 1e12
-    lin_peak = peak_tflops(gpu, linear_dtype) * 1e12
+    fp8 = dtype == "fp8" and gpu.supports_fp8
+    linear_dtype = "fp8" if fp8 else "bf16"  # efficiency rows: fp16 and TF32 kernels take the BF16 row
+    bf16_peak = peak_tflops(gpu, "fp32" if dtype == "fp32" else "bf16") * 1e12
+    lin_peak = peak_tflops(gpu, dtype) * 1e12
+    word = 4.0 if dtype == "fp32" else 2.0  # bytes of a weight / activation element on the wire
 
     cols: dict[str, np.ndarray] = {}
     terms: dict[str, np.ndarray] = {}
@@ -369,7 +424,8 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
         cols[row.key + "#small"] = cols.get(row.key + "#small", 0.0) + base / np.maximum(size, 1.0)
         terms[kernel + "_s"] = terms.get(kernel + "_s", 0.0) + base / row.e_max * (1.0 + row.n_half / np.maximum(size, 1.0))
 
-    linear_passes = 6.0 + 2.0 * full  # forward 2, backward 4, recomputed forward 2 (Narayanan Eq. 3)
+    # forward 2, backward 4 (2 of them weight gradients, skipped for frozen weights), recomputed forward 2 (Narayanan Eq. 3)
+    linear_passes = 6.0 + 2.0 * full - 2.0 * lay["frozen"]
     gemm_width = np.minimum(shape.hidden, shape.heads * shape.head_dim / tp)
     add("gemm", linear_dtype, linear_passes * shape.dense_linear_params * tokens_per_gpu, lin_peak, gemm_width)
     add("gemm", "bf16", linear_passes * shape.lm_head_params * tokens_per_gpu, bf16_peak, gemm_width)  # LM head stays BF16 in TE
@@ -391,43 +447,67 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
 
     dense_params = (shape.dense_linear_params + 2 * shape.lm_head_params) / (tp * pp)
     expert_params = shape.moe_layers * shape.experts * shape.mlp_params(shape.moe_ffn) / (ep * pp)
-    shard_over = np.where((lay["fsdp"] > 0) | fw.distributed_optimizer, dp * cp, 1.0)
-    optimizer = OPTIMIZER_BYTES_PER_PARAM * (dense_params / shard_over + expert_params / np.maximum(shard_over / ep, 1.0)) / hbm
+    if trained_params is None:
+        dense_trained, expert_trained = dense_params, expert_params
+    else:
+        dense_trained, expert_trained = trained_params / (tp * pp), 0.0 * expert_params
+    shard_over = np.where(zero >= 1, dp * cp, 1.0)
+    optimizer = lay["optimizer_bytes"] * (dense_trained / shard_over + expert_trained / np.maximum(shard_over / ep, 1.0)) / hbm
 
-    act_msg = b * s / cp * shape.hidden * 2.0  # one micro-batch's activations of a layer, BF16
+    act_msg = b * s / cp * shape.hidden * word  # one micro-batch's activations of a layer
     tp_ops = 8.0 + 4.0 * full  # sequence parallel: AG+RS around attention and MLP, forward and backward
     tp_comm = tp_ops * shape.layers / pp * micro_batches * ring_step_s(act_msg, tp, np.ones_like(tp), gpu, cat, node)
     dp_group, dp_stride = dp * cp, tp
+    sharded = zero >= 3
 
-    def data_parallel_s(params: float | np.ndarray, group: np.ndarray, stride: np.ndarray) -> np.ndarray:
-        """FSDP: all-gather BF16 weights in forward and backward and reduce-scatter gradients, every micro-batch
-        (Zhao et al. 2023, Sec. 3); otherwise reduce-scatter gradients and all-gather weights once per step
-        (distributed optimizer / ZeRO-1, Rajbhandari et al. 2020, Sec. 7.1)."""
-        gather = ring_step_s(params * 2.0, group, stride, gpu, cat, node)
-        reduce = ring_step_s(params * fw.grad_reduce_bytes, group, stride, gpu, cat, node)
-        return np.where(lay["fsdp"] > 0, micro_batches * (2.0 * gather + reduce), gather + reduce)
+    def data_parallel_s(params: float | np.ndarray, trained: float | np.ndarray, group: np.ndarray, stride: np.ndarray) -> np.ndarray:
+        """ZeRO-3/FSDP: all-gather the weights in forward and backward and reduce-scatter the gradients, every
+        micro-batch (Zhao et al. 2023, Sec. 3; Rajbhandari et al. 2020, Sec. 7.2.2); ZeRO-2: gradients
+        reduce-scattered after every micro-batch's backward (partitioned gradients cannot accumulate locally;
+        DeepSpeed issue #2252), updated weights all-gathered once; ZeRO-0/1 and the distributed optimizer:
+        reduce-scatter (all-reduce) once per step and all-gather the updated weights once (Sec. 7.1). Frozen
+        weights are gathered under ZeRO-3 but never reduced or updated."""
+        gather_all = ring_step_s(params * word, group, stride, gpu, cat, node)
+        gather_trained = ring_step_s(trained * word, group, stride, gpu, cat, node)
+        reduce = ring_step_s(trained * np.maximum(fw.grad_reduce_bytes, word), group, stride, gpu, cat, node)
+        return np.where(sharded, micro_batches * (2.0 * gather_all + reduce),
+                        np.where(zero >= 2, micro_batches * reduce + gather_trained, gather_trained + reduce))
 
-    dp_comm = data_parallel_s(dense_params, dp_group, dp_stride)
+    dp_comm = data_parallel_s(dense_params, dense_trained, dp_group, dp_stride)
     if shape.experts:
-        dp_comm = dp_comm + data_parallel_s(expert_params, dp_group / ep, dp_stride * ep)
+        dp_comm = dp_comm + data_parallel_s(expert_params, expert_trained, dp_group / ep, dp_stride * ep)
         a2a_bytes = b * s / (cp * tp) * shape.topk * shape.hidden * fw.ep_payload_bytes
         ep_comm = 4.0 * shape.moe_layers / pp * micro_batches * all_to_all_s(a2a_bytes, ep, tp * cp, shape.topk, gpu, cat, node,
                                                                              fw.ep_node_dedup)
     else:
         ep_comm = np.zeros_like(n)
-    kv_chunk = b * s / cp * 2.0 * shape.kv_heads * shape.head_dim * 2.0 / tp
+    kv_chunk = b * s / cp * 2.0 * shape.kv_heads * shape.head_dim * word / tp
     two = np.full_like(n, 2.0)  # a send to one neighbour = a 2-rank ring step of twice the bytes
     cp_comm = 3.0 * shape.layers / pp * micro_batches * np.where(cp > 1, (cp - 1) * ring_step_s(2.0 * kv_chunk, two, tp, gpu, cat, node), 0.0)
     pp_comm = 2.0 * vp * micro_batches * np.where(pp > 1, ring_step_s(2.0 * act_msg / tp, two, tp * cp * dp, gpu, cat, node), 0.0)
 
-    exposed = ((1 - fw.tp_overlap) * tp_comm + (1 - fw.dp_overlap) * dp_comm + (1 - fw.ep_overlap) * ep_comm
-               + (1 - fw.cp_overlap) * cp_comm + (1 - fw.pp_overlap) * pp_comm)
     scale = 1.0 + bubble
     cols = {k: v * scale for k, v in cols.items()}
-    fixed = elementwise * scale + optimizer + exposed
+    exposed = {"tp_comm_exposed_s": (1 - fw.tp_overlap) * tp_comm, "dp_comm_exposed_s": (1 - fw.dp_overlap) * dp_comm,
+               "ep_comm_exposed_s": (1 - fw.ep_overlap) * ep_comm, "cp_comm_exposed_s": (1 - fw.cp_overlap) * cp_comm,
+               "pp_comm_exposed_s": (1 - fw.pp_overlap) * pp_comm}
+    exposed_total = sum(exposed.values(), start=np.zeros_like(n))
+    fixed = elementwise * scale + optimizer + exposed_total
+    for kernel in KERNEL_TERMS:
+        terms.setdefault(kernel, np.zeros_like(n))
     terms.update(elementwise_s=elementwise, bubble_fraction=bubble, optimizer_s=optimizer, tp_comm_s=tp_comm, dp_comm_s=dp_comm,
-                 ep_comm_s=ep_comm, cp_comm_s=cp_comm, pp_comm_s=pp_comm, exposed_comm_s=exposed)
+                 ep_comm_s=ep_comm, cp_comm_s=cp_comm, pp_comm_s=pp_comm, exposed_comm_s=exposed_total, **exposed)
     return cols, fixed, terms
+
+
+KERNEL_TERMS = ("gemm_s", "moe_gemm_s", "attention_s", "moe_dispatch_s")
+"""The compute terms of `training_design` (FLOP- or call-bound kernels, before the pipeline bubble)."""
+
+
+def step_from_terms(terms: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Seconds per step from the terms of `training_design`: (kernels + elementwise)·(1 + bubble) + optimizer + exposed communication."""
+    busy = sum((terms[k] for k in KERNEL_TERMS), start=terms["elementwise_s"])
+    return busy * (1.0 + terms["bubble_fraction"]) + terms["optimizer_s"] + terms["exposed_comm_s"]
 
 
 def parameter_value(row: EfficiencyRow, part: str) -> float:
@@ -445,10 +525,7 @@ def training_step_s(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
                     cat: SpeedCatalog | None = None, gpus_per_node: int | None = None) -> np.ndarray:
     """Seconds per optimizer step for each layout (the column the evaluator needs)."""
     cat = cat or load_speed_catalog()
-    cols, fixed, _ = training_design(shape, gpu, dtype, framework, layout, cat, gpus_per_node)
-    keys = list(cols)
-    theta = parameter_vector(cat, keys)
-    return sum((cols[k] * t for k, t in zip(keys, theta)), start=np.zeros_like(fixed)) + fixed
+    return step_from_terms(training_design(shape, gpu, dtype, framework, layout, cat, gpus_per_node)[2])
 
 
 def tokens_per_s_per_gpu(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str, layout: Mapping[str, np.ndarray],

@@ -281,3 +281,75 @@ def test_columns_of_layouts_equal_one_layout_at_a_time() -> None:
     together = speed.training_step_s(LLAMA3_70B, GPUS["H100-SXM"], "fp8", "megatron", columns, cat)
     assert together == pytest.approx(singles, rel=1e-12)
     assert len(set(np.round(together, 6))) == 3
+
+
+def _planner_case(run: cal.Run):
+    """A dense published run as the planner's evaluator sees it: ModelSpec, workload, layout, assumptions (None if it has
+    no planner layout: context parallel, or a framework the planner's ZeRO stage does not map to)."""
+    from planner.enums import Checkpointing, TrainPrecision, ZeroStage
+    from planner.layout import TrainingLayout
+    from planner.modelspec import ModelSpec
+    from planner.scenario import Assumptions, TrainingWorkload
+
+    lay, sh = run.layout, run.shape
+    sharded = lay["fsdp"] > 0
+    if run.is_moe or lay["cp"] > 1 or sharded != (run.framework == "fsdp") or run.framework == "deepspeed":
+        return None
+    dp = int(lay["num_gpus"] // (lay["tp"] * lay["pp"]))
+    m = lay["global_batch"] / (dp * lay["micro_batch"])
+    if m != int(m) or dp * lay["tp"] * lay["pp"] != lay["num_gpus"]:
+        return None
+    spec = ModelSpec(name=run.model, hidden_size=sh.hidden, intermediate_size=sh.ffn, num_layers=sh.layers, num_heads=sh.heads,
+                     num_kv_heads=sh.kv_heads, head_dim=sh.head_dim, vocab_size=sh.vocab, max_position_embeddings=int(lay["seq_len"]),
+                     tied_embeddings=False, gated_mlp=sh.gated_mlp)
+    layout = TrainingLayout(gpu=run.gpu, precision=TrainPrecision(run.dtype), tp=int(lay["tp"]), pp=int(lay["pp"]), dp=dp,
+                            zero=ZeroStage.PARAMETERS if sharded else ZeroStage.OPTIMIZER,
+                            checkpointing=Checkpointing(int(lay["recompute"])), micro_batch=int(lay["micro_batch"]), grad_accum=int(m))
+    workload = TrainingWorkload(kind="training", model=run.model, tokens=1e9, seq_len=int(lay["seq_len"]),
+                                global_batch_seqs=int(lay["global_batch"]))
+    return spec, workload, layout, Assumptions.with_overrides({"pipeline_interleave_chunks": int(lay["vp"])})
+
+
+def test_the_planner_evaluator_is_the_calibrated_model(runs: list[cal.Run], capsys) -> None:
+    """The evaluator the solver uses (perf.training_perf_columns, with the shipped calibration) predicts exactly what the
+    calibration fits and cross-validates (calibrate.predict_step_s): one model, one code path."""
+    from planner.perf import training_perf
+
+    shipped = cal.predict_step_s(runs, cal.calibrated_catalog())
+    errors, checked = [], 0
+    for run, step in zip(runs, shipped):
+        case = _planner_case(run)
+        if case is None:
+            continue
+        spec, workload, lay, assumptions = case
+        perf = training_perf(spec, workload, lay, GPUS[run.gpu], assumptions)
+        assert perf.step_time_s == pytest.approx(step, rel=1e-9), run.id
+        errors.append(perf.tokens_per_s_per_gpu / run.tokens_per_s_per_gpu - 1.0)
+        checked += 1
+    assert checked >= 200
+    with capsys.disabled():
+        print(f"\n[planner evaluator on {checked} dense published runs, shipped calibration, in-sample] tokens/s/GPU median |err| "
+              f"{np.median(np.abs(errors)):.1%}, worst {np.max(np.abs(errors)):.1%}")
+
+
+def test_scenario_calibration_file_overlays_the_evaluator(tmp_path: Path) -> None:
+    """`assumptions: {file: calibration.yaml}` (relative to the scenario) changes the evaluator's speed; a bad file is
+    refused at load time naming assumptions.file (exit 2)."""
+    from planner.scenario import load_scenario
+
+    slow = {"efficiency": [{"kernel": "gemm", "family": "H100", "framework": "any", "dtype": "bf16", "e_max": 0.3, "n_half": 200}]}
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(slow))
+    base = {"name": "t", "workload": {"kind": "training", "model": "llama-3.1-8b", "tokens": 1e10, "seq_len": 4096, "global_batch_seqs": 256},
+            "search": {"gpus": ["H100-SXM"], "train_precisions": ["bf16"]}}
+    plain_path, calibrated_path = tmp_path / "plain.yaml", tmp_path / "calibrated.yaml"
+    plain_path.write_text(yaml.safe_dump(base))
+    calibrated_path.write_text(yaml.safe_dump({**base, "assumptions": {"file": "slow.yaml"}}))
+    from planner.perf import speed_catalog
+
+    plain = speed_catalog(load_scenario(plain_path).resolved_assumptions())
+    calibrated = speed_catalog(load_scenario(calibrated_path).resolved_assumptions())
+    assert calibrated.efficiency_row("gemm", "H100-SXM", "megatron", "bf16").e_max == pytest.approx(0.3)
+    assert plain.efficiency_row("gemm", "H100-SXM", "megatron", "bf16").e_max != pytest.approx(0.3)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**base, "assumptions": {"file": "missing.yaml"}}))
+    result = CliRunner().invoke(app, ["solve", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2 and "assumptions.file" in result.output and "missing.yaml" in result.output
