@@ -424,7 +424,14 @@ def _training_stage_columns(
         if workload.mode is TrainingMode.QLORA:
             embed_on_card = ((model.embedding_params if first else 0) + (model.lm_head_params if last else 0)) / tp
             base = base + embed_on_card * (2.0 - base_bpp)  # bitsandbytes quantises Linear layers only
-        out["weights"] = base + zeros
+        # frozen base weights are parameters too: ZeRO-3 / FSDP FULL_SHARD shards them over DP (routed experts over
+        # DP/EP) and gathers layers on use (Rajbhandari et al. 2020, Sec. 5.3; PEFT's FSDP/ZeRO-3 recipes shard the base)
+        experts_base = params.experts * base_bpp
+        shard = zero >= ZeroStage.PARAMETERS
+        weights, weights_dp = _sharded(base - experts_base, experts_base, dp, dp // ep, shard)
+        out["weights"] = weights + zeros
+        out["weights_over_dp"] = weights_dp + zeros
+        out["zero3_gathered_layers"] = np.where(shard, zero3_gathered_bytes(model, layers, tp, ep, cols["expert_tp"], base_bpp), 0.0)
         adapters = lora_adapter_params(model, workload.lora) * len(layers) / model.num_layers / tp
         a = ADAPTER_STATE_BYTES
         adapter = model_state_columns(adapters, 0.0, (a.weights, a.gradients, a.optimizer), zero, dp)
@@ -545,9 +552,17 @@ def training_breakdown_at(
     terms: list[MemoryTerm] = []
     if workload.mode in (TrainingMode.LORA, TrainingMode.QLORA):
         qlora = workload.mode is TrainingMode.QLORA
-        terms.append(MemoryTerm(name="weights", bytes=value["weights"], fixed_bytes=value["weights"], scaling="split by TP/PP/EP; frozen",
-                                source="QLoRA (Dettmers et al. 2023) Sec. 3: NF4 + double quantisation" if qlora
-                                else "LoRA (Hu et al. 2021): frozen 16-bit base"))
+        base_source = "QLoRA (Dettmers et al. 2023) Sec. 3: NF4 + double quantisation" if qlora else "LoRA (Hu et al. 2021): frozen 16-bit base"
+        if zero >= ZeroStage.PARAMETERS:
+            terms.append(MemoryTerm(name="weights", bytes=value["weights"], over_dp_bytes=value["weights_over_dp"],
+                                    scaling="split by TP/PP/EP; frozen; divided by the data-parallel degree (ZeRO-3/FSDP)",
+                                    source=base_source + "; sharded by ZeRO-3 (Rajbhandari et al. 2020, Sec. 5.3)"))
+            terms.append(MemoryTerm(name="zero3_gathered_layers", bytes=value["zero3_gathered_layers"], fixed_bytes=value["zero3_gathered_layers"],
+                                    scaling="two layers' frozen parameters on the card, gathered (current + prefetch)",
+                                    source="Rajbhandari et al. 2020 (ZeRO) Sec. 5.3; PyTorch FSDP backward prefetch"))
+        else:
+            terms.append(MemoryTerm(name="weights", bytes=value["weights"], fixed_bytes=value["weights"], scaling="split by TP/PP/EP; frozen",
+                                    source=base_source))
         prefix = "LoRA adapters r(d_in+d_out) per projection (Hu et al. 2021); "
         for name, threshold in (("weights", ZeroStage.PARAMETERS), ("gradients", ZeroStage.GRADIENTS), ("optimizer_states", ZeroStage.OPTIMIZER)):
             line = _state_term(name, value[f"adapter_{name}"], value[f"adapter_{name}_over_dp"], zero >= threshold, False, prefix)

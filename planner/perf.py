@@ -145,6 +145,10 @@ class TrainingPerf(BaseModel):
     gpu_hours: float = Field(description="GPUs x time to train, hours.")
 
 
+QLORA_FP8_MESSAGE = ("{field}: fp8 is not allowed with workload.mode qlora (bitsandbytes NF4 de-quantises to bf16/fp16 and has "
+                     "no FP8 compute path; Dettmers et al. 2023, Sec. 3); allowed: bf16, fp16, fp32")
+"""The one message for a QLoRA layout or scenario asking for FP8."""
+
 SPEED_DTYPES = {TrainPrecision.FP32: "fp32", TrainPrecision.BF16: "bf16", TrainPrecision.FP16: "fp16", TrainPrecision.FP8: "fp8"}
 """planner.speed dtype of each training precision policy (fp32 runs on TF32 tensor cores)."""
 
@@ -166,7 +170,8 @@ def speed_layout(workload: TrainingWorkload, assumptions: Assumptions, cols: Col
             "vp": ones * assumptions.pipeline_interleave_chunks, "micro_batch": cols["micro_batch"],
             "global_batch": (cols["micro_batch"] * cols["grad_accum"] * dp).astype(float), "seq_len": ones * workload.seq_len,
             "recompute": cols["checkpointing"], "fsdp": (cols["zero"] >= ZeroStage.PARAMETERS).astype(float), "zero": cols["zero"],
-            "frozen": ones * (workload.mode in (TrainingMode.LORA, TrainingMode.QLORA)), "optimizer_bytes": optimizer_bytes}
+            "frozen": ones * (workload.mode in (TrainingMode.LORA, TrainingMode.QLORA)), "optimizer_bytes": optimizer_bytes,
+            "nf4_base": ones * (workload.mode is TrainingMode.QLORA)}
 
 
 def training_perf_columns(
@@ -181,6 +186,8 @@ def training_perf_columns(
     2021, Sec. 4: gradients down and parameters up per step; ZeRO-Infinity, Rajbhandari et al.
     2021, Sec. 5: the parameter shard fetched in every forward and backward).
     """
+    if workload.mode is TrainingMode.QLORA and np.any(cols["precision"] == TRAIN_PRECISIONS.index(TrainPrecision.FP8)):
+        raise InputError(QLORA_FP8_MESSAGE.format(field="layout.precision"))
     cat = speed_catalog(assumptions)
     shape = model_shape(model)
     tp, pp, dp = cols["tp"], cols["pp"], cols["dp"]

@@ -280,9 +280,16 @@ def parse_scenario(data: Any, origin: str = "scenario") -> Scenario:
     if not isinstance(data, dict):
         raise InputError(f"{origin}: expected a mapping of scenario fields at the top level.")
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as err:
         raise InputError(validation_message(err, origin)) from None
+    workload = scenario.workload
+    if (isinstance(workload, TrainingWorkload) and workload.mode is TrainingMode.QLORA and "train_precisions" in scenario.search.model_fields_set
+            and TrainPrecision.FP8 in scenario.search.train_precisions):
+        from planner.perf import QLORA_FP8_MESSAGE
+
+        raise InputError(f"{origin}: " + QLORA_FP8_MESSAGE.format(field="search.train_precisions"))
+    return scenario
 
 
 def read_structured_file(path: Path) -> Any:

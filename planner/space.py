@@ -28,7 +28,7 @@ import numpy as np
 
 from planner.catalog import GpuSpec, load_gpus, resolve_gpu
 from planner.cost import PriceQuote, price_quote
-from planner.enums import TrainPrecision, WeightPrecision, ZeroStage
+from planner.enums import TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.errors import InputError
 from planner.evaluate import InferenceEvaluation, Table, TrainingEvaluation, inference_table, training_table
 from planner.memory import KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns
@@ -186,7 +186,9 @@ def _offloads(zero: ZeroStage, allow_offload: bool) -> list[tuple[bool, bool]]:
 def training_choice_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec) -> Columns:
     """The per-layout choices that do not shape the mesh (EP, precision, ZeRO, checkpointing, offload), in loop order, as columns."""
     search = scenario.search
-    precisions = [p for p in search.train_precisions if p is not TrainPrecision.FP8 or gpu.supports_fp8]
+    qlora = scenario.workload.mode is TrainingMode.QLORA  # type: ignore[union-attr]
+    # FP8 needs a card with FP8 tensor cores, and never with QLoRA (NF4 de-quantises to bf16: perf.QLORA_FP8_MESSAGE)
+    precisions = [p for p in search.train_precisions if p is not TrainPrecision.FP8 or (gpu.supports_fp8 and not qlora)]
     combos = [(ep, TRAIN_PRECISIONS.index(precision), int(zero), int(ckpt), oo, op)
               for ep in ep_values(scenario, model) for precision in precisions for zero in search.zero_stages
               for ckpt in search.checkpointing for oo, op in _offloads(zero, search.allow_offload)]

@@ -45,10 +45,16 @@ KERNELS = ("gemm", "moe_gemm", "attention", "elementwise", "decode_attention", "
 FRAMEWORKS = ("megatron", "fsdp", "deepspeed")
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 LAYOUT_FIELDS = ("num_gpus", "tp", "pp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "recompute", "fsdp")
-OPTIONAL_FIELDS = ("zero", "frozen", "optimizer_bytes")
+OPTIONAL_FIELDS = ("zero", "frozen", "optimizer_bytes", "nf4_base")
 """Optional layout columns: zero (ZeRO stage 0-3; default 3 with fsdp, else 1 with a distributed optimizer, else 0),
 frozen (1 = base weights frozen, LoRA: no weight gradients; default 0), optimizer_bytes (HBM bytes per trained
-parameter of one optimizer update; default OPTIMIZER_BYTES_PER_PARAM)."""
+parameter of one optimizer update; default OPTIMIZER_BYTES_PER_PARAM), nf4_base (1 = frozen linear weights stored in
+NF4 and de-quantised on use, QLoRA; default 0)."""
+NF4_DEQUANT_BYTES_PER_PARAM = 0.5 + 2.0
+"""QLoRA de-quantisation traffic per base weight per use: read the 4-bit NF4 value (0.5 B; the double-quantised
+constants, 0.127 bit per weight, neglected) and write the BF16 weight the GEMM reads (2 B). bitsandbytes de-quantises
+the storage type to the compute type for every forward and backward matmul (Dettmers et al. 2023, arXiv:2305.14314,
+Sec. 3, Eq. 5-6); the kernel is a memory-bound element-wise pass."""
 DTYPES = ("bf16", "fp16", "fp8", "fp32")
 FLASH_BACKWARD_FACTOR = 2.5  # FA backward = 5 matmuls vs 2 in forward (Dao 2023, arXiv:2307.08691, Sec. 3.1.2)
 OPTIMIZER_BYTES_PER_PARAM = 30.0  # Adam: read fp32 master, m, v, fp32 grad (16 B), write master, m, v (12 B), bf16 copy (2 B)
@@ -378,6 +384,7 @@ def _layout(layout: Mapping[str, np.ndarray], distributed_optimizer: bool = True
     out["frozen"] = np.asarray(layout["frozen"], dtype=float) if "frozen" in layout else np.zeros_like(out["tp"])
     out["optimizer_bytes"] = (np.asarray(layout["optimizer_bytes"], dtype=float) if "optimizer_bytes" in layout
                               else np.full_like(out["tp"], OPTIMIZER_BYTES_PER_PARAM))
+    out["nf4_base"] = np.asarray(layout["nf4_base"], dtype=float) if "nf4_base" in layout else np.zeros_like(out["tp"])
     return out
 
 
@@ -442,11 +449,14 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     hbm = gpu.hbm_bandwidth_gbps * 1e9 * cat.efficiency_row("elementwise", gpu.name, framework, "any").e_max
     act_bytes = fw.activation_bytes_per_token_layer_h * shape.hidden * shape.layers * tokens_per_gpu  # sequence parallel splits it over TP
     moe_bytes = MOE_PERMUTE_PASSES * shape.topk * shape.hidden * 2.0 * shape.moe_layers * tokens_per_gpu
-    elementwise = (ACTIVATION_TRAFFIC_FACTOR * act_bytes + moe_bytes) / hbm
     bubble = (pp - 1) / (vp * micro_batches)
 
     dense_params = (shape.dense_linear_params + 2 * shape.lm_head_params) / (tp * pp)
     expert_params = shape.moe_layers * shape.experts * shape.mlp_params(shape.moe_ffn) / (ep * pp)
+    # NF4 base (QLoRA): every quantised linear weight on the card is de-quantised in each forward, backward and recomputed forward
+    quantised_params = shape.dense_linear_params / (tp * pp) + expert_params
+    dequant = lay["nf4_base"] * micro_batches * (2.0 + full) * quantised_params * NF4_DEQUANT_BYTES_PER_PARAM
+    elementwise = (ACTIVATION_TRAFFIC_FACTOR * act_bytes + moe_bytes + dequant) / hbm
     if trained_params is None:
         dense_trained, expert_trained = dense_params, expert_params
     else:

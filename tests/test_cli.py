@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -163,3 +164,47 @@ def test_infeasible_scenario_exit_1_names_limit(tmp_path: Path) -> None:
     result = run("solve", str(path))
     assert result.exit_code == 1, result.output
     assert "max_gpus" in result.output and "needs" in result.output
+
+
+def _qlora_scenario(**search) -> dict:
+    return {"name": "q", "workload": {"kind": "training", "mode": "qlora", "model": "llama-3.1-8b", "tokens": 1e8, "seq_len": 2048,
+                                      "global_batch_seqs": 16, "lora": {"rank": 16}},
+            "search": {"gpus": ["H100-SXM"], "max_gpus": 8, **search}}
+
+
+def test_qlora_asking_for_fp8_is_refused_naming_the_field(tmp_path: Path) -> None:
+    """bitsandbytes NF4 has no FP8 compute path: a QLoRA scenario listing fp8 is input error, exit 2, field named."""
+    path = _write(tmp_path, "q.yaml", yaml.safe_dump(_qlora_scenario(train_precisions=["bf16", "fp8"])))
+    result = run("solve", str(path))
+    assert result.exit_code == 2, result.output
+    assert "search.train_precisions" in result.output and "fp8" in result.output and "qlora" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_qlora_space_never_offers_fp8_and_charges_dequantisation() -> None:
+    """With the default precisions (bf16, fp8) on an FP8 card, QLoRA layouts are bf16 only; the NF4 de-quantisation
+    (read 0.5 B + write 2 B per weight per use, Dettmers et al. 2023 Sec. 3) makes a QLoRA step slower than LoRA's."""
+    from planner.catalog import resolve_gpu, resolve_model
+    from planner.enums import Checkpointing, TrainingMode, TrainPrecision, ZeroStage
+    from planner.layout import TrainingLayout
+    from planner.memory import TRAIN_PRECISIONS
+    from planner.perf import training_perf
+    from planner.scenario import Assumptions, parse_scenario
+    from planner.space import build_space
+
+    scenario = parse_scenario(_qlora_scenario())
+    model = resolve_model("llama-3.1-8b")
+    space = build_space(scenario, model, scenario.resolved_assumptions())
+    codes = np.concatenate([t.layout["precision"] for t in space.tables])
+    assert len(codes) > 0 and not np.any(codes == TRAIN_PRECISIONS.index(TrainPrecision.FP8))
+    gpu = resolve_gpu("H100-SXM")
+    layout = TrainingLayout(gpu=gpu.name, precision=TrainPrecision.BF16, tp=1, pp=1, dp=1, zero=ZeroStage.NONE,
+                            checkpointing=Checkpointing.NONE, micro_batch=1, grad_accum=16)
+    a = Assumptions.with_overrides()
+    qlora = training_perf(model, scenario.workload, layout, gpu, a)
+    lora = training_perf(model, scenario.workload.model_copy(update={"mode": TrainingMode.LORA}), layout, gpu, a)
+    linear = model.matmul_params_per_token - model.lm_head_params
+    expected = 16 * 2 * linear * 2.5 / (gpu.hbm_bandwidth_gbps * 1e9)  # 16 micro-batches x (fwd + bwd) at full HBM rate
+    extra = qlora.elementwise_s - lora.elementwise_s
+    assert expected < extra < 2 * expected
+    assert qlora.step_time_s > lora.step_time_s

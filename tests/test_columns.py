@@ -41,8 +41,9 @@ def _divisors_up_to(n: int, cap: int) -> list[int]:
     return [d for d in range(1, cap + 1) if n % d == 0]
 
 
-def _training_layout(rng: random.Random, model, gpu, offload: bool) -> TrainingLayout:
-    precisions = [TrainPrecision.BF16, TrainPrecision.FP16, TrainPrecision.FP32] + ([TrainPrecision.FP8] if gpu.supports_fp8 else [])
+def _training_layout(rng: random.Random, model, gpu, offload: bool, qlora: bool = False) -> TrainingLayout:
+    fp8 = gpu.supports_fp8 and not qlora  # QLoRA has no FP8 path (perf.QLORA_FP8_MESSAGE)
+    precisions = [TrainPrecision.BF16, TrainPrecision.FP16, TrainPrecision.FP32] + ([TrainPrecision.FP8] if fp8 else [])
     tp = rng.choice(_divisors_up_to(model.num_heads, 8))
     pp = rng.choice([1, 1, 2, 3, 4, 5, 8, 16, min(32, model.num_layers)])
     ep = rng.choice(_divisors_up_to(model.n_routed_experts, 16)) if model.is_moe else 1
@@ -99,7 +100,7 @@ def test_column_evaluator_matches_the_breakdown(kind: str) -> None:
             lora = LoraSettings(rank=rng.choice([8, 16, 64])) if mode in (TrainingMode.LORA, TrainingMode.QLORA) else None
             workload = TrainingWorkload(kind="training", mode=mode, model=model.name, tokens=1e10, seq_len=rng.choice([1024, 4096, 8192]),
                                         global_batch_seqs=64, lora=lora)
-            layouts = [_training_layout(rng, model, gpu, kind == "offload") for _ in range(LAYOUTS_PER_TABLE)]
+            layouts = [_training_layout(rng, model, gpu, kind == "offload", mode is TrainingMode.QLORA) for _ in range(LAYOUTS_PER_TABLE)]
             table = training_table(model, workload, gpu, A, price, training_columns(layouts), node).with_perf()
             singles = [evaluate_training(model, workload, lay, gpu, A, price, node) for lay in layouts]
             pairs = [("step_time_s", lambda e: e.perf.step_time_s, table.perf["step_time_s"]),

@@ -266,6 +266,21 @@ def test_lora_zero1_shards_only_the_adapter_optimizer_states() -> None:
     assert four.term("adapter_optimizer_states") == pytest.approx(one.term("adapter_optimizer_states") / 4)
 
 
+def test_lora_70b_under_zero3_on_8_gpus_shards_the_frozen_base_by_8() -> None:
+    """ZeRO-3 / FSDP FULL_SHARD shards every parameter, frozen ones included (Rajbhandari et al. 2020, Sec. 5.3): a
+    70B LoRA on 8 GPUs holds 1/8 of the 16-bit base per card (~17.6 GB, not ~141 GB) plus two gathered layers."""
+    kw = dict(seq=4096, mode=TrainingMode.LORA, lora=LoraSettings(rank=16), micro_batch=1, checkpointing=Checkpointing.FULL)
+    one = train("llama-3.1-70b", "H100-SXM", **kw)
+    eight = train("llama-3.1-70b", "H100-SXM", dp=8, zero=ZeroStage.PARAMETERS, **kw)
+    model = resolve_model("llama-3.1-70b")
+    assert one.term("weights") == pytest.approx(2.0 * model.total_params, rel=1e-9)
+    assert eight.term("weights") == pytest.approx(one.term("weights") / 8, rel=1e-9)
+    gathered = eight.term("zero3_gathered_layers")
+    assert 0 < gathered < one.term("weights") / model.num_layers * 2.5
+    zero1 = train("llama-3.1-70b", "H100-SXM", dp=8, zero=ZeroStage.OPTIMIZER, **kw)
+    assert zero1.term("weights") == pytest.approx(one.term("weights"))  # ZeRO-1/2 replicate the frozen base
+
+
 def test_qlora_weights_nf4_plus_16bit_embeddings() -> None:
     """QLoRA base in GB (1e9): NF4 (~0.516 B/param) for the linear layers + 16-bit embedding and LM head, 3.5-5.5 GB."""
     bd = _lora(TrainingMode.QLORA)
