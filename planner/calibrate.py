@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import difflib
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -289,6 +290,19 @@ def calibrated_catalog(path: Path | None = DEFAULT_CALIBRATION) -> SpeedCatalog:
     if path is None or not Path(path).exists():
         return cat
     return apply_overlay(cat, load_overlay(path))
+
+
+@lru_cache(maxsize=8)
+def scenario_catalog(file: str | None) -> SpeedCatalog:
+    """The speed catalog the evaluator uses: the shipped calibration with a scenario's overlay
+    (`assumptions: {file: ...}`) applied over it; errors name assumptions.file."""
+    cat = calibrated_catalog()
+    if file is None:
+        return cat
+    try:
+        return apply_overlay(cat, load_overlay(Path(file)))
+    except InputError as error:
+        raise InputError(f"assumptions.file: {error}") from None
 
 
 def calibrate(runs_path: Path, out_path: Path, folds: int = 5) -> tuple[list[Run], np.ndarray, dict[str, Any]]:

@@ -85,6 +85,25 @@ class KvPrecision(str, Enum):
     """Half a byte per element (KIVI-style 4-bit cache)."""
 
 
+class Framework(str, Enum):
+    """Training framework, which sets conventions the evaluator reads from catalogs/frameworks.csv (activation bytes,
+    main-gradient dtype, gradient-reduction dtype, overlaps) and which ZeRO stages it offers (`FRAMEWORK_ZERO_STAGES`)."""
+
+    MEGATRON = "megatron"
+    """Megatron-Core / NeMo: fused kernels (34·s·b·h activation bytes per layer), fp32 main gradients, distributed optimizer (ZeRO-1)."""
+    FSDP = "fsdp"
+    """PyTorch FSDP with Hugging Face eager modules: SHARD_GRAD_OP (ZeRO-2), FULL_SHARD (ZeRO-3) or HYBRID_SHARD."""
+    DEEPSPEED = "deepspeed"
+    """DeepSpeed ZeRO stages 0-3 with Hugging Face eager modules."""
+
+
+FRAMEWORK_ZERO_STAGES: dict[Framework, tuple[int, ...]] = {
+    Framework.MEGATRON: (0, 1), Framework.FSDP: (2, 3), Framework.DEEPSPEED: (0, 1, 2, 3),
+}
+"""ZeRO stages each framework implements: Megatron's DDP (0) and distributed optimizer (1; Megatron-LM docs,
+distrib_optimizer.md); FSDP's SHARD_GRAD_OP (2) and FULL_SHARD (3) (Zhao et al. 2023, Sec. 3); DeepSpeed all four."""
+
+
 class TrainingMode(str, Enum):
     """What part of the model is trained."""
 

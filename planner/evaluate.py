@@ -10,7 +10,8 @@ Column API (one GPU type per table; `Columns` = dict of equal-length numpy array
   layout columns   `planner.memory.training_columns(layouts)` / `inference_columns(layouts)`;
                    TRAINING_FIELDS: precision (code into TRAIN_PRECISIONS), tp, pp, dp, ep,
                    expert_tp, zero, checkpointing, micro_batch, grad_accum, sequence_parallel,
-                   flash_attention, offload_optimizer, offload_params. INFERENCE_FIELDS:
+                   flash_attention, offload_optimizer, offload_params, cp, framework (code into
+                   FRAMEWORKS), zero_group. INFERENCE_FIELDS:
                    weight_precision, kv_precision (codes into WEIGHT_/KV_PRECISIONS), tp, pp,
                    batch, replicas.
   memory columns   `training_memory_columns` / `inference_memory_columns`: one column per term
@@ -112,7 +113,7 @@ class Table:
     def num_gpus(self) -> np.ndarray:
         """GPUs per row: tp x pp x dp (training) or per replica x replicas (serving)."""
         lay = self.layout
-        return lay["tp"] * lay["pp"] * (lay["dp"] if self.training else lay["replicas"])
+        return lay["tp"] * lay["pp"] * (lay["cp"] * lay["dp"] if self.training else lay["replicas"])
 
     def take(self, rows: np.ndarray) -> Table:
         """The rows selected by a boolean mask or index array, in their order."""

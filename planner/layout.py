@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from planner.enums import Checkpointing, KvPrecision, TrainPrecision, WeightPrecision, ZeroStage
+from typing import Any
+
+from planner.enums import FRAMEWORK_ZERO_STAGES, Checkpointing, Framework, KvPrecision, TrainPrecision, WeightPrecision, ZeroStage
 
 
 class TrainingLayout(BaseModel):
@@ -31,11 +33,31 @@ class TrainingLayout(BaseModel):
     flash_attention: bool = Field(default=True, description="FlashAttention: no s^2 activations.")
     offload_optimizer: bool = Field(default=False, description="ZeRO-Offload: optimizer states in CPU memory.")
     offload_params: bool = Field(default=False, description="ZeRO-Infinity: parameter shards in CPU memory (ZeRO-3 only).")
+    cp: int = Field(default=1, ge=1, description="Context-parallel degree (ring attention: each rank holds seq_len/cp tokens).")
+    framework: Framework = Field(default=Framework.MEGATRON, description="Training framework (conventions from catalogs/frameworks.csv); "
+                                 "when omitted: fsdp for ZeRO-2/3, megatron otherwise.")
+    zero_group: int = Field(default=0, ge=0, description="Hybrid sharding: ZeRO-3 within groups of this many DP ranks, replicated "
+                            "across groups (FSDP HYBRID_SHARD, DeepSpeed hpZ/MiCS); 0 = shard over the whole DP group.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_framework(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("framework") is None and "zero" in data:
+            try:
+                zero = int(data["zero"])
+            except (TypeError, ValueError):
+                return data
+            return {**data, "framework": Framework.FSDP if zero >= ZeroStage.GRADIENTS else Framework.MEGATRON}
+        return data
 
     @model_validator(mode="after")
     def _ep_divides_dp(self) -> TrainingLayout:
         if self.dp % self.ep:
             raise ValueError(f"ep={self.ep} must divide dp={self.dp}")
+        if int(self.zero) not in FRAMEWORK_ZERO_STAGES[self.framework]:
+            raise ValueError(f"framework {self.framework.value} offers ZeRO stages {FRAMEWORK_ZERO_STAGES[self.framework]}, not {int(self.zero)}")
+        if self.zero_group and (self.zero < ZeroStage.PARAMETERS or self.dp % self.zero_group or self.zero_group >= self.dp):
+            raise ValueError(f"zero_group={self.zero_group} needs ZeRO-3 and must be a proper divisor of dp={self.dp}")
         if self.offload_optimizer and self.zero < ZeroStage.OPTIMIZER:
             raise ValueError("optimizer offload needs ZeRO stage >= 1")
         if self.offload_params and self.zero < ZeroStage.PARAMETERS:
@@ -44,8 +66,8 @@ class TrainingLayout(BaseModel):
 
     @property
     def num_gpus(self) -> int:
-        """tp x pp x dp."""
-        return self.tp * self.pp * self.dp
+        """tp x pp x cp x dp."""
+        return self.tp * self.pp * self.cp * self.dp
 
 
 class InferenceLayout(BaseModel):

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import GpuSpec
-from planner.enums import Checkpointing, KvPrecision, Optimizer, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
+from planner.enums import Checkpointing, Framework, KvPrecision, Optimizer, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, LoraSettings, TrainingWorkload
@@ -113,7 +113,8 @@ def state_bytes_per_param(precision: TrainPrecision, optimizer: Optimizer) -> St
     4. fp32 training has no master copy. FP8 (Micikevicius et al. 2022, 'FP8 Formats for Deep
     Learning'; DeepSeek-V3 report Sec. 3.3.1) keeps bf16 weights plus a transient fp8 copy
     (3 bytes), bf16 gradients and fp32 master + moments: it does not halve persistent memory.
-    Megatron keeps fp32 gradient buffers (4 bytes); we count 2, the DeepSpeed/FSDP default.
+    These are the DeepSpeed/FSDP conventions; a framework that keeps wider gradient buffers
+    (Megatron: fp32 main gradients, 4 bytes) raises the gradient bytes (`framework_state_columns`).
     """
     moments = {Optimizer.ADAMW: 8.0, Optimizer.ADAMW_8BIT: 2.0, Optimizer.SGD_MOMENTUM: 4.0}[optimizer]
     if precision is TrainPrecision.FP32:
@@ -314,8 +315,12 @@ TRAIN_PRECISIONS: tuple[TrainPrecision, ...] = tuple(TrainPrecision)
 """Order of the integer codes of the `precision` training column."""
 
 TRAINING_FIELDS = ("precision", "tp", "pp", "dp", "ep", "expert_tp", "zero", "checkpointing", "micro_batch", "grad_accum",
-                   "sequence_parallel", "flash_attention", "offload_optimizer", "offload_params")
-"""Training layout columns (one GPU type per table): TrainingLayout field names; precision as a code into TRAIN_PRECISIONS."""
+                   "sequence_parallel", "flash_attention", "offload_optimizer", "offload_params", "cp", "framework", "zero_group")
+"""Training layout columns (one GPU type per table): TrainingLayout field names; precision as a code into TRAIN_PRECISIONS,
+framework as a code into FRAMEWORKS."""
+
+FRAMEWORKS: tuple[Framework, ...] = tuple(Framework)
+"""Order of the integer codes of the `framework` training column (the same order as planner.speed.FRAMEWORKS)."""
 
 
 def training_columns(layouts: list[TrainingLayout]) -> Columns:
@@ -324,8 +329,9 @@ def training_columns(layouts: list[TrainingLayout]) -> Columns:
         "precision": np.array([TRAIN_PRECISIONS.index(lay.precision) for lay in layouts], dtype=np.int64),
         "zero": np.array([int(lay.zero) for lay in layouts], dtype=np.int64),
         "checkpointing": np.array([int(lay.checkpointing) for lay in layouts], dtype=np.int64),
+        "framework": np.array([FRAMEWORKS.index(lay.framework) for lay in layouts], dtype=np.int64),
     }
-    for name in ("tp", "pp", "dp", "ep", "expert_tp", "micro_batch", "grad_accum"):
+    for name in ("tp", "pp", "dp", "ep", "expert_tp", "micro_batch", "grad_accum", "cp", "zero_group"):
         cols[name] = np.array([getattr(lay, name) for lay in layouts], dtype=np.int64)
     for name in ("sequence_parallel", "flash_attention", "offload_optimizer", "offload_params"):
         cols[name] = np.array([getattr(lay, name) for lay in layouts], dtype=bool)
@@ -340,7 +346,8 @@ def training_layout_at(cols: Columns, i: int, gpu: str) -> TrainingLayout:
         checkpointing=Checkpointing(int(cols["checkpointing"][i])), micro_batch=int(cols["micro_batch"][i]),
         grad_accum=int(cols["grad_accum"][i]), sequence_parallel=bool(cols["sequence_parallel"][i]),
         flash_attention=bool(cols["flash_attention"][i]), offload_optimizer=bool(cols["offload_optimizer"][i]),
-        offload_params=bool(cols["offload_params"][i]),
+        offload_params=bool(cols["offload_params"][i]), cp=int(cols["cp"][i]), framework=FRAMEWORKS[int(cols["framework"][i])],
+        zero_group=int(cols["zero_group"][i]),
     )
 
 
@@ -349,6 +356,21 @@ def state_bytes_columns(precision_codes: np.ndarray, optimizer: Optimizer) -> tu
     table = np.array([[s.weights, s.gradients, s.optimizer] for s in (state_bytes_per_param(p, optimizer) for p in TRAIN_PRECISIONS)])
     rows = table[precision_codes]
     return rows[:, 0], rows[:, 1], rows[:, 2]
+
+
+def main_grad_bytes(framework_codes: np.ndarray, assumptions: Assumptions) -> np.ndarray:
+    """Gradient-buffer bytes per parameter per row, from catalogs/frameworks.csv (with the scenario's calibration overlay):
+    Megatron 4 B (fp32 main gradients: Megatron-LM accumulate_allreduce_grads_in_fp32), FSDP and DeepSpeed 2 B."""
+    from planner.calibrate import scenario_catalog
+
+    cat = scenario_catalog(assumptions.file)
+    return np.array([cat.framework(f.value).main_grad_bytes for f in FRAMEWORKS], dtype=float)[framework_codes]
+
+
+def zero_shards(cols: Columns) -> np.ndarray:
+    """Ranks a ZeRO-sharded model state is divided over: DP × CP (the Megatron distributed optimizer and FSDP shard over
+    the data-and-context-parallel group), or the hybrid-sharding group (`zero_group`, ZeRO-3 only) when set."""
+    return np.where(cols["zero_group"] > 0, cols["zero_group"], cols["dp"] * cols["cp"])
 
 
 def training_memory(
@@ -369,7 +391,8 @@ def training_memory_columns(model: ModelSpec, workload: TrainingWorkload, gpu: G
     What depends only on (model, pp) is computed once per pipeline degree; the stage is the
     maximum over `candidate_stages` (earliest stage wins ties, as in the per-stage scan).
     """
-    states = state_bytes_columns(cols["precision"], workload.optimizer)
+    weights_b, grads_b, optim_b = state_bytes_columns(cols["precision"], workload.optimizer)
+    states = (weights_b, np.maximum(grads_b, main_grad_bytes(cols["framework"], assumptions)), optim_b)
     n = len(cols["tp"])
     out: Columns | None = None
     for pp in np.unique(cols["pp"]):
@@ -414,7 +437,8 @@ def _training_stage_columns(
     n = len(cols["tp"])
     zeros = np.zeros(n)
     first, last = stage == 0, stage == pp - 1
-    tp, dp, ep, zero = cols["tp"], cols["dp"], cols["ep"], cols["zero"]
+    tp, ep, zero = cols["tp"], cols["ep"], cols["zero"]
+    dp = zero_shards(cols)
     params = stage_params(model, layers, first, last, tp, ep, cols["expert_tp"])
     out: Columns = {name: zeros for name in TRAINING_TERMS}
     if workload.mode in (TrainingMode.LORA, TrainingMode.QLORA):
@@ -428,7 +452,7 @@ def _training_stage_columns(
         # DP/EP) and gathers layers on use (Rajbhandari et al. 2020, Sec. 5.3; PEFT's FSDP/ZeRO-3 recipes shard the base)
         experts_base = params.experts * base_bpp
         shard = zero >= ZeroStage.PARAMETERS
-        weights, weights_dp = _sharded(base - experts_base, experts_base, dp, dp // ep, shard)
+        weights, weights_dp = _sharded(base - experts_base, experts_base, dp, np.maximum(dp // ep, 1), shard)
         out["weights"] = weights + zeros
         out["weights_over_dp"] = weights_dp + zeros
         out["zero3_gathered_layers"] = np.where(shard, zero3_gathered_bytes(model, layers, tp, ep, cols["expert_tp"], base_bpp), 0.0)
@@ -532,12 +556,16 @@ def _activation_columns(
     held = in_flight_micro_batches(stage, pp, cols["grad_accum"], assumptions.pipeline_interleave_chunks)
     moe_layers = model.moe_layer_prefix[layers.stop] - model.moe_layer_prefix[layers.start]
     kinds = [(moe, count) for moe, count in ((True, moe_layers), (False, len(layers) - moe_layers)) if count]
-    per_mb = sum(count * activation_bytes_per_layer(model, s, b, t, sp, ckpt, flash, moe) for moe, count in kinds)
+    # ring attention holds s/cp tokens per rank (Liu et al. 2023, arXiv:2310.01889). The per-term derivation is kept for every
+    # framework: the MosaicML FSDP rows (fused MPT kernels) that ran on 40 GB cards would not fit with the eager 45·s·b·h
+    # coefficient of catalogs/frameworks.csv, which describes unfused HF modules rather than FSDP itself.
+    cp = cols["cp"]
+    per_mb = sum(count * activation_bytes_per_layer(model, s, b, t, sp, ckpt, flash, moe) for moe, count in kinds) / cp
     working = functools.reduce(np.maximum, [activation_bytes_per_layer(model, s, b, t, sp, Checkpointing.NONE, flash, moe) for moe, _ in kinds])
     return {
         "activations": per_mb * held,
-        "recompute_working_set": np.where(ckpt == Checkpointing.FULL, working, 0.0),
-        "logits": logits_bytes(s, b, model.vocab_size, t) if stage == pp - 1 else np.zeros(len(t)),
+        "recompute_working_set": np.where(ckpt == Checkpointing.FULL, working / cp, 0.0),
+        "logits": logits_bytes(s, b, model.vocab_size, t) / cp if stage == pp - 1 else np.zeros(len(t)),
     }
 
 

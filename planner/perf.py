@@ -103,23 +103,12 @@ def group_bandwidth_gbps(gpu: GpuSpec, size: Num, stride: Num, gpus_per_node: in
 # ---- training ------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=8)
-def _speed_catalog(file: str | None) -> speed.SpeedCatalog:
-    from planner.calibrate import apply_overlay, calibrated_catalog, load_overlay
-
-    cat = calibrated_catalog()
-    if file is None:
-        return cat
-    try:
-        return apply_overlay(cat, load_overlay(Path(file)))
-    except InputError as error:
-        raise InputError(f"assumptions.file: {error}") from None
-
-
 def speed_catalog(assumptions: Assumptions) -> speed.SpeedCatalog:
     """The speed catalog the evaluator uses: catalogs/efficiency.csv with the shipped calibration
     (catalogs/calibration.yaml) and the scenario's overlay (`assumptions: {file: ...}`) applied."""
-    return _speed_catalog(assumptions.file)
+    from planner.calibrate import scenario_catalog
+
+    return scenario_catalog(assumptions.file)
 
 
 class TrainingPerf(BaseModel):
@@ -153,25 +142,16 @@ SPEED_DTYPES = {TrainPrecision.FP32: "fp32", TrainPrecision.BF16: "bf16", TrainP
 """planner.speed dtype of each training precision policy (fp32 runs on TF32 tensor cores)."""
 
 
-def framework_codes(cols: Columns) -> np.ndarray:
-    """Framework of each row as an index into planner.speed.FRAMEWORKS.
-
-    ZeRO-3 rows are FSDP FULL_SHARD (PyTorch FSDP conventions: eager kernels, 45·s·b·h activation
-    bytes); the other rows are Megatron-Core with its distributed optimizer (34·s·b·h).
-    """
-    return np.where(cols["zero"] >= ZeroStage.PARAMETERS, speed.FRAMEWORKS.index("fsdp"), speed.FRAMEWORKS.index("megatron"))
-
-
 def speed_layout(workload: TrainingWorkload, assumptions: Assumptions, cols: Columns, optimizer_bytes: np.ndarray) -> dict[str, np.ndarray]:
-    """planner.speed layout columns of planner training columns (num_gpus = TP·PP·DP; CP = 1)."""
-    tp, pp, dp = cols["tp"], cols["pp"], cols["dp"]
+    """planner.speed layout columns of planner training columns (num_gpus = TP·PP·CP·DP)."""
+    tp, pp, dp, cp = cols["tp"], cols["pp"], cols["dp"], cols["cp"]
     ones = np.ones(len(tp))
-    return {"num_gpus": (tp * pp * dp).astype(float), "tp": tp, "pp": pp, "cp": ones, "ep": cols["ep"],
+    return {"num_gpus": (tp * pp * cp * dp).astype(float), "tp": tp, "pp": pp, "cp": cp, "ep": cols["ep"],
             "vp": ones * assumptions.pipeline_interleave_chunks, "micro_batch": cols["micro_batch"],
             "global_batch": (cols["micro_batch"] * cols["grad_accum"] * dp).astype(float), "seq_len": ones * workload.seq_len,
             "recompute": cols["checkpointing"], "fsdp": (cols["zero"] >= ZeroStage.PARAMETERS).astype(float), "zero": cols["zero"],
             "frozen": ones * (workload.mode in (TrainingMode.LORA, TrainingMode.QLORA)), "optimizer_bytes": optimizer_bytes,
-            "nf4_base": ones * (workload.mode is TrainingMode.QLORA)}
+            "nf4_base": ones * (workload.mode is TrainingMode.QLORA), "shard_group": cols["zero_group"]}
 
 
 def training_perf_columns(
@@ -191,7 +171,7 @@ def training_perf_columns(
     cat = speed_catalog(assumptions)
     shape = model_shape(model)
     tp, pp, dp = cols["tp"], cols["pp"], cols["dp"]
-    n = tp * pp * dp
+    n = tp * pp * cols["cp"] * dp
     rows = len(tp)
     s, m = workload.seq_len, cols["grad_accum"]
     tokens_per_step = (s * cols["micro_batch"] * m * dp).astype(float)
@@ -203,7 +183,7 @@ def training_perf_columns(
     # optimizer update traffic: planner.speed's Adam bytes, scaled by this optimizer's state bytes relative to Adam's
     ratio = np.array([state_bytes_total(p, workload.optimizer) / state_bytes_total(p, Optimizer.ADAMW) for p in TRAIN_PRECISIONS])
     lay = speed_layout(workload, assumptions, cols, speed.OPTIMIZER_BYTES_PER_PARAM * ratio[cols["precision"]])
-    fw = framework_codes(cols)
+    fw = cols["framework"]
     names = ("compute_s", "elementwise_s", "bubble_s", "tp_comm_s", "pp_comm_s", "cp_comm_s", "dp_comm_exposed_s", "ep_comm_s", "optimizer_s")
     out = {k: np.zeros(rows) for k in names}
     for code in np.unique(cols["precision"]):
@@ -225,7 +205,7 @@ def training_perf_columns(
             out["ep_comm_s"][sel] = terms["ep_comm_exposed_s"]
             out["optimizer_s"][sel] = terms["optimizer_s"]
 
-    params_on_card = (trained if lora else shape.total_params) / (tp * pp)
+    params_on_card = (trained if lora else shape.total_params) / (tp * pp * cols["cp"])
     host = assumptions.host_link_gbps * 1e9
     out["optimizer_s"] = (out["optimizer_s"]
                           + np.where(cols["offload_optimizer"], 4.0 * params_on_card / dp / host, 0.0)  # gradients down, parameters up

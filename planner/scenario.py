@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from planner.catalog import load_assumption_defaults
 from planner.enums import (
     Checkpointing,
+    Framework,
     KvPrecision,
     Objective,
     Optimizer,
@@ -172,6 +173,13 @@ class SearchSpace(BaseModel):
     pp: tuple[int, ...] | None = Field(default=None, description="Allowed pipeline-parallel degrees.")
     ep: tuple[int, ...] | None = Field(default=None, description="Allowed expert-parallel degrees (MoE).")
     zero_stages: tuple[ZeroStage, ...] = Field(default=(0, 1, 2, 3), description="Allowed ZeRO stages.")
+    cp: tuple[int, ...] | None = Field(default=None, description="Allowed context-parallel degrees (None = 1, and 2, 4, 8 from "
+                                       "seq_len 32,768; each must split seq_len into 2·cp chunks).")
+    frameworks: tuple[Framework, ...] = Field(default=(Framework.MEGATRON, Framework.FSDP), min_length=1,
+                                              description="Training frameworks to consider, each with the ZeRO stages it offers "
+                                              "(megatron 0-1, fsdp 2-3, deepspeed 0-3).")
+    hybrid_shard: bool = Field(default=False, description="Also consider ZeRO-3 sharded within one node and replicated across "
+                               "nodes (FSDP HYBRID_SHARD).")
     checkpointing: tuple[Checkpointing, ...] = Field(default=(0, 1, 2), description="Allowed recomputation modes.")
     micro_batches: tuple[int, ...] = Field(default=(1, 2, 4, 8), description="Allowed micro-batch sizes, sequences.")
     batch_per_replica: tuple[int, ...] | None = Field(default=None, description="Allowed serving batch sizes per replica.")
@@ -182,7 +190,7 @@ class SearchSpace(BaseModel):
     max_gpus: int | None = Field(default=None, gt=0, description="Most GPUs a plan may use.")
     gpus_per_node: int | None = Field(default=None, gt=0, description="Override of the catalog's GPUs per server.")
 
-    @field_validator("tp", "pp", "ep", "micro_batches", "batch_per_replica")
+    @field_validator("tp", "pp", "ep", "cp", "micro_batches", "batch_per_replica")
     @classmethod
     def _positive(cls, values: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if values is not None and (not values or min(values) < 1):

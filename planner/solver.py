@@ -105,8 +105,10 @@ def layout_summary(e: Evaluation) -> str:
     if isinstance(e, TrainingEvaluation):
         ep = f" ep={lay.ep}" if lay.ep > 1 else ""
         off = " +offload(params)" if lay.offload_params else (" +offload" if lay.offload_optimizer else "")
-        return (f"{lay.num_gpus}x {lay.gpu} {lay.precision.value} tp={lay.tp} pp={lay.pp} dp={lay.dp}{ep} "
-                f"zero={int(lay.zero)} ckpt={lay.checkpointing.name.lower()} mb={lay.micro_batch} accum={lay.grad_accum}{off}")
+        cp = f" cp={lay.cp}" if lay.cp > 1 else ""
+        hybrid = f" (hybrid, shard group {lay.zero_group})" if lay.zero_group else ""
+        return (f"{lay.num_gpus}x {lay.gpu} {lay.precision.value} {lay.framework.value} tp={lay.tp}{cp} pp={lay.pp} dp={lay.dp}{ep} "
+                f"zero={int(lay.zero)}{hybrid} ckpt={lay.checkpointing.name.lower()} mb={lay.micro_batch} accum={lay.grad_accum}{off}")
     return (f"{lay.replicas}x ({lay.gpus_per_replica}x {lay.gpu}) w={lay.weight_precision.value} kv={lay.kv_precision.value} "
             f"tp={lay.tp} pp={lay.pp} batch={lay.batch}")
 

@@ -28,10 +28,10 @@ import numpy as np
 
 from planner.catalog import GpuSpec, load_gpus, resolve_gpu
 from planner.cost import PriceQuote, price_quote
-from planner.enums import TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
+from planner.enums import FRAMEWORK_ZERO_STAGES, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.errors import InputError
 from planner.evaluate import InferenceEvaluation, Table, TrainingEvaluation, inference_table, training_table
-from planner.memory import KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns
+from planner.memory import FRAMEWORKS, KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
 from planner.units import SECONDS_PER_HOUR
@@ -123,6 +123,26 @@ def ep_values(scenario: Scenario, model: ModelSpec) -> list[int]:
     return sorted({ep for ep in allowed if model.n_routed_experts % ep == 0})
 
 
+LONG_CONTEXT_TOKENS = 32768
+"""Sequence length from which context parallelism is searched by default (cp in {1, 2, 4, 8}); below it only cp = 1.
+Llama 3 used CP only for its long-context stage (Dubey et al. 2024, arXiv:2407.21783, Sec. 3.3.2: CP 16 at 131K)."""
+
+
+def cp_values(scenario: Scenario) -> list[int]:
+    """Context-parallel degrees: search.cp, else 1 (and 2, 4, 8 from LONG_CONTEXT_TOKENS); each must split the sequence
+    into 2·cp equal chunks (Megatron's load-balanced causal ring attention)."""
+    workload = scenario.workload
+    assert isinstance(workload, TrainingWorkload)
+    default = (1, 2, 4, 8) if workload.seq_len >= LONG_CONTEXT_TOKENS else (1,)
+    return sorted({cp for cp in (scenario.search.cp or default) if cp == 1 or workload.seq_len % (2 * cp) == 0})
+
+
+def framework_zero_pairs(scenario: Scenario) -> list[tuple[int, int]]:
+    """(framework code, ZeRO stage) pairs: each searched framework with the allowed ZeRO stages it implements."""
+    return [(FRAMEWORKS.index(fw), int(zero)) for fw in scenario.search.frameworks for zero in scenario.search.zero_stages
+            if int(zero) in FRAMEWORK_ZERO_STAGES[fw]]
+
+
 def whole_nodes(n_gpus: int, node: int) -> bool:
     """A plan uses part of one node, or whole nodes."""
     return n_gpus <= node or n_gpus % node == 0
@@ -189,12 +209,32 @@ def training_choice_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec) 
     qlora = scenario.workload.mode is TrainingMode.QLORA  # type: ignore[union-attr]
     # FP8 needs a card with FP8 tensor cores, and never with QLoRA (NF4 de-quantises to bf16: perf.QLORA_FP8_MESSAGE)
     precisions = [p for p in search.train_precisions if p is not TrainPrecision.FP8 or (gpu.supports_fp8 and not qlora)]
-    combos = [(ep, TRAIN_PRECISIONS.index(precision), int(zero), int(ckpt), oo, op)
-              for ep in ep_values(scenario, model) for precision in precisions for zero in search.zero_stages
-              for ckpt in search.checkpointing for oo, op in _offloads(zero, search.allow_offload)]
-    table = np.array(combos, dtype=np.int64).reshape(-1, 6)
+    combos = [(ep, TRAIN_PRECISIONS.index(precision), zero, int(ckpt), oo, op, fw)
+              for ep in ep_values(scenario, model) for precision in precisions for fw, zero in framework_zero_pairs(scenario)
+              for ckpt in search.checkpointing for oo, op in _offloads(ZeroStage(zero), search.allow_offload)]
+    table = np.array(combos, dtype=np.int64).reshape(-1, 7)
     return {"ep": table[:, 0], "precision": table[:, 1], "zero": table[:, 2], "checkpointing": table[:, 3],
-            "offload_optimizer": table[:, 4].astype(bool), "offload_params": table[:, 5].astype(bool)}
+            "offload_optimizer": table[:, 4].astype(bool), "offload_params": table[:, 5].astype(bool), "framework": table[:, 6]}
+
+
+def hybrid_group(tp: int, cp: int, node: int) -> int:
+    """Size of a node-local hybrid-sharding group: the DP ranks of one node (TP and CP innermost in the rank order)."""
+    return max(node // (tp * cp), 1)
+
+
+def with_hybrid_rows(cols: Columns, group: int, enabled: bool) -> Columns:
+    """The rows with zero_group 0, plus (when enabled) a copy of every ZeRO-3 row sharded within `group` DP ranks where
+    the group properly divides DP (FSDP HYBRID_SHARD with the shard group one node)."""
+    rows = len(cols["dp"])
+    cols = {**cols, "zero_group": np.zeros(rows, dtype=np.int64)}
+    if not enabled or group < 2:
+        return cols
+    extra = (cols["zero"] >= ZeroStage.PARAMETERS) & (cols["dp"] % group == 0) & (cols["dp"] > group)
+    if not extra.any():
+        return cols
+    copy = {k: v[extra] for k, v in cols.items()}
+    copy["zero_group"] = np.full(int(extra.sum()), group, dtype=np.int64)
+    return {k: np.concatenate([cols[k], copy[k]]) for k in cols}
 
 
 def training_layout_chunks(scenario: Scenario, model: ModelSpec, gpu: GpuSpec, node: int, explain: bool = False) -> Iterator[Columns]:
@@ -212,29 +252,30 @@ def training_layout_chunks(scenario: Scenario, model: ModelSpec, gpu: GpuSpec, n
     n_choices = len(choices["ep"])
     for tp in tp_values(scenario, model, gpu):
         parts: list[Columns] = []
-        for pp in pp_values(scenario, model):
-            for mb in search.micro_batches:
-                dp, accum = batch_split_arrays(workload.global_batch_seqs, workload.global_batch_tolerance, mb,
-                                               None if cap is None else cap // (tp * pp))
-                if not len(dp) or not n_choices:
-                    continue
-                n = tp * pp * dp
-                whole = (n <= node) | (n % node == 0)
-                dp, accum = dp[whole], accum[whole]
-                if not len(dp):
-                    continue
-                cols = {k: np.tile(v, len(dp)) for k, v in choices.items()}
-                cols["dp"] = np.repeat(dp, n_choices)
-                cols["grad_accum"] = np.repeat(accum, n_choices)
-                legal = cols["dp"] % cols["ep"] == 0
-                cols = {k: v[legal] for k, v in cols.items()}
-                rows = len(cols["dp"])
-                if not rows:
-                    continue
-                cols.update(tp=np.full(rows, tp), pp=np.full(rows, pp), micro_batch=np.full(rows, mb),
-                            expert_tp=np.where(cols["ep"] == 1, tp, 1), sequence_parallel=np.full(rows, search.sequence_parallel),
-                            flash_attention=np.full(rows, search.flash_attention))
-                parts.append(cols)
+        for cp in cp_values(scenario):
+            for pp in pp_values(scenario, model):
+                for mb in search.micro_batches:
+                    dp, accum = batch_split_arrays(workload.global_batch_seqs, workload.global_batch_tolerance, mb,
+                                                   None if cap is None else cap // (tp * pp * cp))
+                    if not len(dp) or not n_choices:
+                        continue
+                    n = tp * pp * cp * dp
+                    whole = (n <= node) | (n % node == 0)
+                    dp, accum = dp[whole], accum[whole]
+                    if not len(dp):
+                        continue
+                    cols = {k: np.tile(v, len(dp)) for k, v in choices.items()}
+                    cols["dp"] = np.repeat(dp, n_choices)
+                    cols["grad_accum"] = np.repeat(accum, n_choices)
+                    legal = cols["dp"] % cols["ep"] == 0
+                    cols = with_hybrid_rows({k: v[legal] for k, v in cols.items()}, hybrid_group(tp, cp, node), search.hybrid_shard)
+                    rows = len(cols["dp"])
+                    if not rows:
+                        continue
+                    cols.update(tp=np.full(rows, tp), pp=np.full(rows, pp), cp=np.full(rows, cp), micro_batch=np.full(rows, mb),
+                                expert_tp=np.where(cols["ep"] == 1, tp, 1), sequence_parallel=np.full(rows, search.sequence_parallel),
+                                flash_attention=np.full(rows, search.flash_attention))
+                    parts.append(cols)
         if parts:
             yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -269,17 +310,24 @@ def count_training_layouts(scenario: Scenario, model: ModelSpec, gpus: list[tupl
     total = 0
     for gpu, node in gpus:
         cap = gpu_cap(scenario, gpu.name, explain)
-        eps, per_ep = np.unique(training_choice_columns(scenario, model, gpu)["ep"], return_counts=True)
+        choices = training_choice_columns(scenario, model, gpu)
+        eps, per_ep = np.unique(choices["ep"], return_counts=True)
+        eps3, per_ep3 = np.unique(choices["ep"][choices["zero"] >= ZeroStage.PARAMETERS], return_counts=True)
         for tp in tp_values(scenario, model, gpu):
-            for pp in pp_values(scenario, model):
-                for mb in scenario.search.micro_batches:
-                    dp, _ = batch_split_arrays(workload.global_batch_seqs, workload.global_batch_tolerance, mb,
-                                               None if cap is None else cap // (tp * pp))
-                    n = tp * pp * dp
-                    dp = dp[(n <= node) | (n % node == 0)]
-                    total += int(sum(c * np.count_nonzero(dp % ep == 0) for ep, c in zip(eps, per_ep)))
-                    if stop_above is not None and total > stop_above:
-                        return total
+            for cp in cp_values(scenario):
+                group = hybrid_group(tp, cp, node)
+                for pp in pp_values(scenario, model):
+                    for mb in scenario.search.micro_batches:
+                        dp, _ = batch_split_arrays(workload.global_batch_seqs, workload.global_batch_tolerance, mb,
+                                                   None if cap is None else cap // (tp * pp * cp))
+                        n = tp * pp * cp * dp
+                        dp = dp[(n <= node) | (n % node == 0)]
+                        total += int(sum(c * np.count_nonzero(dp % ep == 0) for ep, c in zip(eps, per_ep)))
+                        if scenario.search.hybrid_shard and group >= 2:
+                            hybrid = dp[(dp % group == 0) & (dp > group)]
+                            total += int(sum(c * np.count_nonzero(hybrid % ep == 0) for ep, c in zip(eps3, per_ep3)))
+                        if stop_above is not None and total > stop_above:
+                            return total
     return total
 
 

@@ -45,7 +45,7 @@ KERNELS = ("gemm", "moe_gemm", "attention", "elementwise", "decode_attention", "
 FRAMEWORKS = ("megatron", "fsdp", "deepspeed")
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 LAYOUT_FIELDS = ("num_gpus", "tp", "pp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "recompute", "fsdp")
-OPTIONAL_FIELDS = ("zero", "frozen", "optimizer_bytes", "nf4_base")
+OPTIONAL_FIELDS = ("zero", "frozen", "optimizer_bytes", "nf4_base", "shard_group")
 """Optional layout columns: zero (ZeRO stage 0-3; default 3 with fsdp, else 1 with a distributed optimizer, else 0),
 frozen (1 = base weights frozen, LoRA: no weight gradients; default 0), optimizer_bytes (HBM bytes per trained
 parameter of one optimizer update; default OPTIMIZER_BYTES_PER_PARAM), nf4_base (1 = frozen linear weights stored in
@@ -385,6 +385,7 @@ def _layout(layout: Mapping[str, np.ndarray], distributed_optimizer: bool = True
     out["optimizer_bytes"] = (np.asarray(layout["optimizer_bytes"], dtype=float) if "optimizer_bytes" in layout
                               else np.full_like(out["tp"], OPTIMIZER_BYTES_PER_PARAM))
     out["nf4_base"] = np.asarray(layout["nf4_base"], dtype=float) if "nf4_base" in layout else np.zeros_like(out["tp"])
+    out["shard_group"] = np.asarray(layout["shard_group"], dtype=float) if "shard_group" in layout else np.zeros_like(out["tp"])
     return out
 
 
@@ -461,7 +462,8 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
         dense_trained, expert_trained = dense_params, expert_params
     else:
         dense_trained, expert_trained = trained_params / (tp * pp), 0.0 * expert_params
-    shard_over = np.where(zero >= 1, dp * cp, 1.0)
+    hybrid = lay["shard_group"] > 0
+    shard_over = np.where(zero >= 1, np.where(hybrid, lay["shard_group"], dp * cp), 1.0)
     optimizer = lay["optimizer_bytes"] * (dense_trained / shard_over + expert_trained / np.maximum(shard_over / ep, 1.0)) / hbm
 
     act_msg = b * s / cp * shape.hidden * word  # one micro-batch's activations of a layer
@@ -483,9 +485,19 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
         return np.where(sharded, micro_batches * (2.0 * gather_all + reduce),
                         np.where(zero >= 2, micro_batches * reduce + gather_trained, gather_trained + reduce))
 
-    dp_comm = data_parallel_s(dense_params, dense_trained, dp_group, dp_stride)
+    def hybrid_s(params: float | np.ndarray, trained: float | np.ndarray, group: np.ndarray, stride: np.ndarray) -> np.ndarray:
+        """Hybrid sharding (FSDP HYBRID_SHARD; Zhao et al. 2023, Sec. 3.2.2): ZeRO-3 traffic inside each group of
+        shard_group ranks (inner in the rank order, so a node-sized group stays on NVLink), then one all-reduce
+        (reduce-scatter + all-gather) per step of each rank's gradient shard across the replicas."""
+        g = np.where(hybrid, np.minimum(lay["shard_group"], group), group)
+        inside = data_parallel_s(params, trained, g, stride)
+        shard = trained / np.maximum(g, 1.0) * np.maximum(fw.grad_reduce_bytes, word)
+        across = 2.0 * ring_step_s(shard, group / g, stride * g, gpu, cat, node)
+        return inside + np.where(hybrid, across, 0.0)
+
+    dp_comm = hybrid_s(dense_params, dense_trained, dp_group, dp_stride)
     if shape.experts:
-        dp_comm = dp_comm + data_parallel_s(expert_params, expert_trained, dp_group / ep, dp_stride * ep)
+        dp_comm = dp_comm + hybrid_s(expert_params, expert_trained, dp_group / ep, dp_stride * ep)
         a2a_bytes = b * s / (cp * tp) * shape.topk * shape.hidden * fw.ep_payload_bytes
         ep_comm = 4.0 * shape.moe_layers / pp * micro_batches * all_to_all_s(a2a_bytes, ep, tp * cp, shape.topk, gpu, cat, node,
                                                                              fw.ep_node_dedup)
@@ -549,36 +561,6 @@ def tokens_per_s_per_gpu(shape: ModelShape, gpu: GpuSpec, dtype: str, framework:
 def mfu(shape: ModelShape, gpu: GpuSpec, seq_len: np.ndarray, tokens_per_s_gpu: np.ndarray) -> np.ndarray:
     """Model FLOPs utilisation against the BF16 dense peak, whatever the training dtype (PaLM App. B convention)."""
     return model_flops_per_token(shape, np.asarray(seq_len, dtype=float)) * tokens_per_s_gpu / (peak_tflops(gpu, "bf16") * 1e12)
-
-
-def activation_bytes_per_layer(shape: ModelShape, framework: str, micro_batch: np.ndarray, seq_len: np.ndarray, tp: np.ndarray,
-                               cp: np.ndarray, cat: SpeedCatalog | None = None) -> np.ndarray:
-    """Stored activation bytes of one layer on one GPU: coef · s · b · h / (TP · CP).
-
-    coef is the framework's activation_bytes_per_token_layer_h: 34 for Megatron with flash
-    attention and sequence parallelism (Korthikanti et al. 2022, Eq. 1 without the 5as/h score
-    term, divided by t with sequence parallelism, Sec. 4.2.2), about 45 for unfused eager stacks.
-    Ring attention holds s/CP tokens per rank (Liu et al. 2023), so CP divides it too.
-    """
-    cat = cat or load_speed_catalog()
-    coef = cat.framework(framework).activation_bytes_per_token_layer_h
-    return coef * np.asarray(seq_len, dtype=float) * np.asarray(micro_batch, dtype=float) * shape.hidden / (
-        np.asarray(tp, dtype=float) * np.asarray(cp, dtype=float))
-
-
-def model_state_bytes_per_param(framework: str, dtype: str, dp_shards: np.ndarray, cat: SpeedCatalog | None = None) -> np.ndarray:
-    """Bytes per parameter of weights, main gradients and Adam states on one GPU under a framework's conventions.
-
-    BF16 (or FP8 with a BF16 master copy, as Transformer Engine keeps) weights 2 B, main
-    gradients `main_grad_bytes` (Megatron: fp32, 4 B), fp32 master weights + Adam m, v 12 B
-    (Rajbhandari et al. 2020, Sec. 3.1: K = 12); with a distributed optimizer the 12 B are
-    divided over the DP×CP shards (ZeRO-1, Megatron distributed optimizer).
-    """
-    cat = cat or load_speed_catalog()
-    fw = cat.framework(framework)
-    shards = np.asarray(dp_shards, dtype=float) if fw.distributed_optimizer else 1.0
-    weights = 2.0 + (1.0 if dtype == "fp8" else 0.0)  # TE keeps an FP8 transpose copy of each weight beside the BF16 one
-    return weights + fw.main_grad_bytes + 12.0 / shards
 
 
 def decode_attention_s(kv_bytes_read: np.ndarray, gpu: GpuSpec, cat: SpeedCatalog | None = None) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from planner.catalog import resolve_gpu, resolve_model
-from planner.enums import Checkpointing, KvPrecision, Optimizer, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
+from planner.enums import Checkpointing, Framework, KvPrecision, Optimizer, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
     inference_memory,
@@ -226,11 +226,43 @@ def test_recomputation_reduces_activation_memory() -> None:
 
 
 def test_zero_stage_ordering_at_dp8() -> None:
-    totals = [train("llama-3.1-8b", dp=8, zero=stage).total_bytes for stage in ZeroStage]
+    """DeepSpeed (the framework offering all four stages, 2-byte gradients): each stage holds less; ZeRO-3 divides all
+    16 B/param by N_d = 8."""
+    ds = Framework.DEEPSPEED
+    totals = [train("llama-3.1-8b", dp=8, zero=stage, framework=ds).total_bytes for stage in ZeroStage]
     assert all(a > b for a, b in zip(totals, totals[1:])), totals
-    states = [sum(train("llama-3.1-8b", dp=8, zero=stage).term(n) for n in ("weights", "gradients", "optimizer_states"))
+    states = [sum(train("llama-3.1-8b", dp=8, zero=stage, framework=ds).term(n) for n in ("weights", "gradients", "optimizer_states"))
               for stage in ZeroStage]
-    assert states[0] / states[3] == pytest.approx(8.0)  # ZeRO-3 divides all 16 B/param by N_d = 8
+    assert states[0] / states[3] == pytest.approx(8.0)
+
+
+def test_framework_conventions_in_memory() -> None:
+    """Megatron keeps fp32 main gradients (4 B/param: Megatron-LM accumulate_allreduce_grads_in_fp32) where DeepSpeed keeps
+    2 B; activations follow the per-term derivation for every framework."""
+    model = resolve_model("llama-3.1-8b")
+    mega = train("llama-3.1-8b", dp=8, zero=ZeroStage.OPTIMIZER, framework=Framework.MEGATRON, checkpointing=Checkpointing.NONE)
+    ds = train("llama-3.1-8b", dp=8, zero=ZeroStage.OPTIMIZER, framework=Framework.DEEPSPEED, checkpointing=Checkpointing.NONE)
+    assert mega.term("gradients") == pytest.approx(4.0 * model.total_params, rel=1e-9)
+    assert ds.term("gradients") == pytest.approx(2.0 * model.total_params, rel=1e-9)
+    assert ds.term("activations") == pytest.approx(mega.term("activations"), rel=1e-9)
+
+
+def test_context_parallel_divides_activations() -> None:
+    """Ring attention (Liu et al. 2023): each of cp ranks holds seq_len/cp tokens, so activations and logits divide by cp;
+    the ZeRO-1 optimizer shard divides over DP x CP."""
+    one = train("llama-3.1-8b", seq=32768, dp=2, zero=ZeroStage.OPTIMIZER, checkpointing=Checkpointing.NONE)
+    four = train("llama-3.1-8b", seq=32768, dp=2, cp=4, zero=ZeroStage.OPTIMIZER, checkpointing=Checkpointing.NONE)
+    assert four.term("activations") == pytest.approx(one.term("activations") / 4, rel=1e-9)
+    assert four.term("logits") == pytest.approx(one.term("logits") / 4, rel=1e-9)
+    assert four.term("optimizer_states") == pytest.approx(one.term("optimizer_states") / 4, rel=1e-9)
+
+
+def test_hybrid_sharding_divides_by_the_group() -> None:
+    """FSDP HYBRID_SHARD: ZeRO-3 within a group of 8 ranks, replicated across 4 groups: states divide by 8, not 32."""
+    full = train("llama-3.1-70b", dp=32, zero=ZeroStage.PARAMETERS)
+    hybrid = train("llama-3.1-70b", dp=32, zero=ZeroStage.PARAMETERS, zero_group=8)
+    for term in ("weights", "gradients", "optimizer_states"):
+        assert hybrid.term(term) == pytest.approx(full.term(term) * 4, rel=1e-9), term
 
 
 # ---- LoRA / QLoRA -------------------------------------------------------------------------
