@@ -34,6 +34,7 @@ DEFAULT_CALIBRATION = CATALOG_DIR / "calibration.yaml"
 RIDGE = 0.02  # weight of the pull toward the cited catalog values, per parameter, in relative units
 HUBER_DELTA = 0.10  # relative residual beyond which a run's weight falls as 1/|r| (Huber 1964 loss by reweighting)
 HUBER_ITERATIONS = 6
+FIT_ITERATIONS = 10  # fixed-point passes of the fit (the DP overlap window depends on the fitted compute time)
 MIN_RUNS = 5  # a parameter is fitted only when at least this many runs spend >= 10% of their step in it; else it keeps its catalog value
 SHAPE_FIELDS = tuple(ModelShape.model_fields)
 FORBID = ConfigDict(extra="forbid", frozen=True)
@@ -177,19 +178,26 @@ def _bounded_lstsq(a_w: np.ndarray, b_w: np.ndarray, rel_a: np.ndarray, rel_b: n
 def fit(runs: list[Run], cat: SpeedCatalog | None = None, ridge: float = RIDGE, label: str = "", min_runs: int = MIN_RUNS) -> SpeedCatalog:
     """The catalog with every efficiency row the runs use refitted."""
     cat = cat or load_speed_catalog()
-    keys, matrix, fixed = design(runs, cat)
     measured = np.array([r.step_time_s for r in runs])
-    theta = solve(keys, matrix, fixed, measured, parameter_vector(cat, keys), ridge, min_runs)
-    values = dict(zip(keys, theta))
-    updates = {}
-    rows = {r.key: r for r in cat.efficiency}
-    for row_key in {k.split("#")[0] for k in keys}:
-        inv = values.get(row_key + "#inv", 1.0 / rows[row_key].e_max)
-        n_half = values[row_key + "#small"] / inv if row_key + "#small" in values else rows[row_key].n_half
-        overhead_us = values[row_key + "#overhead"] * 1e6 if row_key + "#overhead" in values else rows[row_key].overhead_us
-        updates[row_key] = (1.0 / inv, n_half, overhead_us)
     source = f"fitted by planner calibrate on {len(runs)} runs" + (f" of {label}" if label else "")
-    return cat.with_efficiency(updates, source, dt.date.today().isoformat())
+    rows = {r.key: r for r in cat.efficiency}
+    keys, _, _ = design(runs, cat)
+    prior = parameter_vector(cat, keys)
+    current = cat
+    # the exposed DP time depends on how long the compute takes (the overlap window), so the fixed part of the design is
+    # re-evaluated at the fitted values and the linear fit repeated until it settles (fixed-point iteration)
+    for _ in range(FIT_ITERATIONS):
+        keys, matrix, fixed = design(runs, current)
+        theta = solve(keys, matrix, fixed, measured, prior, ridge, min_runs)
+        values = dict(zip(keys, theta))
+        updates = {}
+        for row_key in {k.split("#")[0] for k in keys}:
+            inv = values.get(row_key + "#inv", 1.0 / rows[row_key].e_max)
+            n_half = values[row_key + "#small"] / inv if row_key + "#small" in values else rows[row_key].n_half
+            overhead_us = values[row_key + "#overhead"] * 1e6 if row_key + "#overhead" in values else rows[row_key].overhead_us
+            updates[row_key] = (1.0 / inv, n_half, overhead_us)
+        current = cat.with_efficiency(updates, source, dt.date.today().isoformat())
+    return current
 
 
 def predict_step_s(runs: list[Run], cat: SpeedCatalog) -> np.ndarray:

@@ -510,7 +510,14 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
 
     scale = 1.0 + bubble
     cols = {k: v * scale for k, v in cols.items()}
-    exposed = {"tp_comm_exposed_s": (1 - fw.tp_overlap) * tp_comm, "dp_comm_exposed_s": (1 - fw.dp_overlap) * dp_comm,
+    # DP traffic hides behind compute only while there is compute to hide it: with gradient accumulation the distributed
+    # optimizer's reduce-scatter overlaps the backward of the last micro-batch and the parameter all-gather the forward of
+    # the first (Megatron-LM overlap_grad_reduce / overlap_param_gather, docs/source/api-guide/dist_optimizer.md), i.e. one
+    # micro-batch of compute; ZeRO-3/FSDP gathers and reduces every micro-batch, behind all of it (Zhao et al. 2023, Sec. 3.3)
+    busy = sum((terms[k] for k in KERNEL_TERMS if k in terms), start=elementwise)
+    window = np.where(sharded, busy, busy / micro_batches)
+    dp_exposed = dp_comm - np.minimum(fw.dp_overlap * dp_comm, window)
+    exposed = {"tp_comm_exposed_s": (1 - fw.tp_overlap) * tp_comm, "dp_comm_exposed_s": dp_exposed,
                "ep_comm_exposed_s": (1 - fw.ep_overlap) * ep_comm, "cp_comm_exposed_s": (1 - fw.cp_overlap) * cp_comm,
                "pp_comm_exposed_s": (1 - fw.pp_overlap) * pp_comm}
     exposed_total = sum(exposed.values(), start=np.zeros_like(n))
