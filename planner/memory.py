@@ -503,7 +503,7 @@ def model_state_columns(
     ZeRO-Offload (Ren et al. 2021, Sec. 4) moves the optimizer states to CPU memory,
     ZeRO-Infinity (Rajbhandari et al. 2021, Sec. 5) the parameter shards.
     """
-    dp_experts = dp // ep
+    dp_experts = np.maximum(dp // ep, 1)  # a hybrid shard group smaller than EP holds whole experts (no expert sharding)
     weights, weights_dp = _sharded(replicated_params * states[0], expert_params * states[0], dp, dp_experts, zero >= ZeroStage.PARAMETERS)
     gradients, gradients_dp = _sharded(replicated_params * states[1], expert_params * states[1], dp, dp_experts, zero >= ZeroStage.GRADIENTS)
     optimizer, optimizer_dp = _sharded(replicated_params * states[2], expert_params * states[2], dp, dp_experts, zero >= ZeroStage.OPTIMIZER)

@@ -178,7 +178,7 @@ class SearchSpace(BaseModel):
     frameworks: tuple[Framework, ...] = Field(default=(Framework.MEGATRON, Framework.FSDP), min_length=1,
                                               description="Training frameworks to consider, each with the ZeRO stages it offers "
                                               "(megatron 0-1, fsdp 2-3, deepspeed 0-3).")
-    hybrid_shard: bool = Field(default=False, description="Also consider ZeRO-3 sharded within one node and replicated across "
+    hybrid_shard: bool = Field(default=True, description="Also consider ZeRO-3 sharded within one node and replicated across "
                                "nodes (FSDP HYBRID_SHARD).")
     checkpointing: tuple[Checkpointing, ...] = Field(default=(0, 1, 2), description="Allowed recomputation modes.")
     micro_batches: tuple[int, ...] = Field(default=(1, 2, 4, 8), description="Allowed micro-batch sizes, sequences.")

@@ -38,11 +38,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import CATALOG_DIR, GpuSpec
+from planner.enums import Framework
 from planner.errors import InputError
 from planner.modelspec import ModelSpec
 
 KERNELS = ("gemm", "moe_gemm", "attention", "elementwise", "decode_attention", "moe_dispatch")
-FRAMEWORKS = ("megatron", "fsdp", "deepspeed")
+FRAMEWORKS = tuple(f.value for f in Framework)  # megatron, fsdp, deepspeed: the codes of the planner's framework column
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 LAYOUT_FIELDS = ("num_gpus", "tp", "pp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "recompute", "fsdp")
 OPTIONAL_FIELDS = ("zero", "frozen", "optimizer_bytes", "nf4_base", "shard_group")
