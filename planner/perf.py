@@ -205,7 +205,8 @@ def training_perf_columns(
             out["ep_comm_s"][sel] = terms["ep_comm_exposed_s"]
             out["optimizer_s"][sel] = terms["optimizer_s"]
 
-    params_on_card = (trained if lora else shape.total_params) / (tp * pp * cols["cp"])
+    routed = shape.moe_layers * shape.experts * shape.mlp_params(shape.moe_ffn)  # split by EP, not TP
+    params_on_card = (trained / (tp * pp) if lora else (shape.total_params - routed) / (tp * pp) + routed / (cols["ep"] * pp)) / cols["cp"]
     host = assumptions.host_link_gbps * 1e9
     out["optimizer_s"] = (out["optimizer_s"]
                           + np.where(cols["offload_optimizer"], 4.0 * params_on_card / dp / host, 0.0)  # gradients down, parameters up

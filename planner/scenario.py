@@ -190,6 +190,16 @@ class SearchSpace(BaseModel):
     max_gpus: int | None = Field(default=None, gt=0, description="Most GPUs a plan may use.")
     gpus_per_node: int | None = Field(default=None, gt=0, description="Override of the catalog's GPUs per server.")
 
+    @model_validator(mode="after")
+    def _a_framework_offers_a_zero_stage(self) -> SearchSpace:
+        from planner.enums import FRAMEWORK_ZERO_STAGES
+
+        if not any(int(z) in FRAMEWORK_ZERO_STAGES[f] for f in self.frameworks for z in self.zero_stages):
+            offered = "; ".join(f"{f.value}: {list(FRAMEWORK_ZERO_STAGES[f])}" for f in Framework)
+            raise ValueError(f"frameworks {[f.value for f in self.frameworks]} offer none of zero_stages {[int(z) for z in self.zero_stages]}; "
+                             f"allowed pairs: {offered}")
+        return self
+
     @field_validator("tp", "pp", "ep", "cp", "micro_batches", "batch_per_replica")
     @classmethod
     def _positive(cls, values: tuple[int, ...] | None) -> tuple[int, ...] | None:

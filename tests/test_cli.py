@@ -208,3 +208,12 @@ def test_qlora_space_never_offers_fp8_and_charges_dequantisation() -> None:
     extra = qlora.elementwise_s - lora.elementwise_s
     assert expected < extra < 2 * expected
     assert qlora.step_time_s > lora.step_time_s
+
+
+def test_frameworks_that_offer_none_of_the_zero_stages_are_refused(tmp_path: Path) -> None:
+    """Megatron offers ZeRO 0-1 (DDP, distributed optimizer); asking for megatron with ZeRO-3 only is input error, exit 2."""
+    data = _qlora_scenario(frameworks=["megatron"], zero_stages=[3])
+    data["workload"]["mode"] = "pretrain"
+    result = run("solve", str(_write(tmp_path, "f.yaml", yaml.safe_dump(data))))
+    assert result.exit_code == 2, result.output
+    assert "search" in result.output and "megatron" in result.output and "zero_stages" in result.output
