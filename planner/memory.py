@@ -598,7 +598,13 @@ def training_breakdown_at(
     else:
         for name, threshold, offload in (("weights", ZeroStage.PARAMETERS, "offload_params"), ("gradients", ZeroStage.GRADIENTS, None),
                                          ("optimizer_states", ZeroStage.OPTIMIZER, "offload_optimizer")):
-            terms.append(_state_term(name, value[name], value[f"{name}_over_dp"], zero >= threshold, bool(offload and layout[offload])))
+            line = _state_term(name, value[name], value[f"{name}_over_dp"], zero >= threshold, bool(offload and layout[offload]))
+            if name == "gradients":
+                grad_bytes = float(main_grad_bytes(np.array([int(layout["framework"])]), assumptions)[0])
+                framework = FRAMEWORKS[int(layout["framework"])].value
+                line = line.model_copy(update={"source": line.source + f"; {framework} gradient buffers of at least {grad_bytes:g} B/param "
+                                                                   "(catalogs/frameworks.csv main_grad_bytes; Megatron keeps fp32 main gradients)"})
+            terms.append(line)
         if zero >= ZeroStage.PARAMETERS:
             terms.append(MemoryTerm(name="zero3_gathered_layers", bytes=value["zero3_gathered_layers"], fixed_bytes=value["zero3_gathered_layers"],
                                     scaling="two layers' parameters on the card, gathered (current + prefetch)",
