@@ -41,7 +41,9 @@ def speed_cost_table(e: Evaluation) -> Table:
     if isinstance(e, TrainingEvaluation):
         p = e.perf
         table.add_row("step time", f"{p.step_time_s:,.2f} s (compute {p.compute_s:,.2f}, elementwise {p.elementwise_s:,.2f}, "
-                      f"bubble {p.bubble_s:,.2f}, TP {p.tp_comm_s:,.2f}, DP exposed {p.dp_comm_exposed_s:,.2f}, EP {p.ep_comm_s:,.2f})")
+                      f"bubble {p.bubble_s:,.2f}, TP {p.tp_comm_s:,.2f}, CP {p.cp_comm_s:,.2f}, PP {p.pp_comm_s:,.2f}, "
+                      f"DP exposed {p.dp_comm_exposed_s:,.2f}, EP {p.ep_comm_s:,.2f}, optimizer {p.optimizer_s:,.2f}; exposed "
+                      "communication after the framework's overlap)")
         table.add_row("tokens/s", f"{p.tokens_per_s:,.0f} total, {p.tokens_per_s_per_gpu:,.0f} per GPU")
         table.add_row("MFU / HFU", f"{p.mfu:.1%} / {p.hfu:.1%}")
         table.add_row("time to train", f"{p.time_to_train_s / 86400:,.2f} days, {p.gpu_hours:,.0f} GPU-hours")
