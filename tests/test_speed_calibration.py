@@ -279,7 +279,7 @@ def test_columns_of_layouts_equal_one_layout_at_a_time() -> None:
 
 
 def _planner_case(run: cal.Run):
-    """A dense published run as the planner's evaluator sees it: ModelSpec, workload, layout, assumptions (None if it has
+    """A published run (dense or MoE without MLA/windows) as the planner's evaluator sees it: ModelSpec, workload, layout, assumptions (None if it has
     no planner layout: a framework/ZeRO pairing the rows do not state, or a batch that does not split)."""
     from planner.enums import Checkpointing, TrainPrecision, ZeroStage
     from planner.layout import TrainingLayout
@@ -288,16 +288,21 @@ def _planner_case(run: cal.Run):
 
     lay, sh = run.layout, run.shape
     sharded = lay["fsdp"] > 0
-    if run.is_moe or sharded != (run.framework == "fsdp") or run.framework == "deepspeed":
+    if sh.window or sh.attn_proj_params or sharded != (run.framework == "fsdp") or run.framework == "deepspeed":
         return None
     dp = int(lay["num_gpus"] // (lay["tp"] * lay["pp"] * lay["cp"]))
     m = lay["global_batch"] / (dp * lay["micro_batch"])
     if m != int(m) or dp * lay["tp"] * lay["pp"] * lay["cp"] != lay["num_gpus"]:
         return None
-    spec = ModelSpec(name=run.model, hidden_size=sh.hidden, intermediate_size=sh.ffn, num_layers=sh.layers, num_heads=sh.heads,
+    moe = dict(n_routed_experts=sh.experts, n_shared_experts=sh.shared_experts, experts_per_token=sh.topk,
+               moe_intermediate_size=sh.moe_ffn, first_k_dense=sh.dense_layers) if run.is_moe else {}
+    spec = ModelSpec(name=run.model, hidden_size=sh.hidden, intermediate_size=sh.ffn or sh.moe_ffn, num_layers=sh.layers, num_heads=sh.heads,
                      num_kv_heads=sh.kv_heads, head_dim=sh.head_dim, vocab_size=sh.vocab, max_position_embeddings=int(lay["seq_len"]),
-                     tied_embeddings=False, gated_mlp=sh.gated_mlp)
+                     tied_embeddings=False, gated_mlp=sh.gated_mlp, **moe)
+    if run.is_moe and lay["ep"] > 1 and dp % lay["ep"]:
+        return None
     layout = TrainingLayout(gpu=run.gpu, precision=TrainPrecision(run.dtype), tp=int(lay["tp"]), pp=int(lay["pp"]), dp=dp,
+                            ep=int(lay["ep"]), expert_tp=int(lay["tp"]) if lay["ep"] == 1 else 1,
                             zero=ZeroStage.PARAMETERS if sharded else ZeroStage.OPTIMIZER,
                             checkpointing=Checkpointing(int(lay["recompute"])), micro_batch=int(lay["micro_batch"]), grad_accum=int(m),
                             cp=int(lay["cp"]))
@@ -324,7 +329,7 @@ def test_the_planner_evaluator_is_the_calibrated_model(runs: list[cal.Run], caps
         checked += 1
     assert checked >= 225
     with capsys.disabled():
-        print(f"\n[planner evaluator on {checked} dense published runs, shipped calibration, in-sample] tokens/s/GPU median |err| "
+        print(f"\n[planner evaluator on {checked} published runs, shipped calibration, in-sample] tokens/s/GPU median |err| "
               f"{np.median(np.abs(errors)):.1%}, worst {np.max(np.abs(errors)):.1%}")
 
 
