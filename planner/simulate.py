@@ -242,3 +242,44 @@ def simulate(cost: IterationCost, requests: Requests, *, tokens_per_step: float 
         iterations=iteration, rejected=rejected,
     )
 
+
+
+def load_sweep(cost: IterationCost, prompt_tokens: int, output_tokens: int, rates_rps: np.ndarray, *, requests: int = 2000,
+               seed: int = 0, **kwargs: float) -> list[tuple[float, SimResult]]:
+    """Simulated results at several arrival rates (same seed each), for a latency-vs-load curve."""
+    return [(float(r), simulate(cost, poisson_requests(float(r), requests, prompt_tokens, output_tokens, seed), **kwargs))  # type: ignore[arg-type]
+            for r in rates_rps]
+
+
+def write_latency_chart(path: Path, cost: IterationCost, prompt_tokens: int, output_tokens: int, sweep: list[tuple[float, SimResult]],
+                        title: str = "") -> Path:
+    """SVG of p50/p90 TTFT and ITL against arrival rate: analytic lines (`serving.steady_state`) and simulated points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from planner.serving import max_rate_rps, steady_state
+
+    top = float(max_rate_rps(cost, prompt_tokens, output_tokens))
+    grid = np.linspace(0.02, 0.98, 60) * top
+    state = steady_state(cost, grid, prompt_tokens, output_tokens)
+    fig, (ax_ttft, ax_itl) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in ((ax_ttft, "ttft", "TTFT (s)"), (ax_itl, "itl", "inter-token latency (s)")):
+        for q, style in ((50, "-"), (90, "--")):
+            ax.plot(grid, getattr(state, f"{metric}_p{q}_s"), style, color="C0", label=f"model p{q}")
+            ax.plot([r for r, _ in sweep], [getattr(s, f"{metric}_p{q}_s") for _, s in sweep], "o" if q == 50 else "s",
+                    color="C1", fillstyle="none" if q == 90 else "full", label=f"simulated p{q}")
+        ax.axvline(top, color="grey", linewidth=0.8)
+        ax.set_xlabel("arrival rate per replica (requests/s)")
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    fig.suptitle(title or f"latency vs load (prompt {prompt_tokens}, output {output_tokens}); grey: max stable rate")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fig.savefig(tmp, format="svg")
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -19,6 +19,7 @@ from planner.scenario import Assumptions
 from planner.traffic import SpeculativeDecoding, TokenLengths, Traffic
 
 DATA = Path(__file__).parent / "data" / "serving_latency_published.csv"
+SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "deepseek-67b-serving-h100.yaml"
 A = Assumptions.with_overrides()
 
 
@@ -291,3 +292,34 @@ def test_traffic_models_validate_and_describe_lengths(tmp_path: Path) -> None:
         Traffic(prompt=TokenLengths(fixed=10), output=TokenLengths(fixed=10))
     with pytest.raises(ValidationError, match="extra"):
         Traffic(request_rate_rps=1, prompt=TokenLengths(fixed=10), output=TokenLengths(fixed=10), slo={"ttft": 1})
+
+
+# ---- CLI -------------------------------------------------------------------------------------------
+
+
+def test_cli_simulate_prints_both_columns_and_writes_the_chart(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    chart = tmp_path / "load.svg"
+    result = CliRunner().invoke(app, ["simulate", str(SCENARIO), "--gpu", "H100", "--tp", "2",
+                                      "--weights", "fp8", "--kv", "fp8", "--rate", "3", "--requests", "300", "--seed", "1",
+                                      "--chart", str(chart)])
+    assert result.exit_code == 0, result.output
+    assert "TTFT p50 s" in result.output and "decode sequences in flight" in result.output
+    assert chart.read_text().lstrip().startswith("<?xml") and "<svg" in chart.read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--gpu", "H100", "--weights", "fp9", "--rate", "3"], "--weights: 'fp9' is not a precision"),
+    (["--gpu", "H100x", "--rate", "3"], "--gpu: unknown GPU"),
+    (["--gpu", "H100", "--rate", "-1"], "--rate: must be a positive"),
+])
+def test_cli_simulate_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", str(SCENARIO), *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
