@@ -270,6 +270,9 @@ class SteadyState:
     feasible: NDArray[np.bool_]
     """Stable (a fixed point exists) and within KV capacity, max sequences and the chunk budget."""
     itl_mean_s: Array
+    """Mean time between decode steps seen by a decoding sequence (one token per step without speculation)."""
+    tpot_mean_s: Array
+    """Mean time per output token: itl_mean_s / tokens per step (speculative decoding gives > 1 token per step)."""
     itl_p50_s: Array
     itl_p90_s: Array
     itl_p99_s: Array
@@ -330,6 +333,25 @@ def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, t
     return (feasible, t, *terms(t))
 
 
+def _uniform_plus_exponential_quantile(q: Array, width: Array, mean: Array, iterations: int = 50) -> Array:
+    """Quantile of U(0, width) + Exp(mean), by bisection on its closed-form CDF."""
+    q = np.clip(q, 0.0, 1.0 - 1e-12)
+
+    def cdf(w: Array) -> Array:
+        a = np.maximum(width, 1e-15)
+        inside = (w - mean * (1.0 - np.exp(-w / mean))) / a
+        beyond = 1.0 - mean * (np.exp(-np.maximum(w - a, 0.0) / mean) - np.exp(-w / mean)) / a
+        return np.where(w < a, inside, beyond)
+
+    lo = np.zeros_like(q)
+    hi = width + mean * (np.log(1.0 / (1.0 - q)) + 1.0)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        below = cdf(mid) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return hi
+
+
 def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
                  prompt_second_moment: ArrayLike | None = None, prefix_hit_rate: ArrayLike = 0.0,
                  tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0, pipelined: bool = True) -> SteadyState:
@@ -338,19 +360,24 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     Fixed point (fluid, Little's law): decode sequences B = rate x O / tau x T, where T is the
     mean iteration time and tau the tokens per decode step (1 without speculation). A share pi
     of iterations carries prefill chunks (Sarathi-Serve Sec. 4.2: decodes first, then chunks
-    up to the budget C - B): with chunk c0 = min(P, C - B), pi = rate P T / c0; once pi reaches
+    up to the budget C - B): with chunk c0 = min(C - B, (1 + rate t_1) P) (t_1: an iteration
+    with one prompt; prompts arriving meanwhile join), pi = rate P T / c0; once pi reaches
     1 every iteration carries rate P T prefill tokens. T = pi t_p + (1 - pi) t_d, with t_d,
     t_p the iteration times without and with a chunk (`iteration_time_s`). Infeasible (not a
     number) when no fixed point exists below the KV capacity (P + O tokens reserved per
     sequence, TensorRT-LLM's GUARANTEED_NO_EVICT policy), max_sequences, or the chunk budget.
 
     ITL percentiles: the two-point mixture {t_d w.p. 1 - pi, t_p w.p. pi} (each iteration gives
-    every decode sequence one step). TTFT = residual of the current iteration
-    (E[t^2] / 2E[t], renewal theory) + queueing for the prefill budget + ceil(P / (C - B))
-    chunk iterations. Queueing: M/G/1 on prefill work (Pollaczek-Khinchine, Kleinrock 1975
-    Vol. 1 Eq. 5.105) with service S = P t_p / (C - B) and rho = rate E[S]; its percentiles use
-    the exponential tail P(W > w) = rho exp(-rho w / E[W]) (Kingman's heavy-traffic
-    approximation); TTFT percentiles add the residual's uniform quantile q x T. Prefix-cache
+    every decode sequence one step). TTFT = half a decode-only iteration when arriving in one
+    (renewal residual) + queueing for prefill + ceil(P / (C - B)) chunk iterations of the prompt
+    (with the decode batch). Queueing: M/G/1 on prefill work (Pollaczek-Khinchine, Kleinrock
+    1975 Vol. 1 Eq. 5.105); prompts arriving during a prefill iteration join the next one
+    (chunk (1 + rate t_1) P up to the budget), so the service per prompt is P t_p / chunk and
+    rho = rate E[S] is the share of time spent in prefill. Wait percentiles: W = 0 with
+    probability 1 - rho, else the residual of the prompt in service, uniform on
+    [0, E[S^2]/E[S]], plus an exponential queue with the remaining mean (Kingman's
+    heavy-traffic exponential tail); the M/G/1 mean is kept exactly. The decode-iteration
+    residual enters p50 at its mean and p90/p99 at its maximum. Prefix-cache
     hits remove a share of the prompt from prefill (not from the KV footprint).
     """
     rate = _f(rate_rps)
@@ -374,10 +401,12 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     residual = (1.0 - pi) * t_d / 2.0  # arriving during a decode-only iteration (prefill residuals are in the M/G/1 wait)
     ttft_mean = residual + wait_mean + own
 
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width = np.where(service > 0, second / service, 0.0)  # residual of the prompt in service: uniform on [0, E[S^2]/E[S]]
+        excess = np.maximum(np.where(rho > 0, wait_mean / rho, 0.0) - width / 2.0, 1e-12)  # queue behind it: exponential
+
     def wait_q(q: float) -> Array:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            w = wait_mean / rho * np.log(rho / (1.0 - q))
-        return np.where(rho > 1.0 - q, w, 0.0)
+        return np.where(rho > 1.0 - q, _uniform_plus_exponential_quantile(1.0 - (1.0 - q) / np.maximum(rho, 1e-12), width, excess), 0.0)
 
     def itl_q(q: float) -> Array:
         return np.where(q <= 1.0 - pi, t_d, t_p)
@@ -388,7 +417,7 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     nan = np.where(feasible, 1.0, np.nan)
     return SteadyState(
         feasible=feasible,
-        itl_mean_s=t * nan, itl_p50_s=itl_q(0.5) * nan, itl_p90_s=itl_q(0.9) * nan, itl_p99_s=itl_q(0.99) * nan,
+        itl_mean_s=t * nan, tpot_mean_s=t / tau * nan, itl_p50_s=itl_q(0.5) * nan, itl_p90_s=itl_q(0.9) * nan, itl_p99_s=itl_q(0.99) * nan,
         ttft_mean_s=ttft_mean * nan,
         ttft_p50_s=(own + wait_q(0.5) + residual) * nan, ttft_p90_s=(own + wait_q(0.9) + 2.0 * residual) * nan,
         ttft_p99_s=(own + wait_q(0.99) + 2.0 * residual) * nan,

@@ -70,6 +70,7 @@ class SimResult:
     """Latency percentiles and throughput measured after the warm-up requests."""
 
     requests: int
+    ttft_mean_s: float
     ttft_p50_s: float
     ttft_p90_s: float
     ttft_p99_s: float
@@ -234,7 +235,7 @@ def simulate(cost: IterationCost, requests: Requests, *, tokens_per_step: float 
         return float(np.quantile(a, p)) if a.size else math.nan
 
     return SimResult(
-        requests=total, ttft_p50_s=q(ttft_a, 0.5), ttft_p90_s=q(ttft_a, 0.9), ttft_p99_s=q(ttft_a, 0.99), itl_mean_s=itl_mean,
+        requests=total, ttft_mean_s=float(ttft_a.mean()) if ttft_a.size else math.nan, ttft_p50_s=q(ttft_a, 0.5), ttft_p90_s=q(ttft_a, 0.9), ttft_p99_s=q(ttft_a, 0.99), itl_mean_s=itl_mean,
         itl_p50_s=_weighted_quantile(values, weights, 0.5), itl_p90_s=_weighted_quantile(values, weights, 0.9),
         itl_p99_s=_weighted_quantile(values, weights, 0.99), e2e_p50_s=q(e2e_a, 0.5), e2e_p90_s=q(e2e_a, 0.9), e2e_p99_s=q(e2e_a, 0.99),
         output_tokens_per_s=window_tokens / window_covered if window_covered > 0 else math.nan,

@@ -323,3 +323,21 @@ def test_cli_simulate_bad_input_is_one_line_and_exit_2(args: list[str], message:
 
     result = CliRunner().invoke(app, ["simulate", str(SCENARIO), *args])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_speculative_decoding_and_length_distributions_match_the_simulator() -> None:
+    cost = cost_of("llama-3.1-70b", "H100-SXM", 2)
+    tau = float(serving.expected_tokens_per_step(4, 0.7))
+    rate = 0.5 * float(serving.max_rate_rps(cost, 1500, 400, tokens_per_step=tau, verify_tokens=5))
+    state = serving.steady_state(cost, rate, 1500, 400, tokens_per_step=tau, verify_tokens=5)
+    sim = simulate.simulate(cost, simulate.poisson_requests(rate, 800, 1500, 400, seed=11), tokens_per_step=tau, verify_tokens=5)
+    assert float(state.itl_p50_s) == pytest.approx(sim.itl_p50_s, rel=0.15)
+    assert float(state.ttft_p50_s) == pytest.approx(sim.ttft_p50_s, rel=0.15)
+    assert float(state.tpot_mean_s) == pytest.approx(float(state.itl_mean_s) / tau)
+    lengths = TokenLengths(mean=1500, p50=1100)
+    prompts = lengths.sample(800, np.random.default_rng(4))
+    rate = 0.4 * float(serving.max_rate_rps(cost, lengths.mean_tokens(), 300))
+    state = serving.steady_state(cost, rate, lengths.mean_tokens(), 300, prompt_second_moment=lengths.second_moment())
+    sim = simulate.simulate(cost, simulate.poisson_requests(rate, 800, prompts, 300, seed=12))
+    assert float(state.itl_p50_s) == pytest.approx(sim.itl_p50_s, rel=0.15)
+    assert float(state.ttft_mean_s) == pytest.approx(sim.ttft_mean_s, rel=0.2)
