@@ -191,7 +191,7 @@ def simulate(cost: IterationCost, requests: Requests, *, tokens_per_step: float 
             now += t
             if n_decode:
                 itl_t.append(t)
-                itl_n.append(n_decode if start >= window_start else 0)
+                itl_n.append(n_decode if window_start <= start < window_end else 0)
             if window_start <= start < window_end:
                 window_decode_time += n_decode * t
                 window_tokens += n_decode * tokens_per_step + len(finished_prefill)

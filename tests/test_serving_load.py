@@ -341,3 +341,37 @@ def test_speculative_decoding_and_length_distributions_match_the_simulator() -> 
     sim = simulate.simulate(cost, simulate.poisson_requests(rate, 800, prompts, 300, seed=12))
     assert float(state.itl_p50_s) == pytest.approx(sim.itl_p50_s, rel=0.15)
     assert float(state.ttft_mean_s) == pytest.approx(sim.ttft_mean_s, rel=0.2)
+
+
+# ---- bundled serving scenarios: the solver's current plans under their load -----------------------
+
+
+SERVING_SCENARIOS = ["deepseek-67b-serving-h100", "deepseek-7b-consumer-gpu", "deepseek-v3-serving"]
+
+
+@pytest.mark.parametrize("name", SERVING_SCENARIOS)
+def test_bundled_serving_plan_under_load_is_consistent_and_checked_by_the_simulator(name: str) -> None:
+    from planner.scenario import load_scenario
+    from planner.solver import solve
+
+    scenario = load_scenario(SCENARIO.parent / f"{name}.yaml")
+    w = scenario.workload
+    layout = solve(scenario, time_limit_s=10.0).evaluation.layout
+    g = resolve_gpu(layout.gpu)
+    cost = serving.iteration_cost(resolve_model(w.model), layout, g, scenario.resolved_assumptions(),
+                                  prompt_tokens=w.prompt_tokens, output_tokens=w.output_tokens)
+    if w.target_output_tokens_per_s:
+        rate = w.target_output_tokens_per_s / w.output_tokens / layout.replicas
+    else:
+        rate = float(serving.rate_for_concurrency(cost, w.concurrent_sequences / layout.replicas, w.prompt_tokens, w.output_tokens))
+    state = serving.steady_state(cost, rate, w.prompt_tokens, w.output_tokens)
+    assert bool(state.feasible)
+    assert float(state.output_tokens_per_s * state.itl_mean_s) == pytest.approx(float(state.decode_seqs_in_flight), rel=0.01)
+    sim = simulate.simulate(cost, simulate.poisson_requests(rate, 800, w.prompt_tokens, w.output_tokens, seed=0))
+    assert sim.output_tokens_per_s * sim.itl_mean_s == pytest.approx(sim.decode_seqs_in_flight, rel=0.01)
+    assert float(state.itl_p50_s) == pytest.approx(sim.itl_p50_s, rel=0.15)
+    assert float(state.ttft_p50_s) == pytest.approx(sim.ttft_p50_s, rel=0.15)
+    if w.slo.tpot_s:  # the scenario's TPOT limit, read at p90, holds in simulation for these plans
+        assert sim.itl_p90_s <= w.slo.tpot_s
+    if w.slo.ttft_s:
+        assert sim.ttft_p90_s <= w.slo.ttft_s
