@@ -554,6 +554,43 @@ def size_pools(cost: IterationCost, gpus_per_replica: int, rate_rps: float, prom
                       disaggregated_gpus=disagg)
 
 
+def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
+                    percentile: int = 90, ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
+                    max_replicas: int = 4096, **kwargs: object) -> NDArray[np.int64]:
+    """Fewest replicas per layout (numpy column) that carry `rate_rps` in total with the SLOs met at the percentile.
+
+    Each replica takes rate / n (a load balancer spreading Poisson arrivals keeps them Poisson).
+    Latency falls as n grows, so the smallest n is found by bisection over integers, all layouts
+    at once; 0 where even `max_replicas` do not meet the SLOs (e.g. a TPOT below the bare decode
+    step). This is the coefficient the solver needs in place of `ceil(target / throughput)`.
+    `tpot_slo_s` is compared with the inter-token latency per token (ITL / tokens per step).
+    """
+    tau = _f(kwargs.get("tokens_per_step", 1.0))  # type: ignore[arg-type]
+
+    def ok(n: Array) -> NDArray[np.bool_]:
+        state = steady_state(cost, _f(rate_rps) / n, prompt_tokens, output_tokens, **kwargs)  # type: ignore[arg-type]
+        good = np.asarray(state.feasible, dtype=bool).copy()
+        if ttft_slo_s is not None:
+            good &= np.nan_to_num(getattr(state, f"ttft_p{percentile}_s"), nan=np.inf) <= ttft_slo_s
+        if tpot_slo_s is not None:
+            good &= np.nan_to_num(getattr(state, f"itl_p{percentile}_s") / tau, nan=np.inf) <= tpot_slo_s
+        return good
+
+    shape = np.broadcast_shapes(_shape(cost), np.shape(rate_rps), np.shape(prompt_tokens), np.shape(output_tokens))
+    hi = np.full(shape, float(max_replicas))
+    possible = ok(hi)
+    lo = np.zeros(shape)  # lo fails (0 replicas), hi succeeds
+    while True:
+        gap = (hi - lo) > 1
+        if not gap.any():
+            break
+        mid = np.where(gap, np.floor((lo + hi) / 2.0), hi)
+        good = ok(np.maximum(mid, 1.0))
+        hi = np.where(gap & good, mid, hi)
+        lo = np.where(gap & ~good, mid, lo)
+    return np.where(possible, hi, 0).astype(np.int64)
+
+
 def with_chunk_tokens(cost: IterationCost, chunk_tokens: ArrayLike) -> IterationCost:
     """The same coefficients with another chunk budget."""
     return replace(cost, chunk_tokens=chunk_tokens)
