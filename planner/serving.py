@@ -158,31 +158,53 @@ def iteration_cost(model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assu
     node = gpus_per_node or gpu.gpus_per_node
     tp, pp = layout.tp, layout.pp
     body, embed, experts = serving_stage_bytes(model, layout.weight_precision, tp, pp, assumptions)
-    hbm = gpu.hbm_bandwidth_gbps * 1e9 * assumptions.decode_hbm_efficiency
-    rate = _rate_flops(gpu, layout.weight_precision, assumptions)
     kv_token, _ = kv_bytes_per_token_per_card(model, layout.kv_precision, tp, pp)
-    layers = math.ceil(model.num_layers / pp)
-    bw = group_bandwidth_gbps(gpu, tp, 1, node) * 1e9
-    allreduce_lat = 0.0 if tp == 1 else layers * 2 * 2 * (tp - 1) * assumptions.collective_latency_s
-    allreduce_tok = 0.0 if tp == 1 else layers * 2 * 2.0 * (tp - 1) / tp * 2.0 * model.hidden_size / bw
-    pp_bw = group_bandwidth_gbps(gpu, pp, tp, node, collective=False) * 1e9
-    pp_tok = 0.0 if pp == 1 else 2.0 * model.hidden_size / tp / pp_bw
     workload = InferenceWorkload(kind="inference", model=model.name, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                                  concurrent_sequences=1)
+    return iteration_cost_columns(
+        model, assumptions, tp=tp, pp=pp, weight_bytes_per_card=body + embed, expert_bytes_per_card=experts,
+        kv_bytes_per_token_per_card=kv_token, hbm_gbps=gpu.hbm_bandwidth_gbps,
+        matmul_flops_per_s=_rate_flops(gpu, layout.weight_precision, assumptions),
+        tp_link_gbps=group_bandwidth_gbps(gpu, tp, 1, node), pp_link_gbps=group_bandwidth_gbps(gpu, pp, tp, node, collective=False),
+        kv_capacity_tokens=kv_tokens_that_fit(model, layout, gpu, assumptions, workload), max_sequences=max_sequences,
+        engine_overhead_s=engine_overhead_s,
+    )
+
+
+def iteration_cost_columns(model: ModelSpec, assumptions: Assumptions, *, tp: ArrayLike, pp: ArrayLike, weight_bytes_per_card: ArrayLike,
+                           expert_bytes_per_card: ArrayLike, kv_bytes_per_token_per_card: ArrayLike, hbm_gbps: ArrayLike,
+                           matmul_flops_per_s: ArrayLike, tp_link_gbps: ArrayLike, pp_link_gbps: ArrayLike, kv_capacity_tokens: ArrayLike,
+                           max_sequences: ArrayLike = DEFAULT_MAX_SEQUENCES, engine_overhead_s: ArrayLike = 0.0) -> IterationCost:
+    """`IterationCost` columns from the evaluator's per-layout columns (one model; every argument a column or scalar).
+
+    weight_bytes_per_card: all weights on the most loaded card (16-bit embeddings included);
+    expert_bytes_per_card: the routed-expert part of it; matmul_flops_per_s: the sustained
+    rate (matmul ceiling x prefill_kernel_efficiency); hbm_gbps: datasheet GB/s (x
+    decode_hbm_efficiency here); tp_link_gbps / pp_link_gbps: `perf.group_bandwidth_gbps` of
+    the TP group and of the PP point-to-point. Formulas as in `iteration_cost`.
+    """
+    tp_a, pp_a = _f(tp), _f(pp)
+    hbm = _f(hbm_gbps) * 1e9 * assumptions.decode_hbm_efficiency
+    rate = _f(matmul_flops_per_s)
+    layers = np.ceil(model.num_layers / pp_a)
+    allreduce_lat = np.where(tp_a > 1, layers * 2 * 2 * (tp_a - 1) * assumptions.collective_latency_s, 0.0)
+    allreduce_tok = np.where(tp_a > 1, layers * 2 * 2.0 * (tp_a - 1) / tp_a * 2.0 * model.hidden_size / (_f(tp_link_gbps) * 1e9), 0.0)
+    pp_tok = np.where(pp_a > 1, 2.0 * model.hidden_size / tp_a / (_f(pp_link_gbps) * 1e9), 0.0)
+    experts = _f(expert_bytes_per_card)
     return IterationCost(
-        fixed_s=allreduce_lat + engine_overhead_s,
-        dense_weight_read_s=(body + embed - experts) / hbm,
+        fixed_s=allreduce_lat + _f(engine_overhead_s),
+        dense_weight_read_s=(_f(weight_bytes_per_card) - experts) / hbm,
         expert_weight_read_s=experts / hbm,
         routed_experts=float(model.n_routed_experts),
         experts_per_token=float(model.experts_per_token),
-        compute_s_per_token=2.0 * model.matmul_params_per_token / (tp * pp) / rate,
-        attention_s_per_context_token=2.0 * model.num_layers * (model.q_dim + model.o_dim) / (tp * pp) / rate,
-        kv_read_s_per_context_token=kv_token / hbm,
+        compute_s_per_token=2.0 * model.matmul_params_per_token / (tp_a * pp_a) / rate,
+        attention_s_per_context_token=2.0 * model.num_layers * (model.q_dim + model.o_dim) / (tp_a * pp_a) / rate,
+        kv_read_s_per_context_token=_f(kv_bytes_per_token_per_card) / hbm,
         comm_s_per_token=allreduce_tok + pp_tok,
-        pp=float(pp),
+        pp=pp_a,
         chunk_tokens=float(assumptions.prefill_chunk_tokens),
-        kv_capacity_tokens=float(kv_tokens_that_fit(model, layout, gpu, assumptions, workload)),
-        max_sequences=float(max_sequences),
+        kv_capacity_tokens=_f(kv_capacity_tokens),
+        max_sequences=_f(max_sequences),
     )
 
 
@@ -204,6 +226,7 @@ def moe_iteration_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions,
     dispatch as DeepSeek-V3 Sec. 3.3; the combine is bf16). Coefficients are per card for the
     replica's global batch, balanced over DP ranks and experts.
     """
+    weight_precision, kv_precision = WeightPrecision(weight_precision), KvPrecision(kv_precision)
     cards = attention_tp * attention_dp
     if cards != ep:
         raise ValueError(f"attention_tp x attention_dp = {cards} must equal ep = {ep}")

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from planner import serving, simulate
 from planner.catalog import resolve_gpu, resolve_model
+from planner.enums import KvPrecision, WeightPrecision
 from planner.layout import InferenceLayout
 from planner.memory import kv_cache_bytes_per_token
 from planner.perf import decode_step_s
@@ -388,3 +389,23 @@ def test_replicas_needed_per_layout_column_matches_a_linear_scan() -> None:
     assert (impossible == 0).all()
     # the replicas carry the load: per-replica rate below each one's stable maximum
     assert (20.0 / need < serving.max_rate_rps(costs, 2000, 300)).all()
+
+
+def test_iteration_cost_columns_equal_per_layout_costs() -> None:
+    from planner.memory import kv_bytes_per_token_per_card, serving_stage_bytes
+    from planner.perf import group_bandwidth_gbps
+
+    m, g = resolve_model("llama-3.1-70b"), resolve_gpu("H100-SXM")
+    layouts = [(1, 2), (2, 1), (4, 1), (2, 2)]
+    per_layout = serving.stack_costs([cost_of("llama-3.1-70b", "H100-SXM", tp, pp) for tp, pp in layouts])
+    stages = [serving_stage_bytes(m, WeightPrecision.FP8, tp, pp, A) for tp, pp in layouts]
+    columns = serving.iteration_cost_columns(
+        m, A, tp=np.array([t for t, _ in layouts]), pp=np.array([p for _, p in layouts]),
+        weight_bytes_per_card=np.array([b + e for b, e, _ in stages]), expert_bytes_per_card=np.array([x for _, _, x in stages]),
+        kv_bytes_per_token_per_card=np.array([kv_bytes_per_token_per_card(m, KvPrecision.FP8, tp, pp)[0] for tp, pp in layouts]),
+        hbm_gbps=g.hbm_bandwidth_gbps, matmul_flops_per_s=serving._rate_flops(g, WeightPrecision.FP8, A),
+        tp_link_gbps=np.array([group_bandwidth_gbps(g, tp, 1, g.gpus_per_node) for tp, _ in layouts]),
+        pp_link_gbps=np.array([group_bandwidth_gbps(g, pp, tp, g.gpus_per_node, collective=False) for tp, pp in layouts]),
+        kv_capacity_tokens=per_layout.kv_capacity_tokens)
+    np.testing.assert_allclose(serving.iteration_time_s(columns, 40.0, 40.0 * 1200, 900.0, 900.0 * 450),
+                               serving.iteration_time_s(per_layout, 40.0, 40.0 * 1200, 900.0, 900.0 * 450), rtol=1e-12)
