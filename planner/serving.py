@@ -20,7 +20,7 @@ that a decode-only iteration equals `decode_step_s` (tested).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -84,8 +84,12 @@ class IterationCost:
 
     def take(self, index: int) -> IterationCost:
         """The coefficients of one layout as floats (for the simulator)."""
-        return IterationCost(**{f.name: float(np.broadcast_to(_f(getattr(self, f.name)), _shape(self))[index] if _shape(self) else getattr(self, f.name))
-                                for f in fields(self)})
+        shape = _shape(self)
+        values = {}
+        for f in fields(self):
+            column = np.broadcast_to(_f(getattr(self, f.name)), shape)
+            values[f.name] = float(column[index]) if shape else float(column)
+        return IterationCost(**values)
 
 
 def _shape(cost: IterationCost) -> tuple[int, ...]:
@@ -612,11 +616,6 @@ def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: Arr
         hi = np.where(gap & good, mid, hi)
         lo = np.where(gap & ~good, mid, lo)
     return np.where(possible, hi, 0).astype(np.int64)
-
-
-def with_chunk_tokens(cost: IterationCost, chunk_tokens: ArrayLike) -> IterationCost:
-    """The same coefficients with another chunk budget."""
-    return replace(cost, chunk_tokens=chunk_tokens)
 
 
 def iteration_time_scalar_s(cost: IterationCost, decode_seqs: float, decode_context_tokens: float, prefill_tokens: float,

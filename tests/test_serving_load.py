@@ -409,3 +409,17 @@ def test_iteration_cost_columns_equal_per_layout_costs() -> None:
         kv_capacity_tokens=per_layout.kv_capacity_tokens)
     np.testing.assert_allclose(serving.iteration_time_s(columns, 40.0, 40.0 * 1200, 900.0, 900.0 * 450),
                                serving.iteration_time_s(per_layout, 40.0, 40.0 * 1200, 900.0, 900.0 * 450), rtol=1e-12)
+
+
+def test_disaggregated_decode_sees_no_prefill_and_pays_the_kv_transfer() -> None:
+    cost = cost_of("llama-3.1-70b", "H100-SXM", 2)
+    g = resolve_gpu("H100-SXM")
+    kv = kv_cache_bytes_per_token(resolve_model("llama-3.1-70b"), "fp8")
+    colocated = serving.steady_state(cost, 1.0, 8000, 300)
+    split = serving.disaggregated_state(cost, cost, 2.0, 8000, 300, 2, 2, kv, 2 * g.network_gbps_per_gpu)
+    assert bool(split.feasible)
+    assert float(split.decode.itl_mean_s) < 0.5 * float(colocated.itl_mean_s)  # no 8,000-token chunks inside decode iterations
+    assert float(split.itl_p99_s) < 0.5 * float(colocated.itl_p99_s)
+    assert float(split.kv_transfer_s) == pytest.approx(8000 * kv / (2 * g.network_gbps_per_gpu * 1e9))
+    assert float(split.ttft_p50_s) > float(split.kv_transfer_s)
+    assert float(serving.utilisation(cost, 1.0, 8000, 300)) == pytest.approx(1.0 / float(serving.max_rate_rps(cost, 8000, 300)))
