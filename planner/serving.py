@@ -321,7 +321,7 @@ class SteadyState:
 
 
 def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
-               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 60) -> tuple[Array, ...]:
+               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 45) -> tuple[Array, ...]:
     """Bisection for the mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`)."""
 
     def terms(t: Array) -> tuple[Array, ...]:
@@ -381,7 +381,8 @@ def _uniform_plus_exponential_quantile(q: Array, width: Array, mean: Array, iter
 
 def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
                  prompt_second_moment: ArrayLike | None = None, prefix_hit_rate: ArrayLike = 0.0,
-                 tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0, pipelined: bool = True) -> SteadyState:
+                 tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0, pipelined: bool = True,
+                 percentiles: bool = True) -> SteadyState:
     """TTFT, ITL, in-flight sequences and throughput of one colocated replica at `rate_rps` (Poisson arrivals).
 
     Fixed point (fluid, Little's law): decode sequences B = rate x O / tau x T, where T is the
@@ -433,6 +434,8 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
         excess = np.maximum(np.where(rho > 0, wait_mean / rho, 0.0) - width / 2.0, 1e-12)  # queue behind it: exponential
 
     def wait_q(q: float) -> Array:
+        if not percentiles:  # feasibility and means only (rate searches)
+            return np.full_like(rho, np.nan)
         return np.where(rho > 1.0 - q, _uniform_plus_exponential_quantile(1.0 - (1.0 - q) / np.maximum(rho, 1e-12), width, excess), 0.0)
 
     def itl_q(q: float) -> Array:
@@ -455,21 +458,21 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     )
 
 
-def max_rate_rps(cost: IterationCost, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *, iterations: int = 40,
+def max_rate_rps(cost: IterationCost, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *, iterations: int = 32,
                  **kwargs: object) -> Array:
     """Largest stable arrival rate of a replica (bisection on `steady_state(...).feasible`), requests/s."""
     prompt, output = np.broadcast_arrays(_f(prompt_tokens), _f(output_tokens))
     shape = np.broadcast_shapes(prompt.shape, _shape(cost))
     hi = np.full(shape, 1.0)
     for _ in range(60):
-        ok = steady_state(cost, hi, prompt, output, **kwargs).feasible  # type: ignore[arg-type]
+        ok = steady_state(cost, hi, prompt, output, percentiles=False, **kwargs).feasible  # type: ignore[arg-type]
         if not ok.any():
             break
         hi = np.where(ok, hi * 2.0, hi)
     lo = np.zeros(shape)
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        ok = steady_state(cost, mid, prompt, output, **kwargs).feasible  # type: ignore[arg-type]
+        ok = steady_state(cost, mid, prompt, output, percentiles=False, **kwargs).feasible  # type: ignore[arg-type]
         lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
     return lo
 
@@ -644,8 +647,8 @@ def rate_for_concurrency(cost: IterationCost, concurrency: ArrayLike, prompt_tok
     lo = np.zeros_like(hi)
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        state = steady_state(cost, mid, prompt_tokens, output_tokens, **kwargs)  # type: ignore[arg-type]
+        state = steady_state(cost, mid, prompt_tokens, output_tokens, percentiles=False, **kwargs)  # type: ignore[arg-type]
         below = np.nan_to_num(state.requests_in_system, nan=np.inf) < n
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    state = steady_state(cost, lo, prompt_tokens, output_tokens, **kwargs)  # type: ignore[arg-type]
+    state = steady_state(cost, lo, prompt_tokens, output_tokens, percentiles=False, **kwargs)  # type: ignore[arg-type]
     return np.where(np.abs(state.requests_in_system / n - 1.0) < 0.02, lo, np.nan)
