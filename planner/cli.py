@@ -1,4 +1,4 @@
-"""Command line: `planner solve | memory | catalog | model show | validate | schema | calibrate`.
+"""Command line: `planner solve | simulate | memory | catalog | model show | validate | schema | calibrate`.
 
 Every user error (`PlannerError`) becomes one line on stderr and exit code 2 (1 when the
 scenario is valid but infeasible); no traceback reaches the user.
@@ -328,6 +328,96 @@ def calibrate_cmd(
             out.print(f"{label:>10}: {stats['rows']:4d} rows, median |error| {stats['median_abs_pct']:5.1f}%, "
                       f"worst {stats['worst_abs_pct']:5.1f}%")
         out.print(f"wrote {output}")
+
+
+@app.command("simulate")
+def simulate_cmd(
+    scenario_file: Path = typer.Argument(..., help="Serving scenario file (YAML or JSON)."),
+    rate: Optional[float] = typer.Option(None, "--rate", help="Fleet-wide arrival rate, requests/s (default: the scenario's tokens/s target / output tokens)."),
+    requests: int = typer.Option(10_000, "--requests", help="Requests to replay."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the Poisson arrivals."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="CSV trace (arrival_s, prompt_tokens, output_tokens) instead of Poisson arrivals."),
+    chart: Optional[Path] = typer.Option(None, "--chart", help="Write a latency-vs-load SVG here."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Layout from flags instead of solving: GPU id."),
+    tp: int = typer.Option(1, "--tp", help="With --gpu: tensor-parallel degree."),
+    pp: int = typer.Option(1, "--pp", help="With --gpu: pipeline-parallel degree."),
+    replicas: int = typer.Option(1, "--replicas", help="With --gpu: replicas sharing the load."),
+    weights: str = typer.Option("bf16", "--weights", help="With --gpu: weight precision."),
+    kv: str = typer.Option("bf16", "--kv", help="With --gpu: KV-cache precision."),
+    time_limit: float = typer.Option(20.0, "--time-limit", help="CP-SAT time limit when solving for the layout, seconds."),
+) -> None:
+    """Replay Poisson arrivals (or a trace) through a discrete-event model of the serving engine; compare with the load-aware model."""
+    import numpy as np
+
+    from planner.catalog import resolve_gpu, resolve_model
+    from planner.errors import InputError
+    from planner.layout import InferenceLayout
+    from planner.scenario import load_scenario
+    from planner.serving import iteration_cost, max_rate_rps, steady_state
+    from planner.simulate import load_sweep, poisson_requests, simulate, trace_requests, write_latency_chart
+
+    def body() -> None:
+        scenario = load_scenario(scenario_file)
+        workload = scenario.workload
+        if workload.kind != "inference":
+            raise InputError(f"{scenario_file}: simulate needs an inference workload, got workload.kind = {workload.kind}.")
+        if requests < 1:
+            raise InputError("--requests: must be at least 1.")
+        if rate is not None and rate <= 0:
+            raise InputError("--rate: must be a positive number of requests/s.")
+        if gpu is not None:
+            from planner.enums import KvPrecision, WeightPrecision
+
+            for flag, value, allowed in (("--weights", weights, [w.value for w in WeightPrecision]), ("--kv", kv, [k.value for k in KvPrecision])):
+                if value not in allowed:
+                    raise InputError(f"{flag}: {value!r} is not a precision; allowed: {', '.join(allowed)}.")
+            for flag, number in (("--tp", tp), ("--pp", pp), ("--replicas", replicas)):
+                if number < 1:
+                    raise InputError(f"{flag}: must be at least 1.")
+            layout = InferenceLayout(gpu=resolve_gpu(gpu, "--gpu").name, weight_precision=weights, kv_precision=kv, tp=tp, pp=pp,
+                                     batch=1, replicas=replicas)
+        else:
+            from planner.solver import solve
+
+            layout = solve(scenario, time_limit_s=time_limit).evaluation.layout  # type: ignore[union-attr]
+        g = resolve_gpu(layout.gpu)
+        model = resolve_model(workload.model)
+        prompt, output = workload.prompt_tokens, workload.output_tokens
+        cost = iteration_cost(model, layout, g, scenario.resolved_assumptions(), prompt_tokens=prompt, output_tokens=output)
+        fleet_rate = rate if rate is not None else (workload.target_output_tokens_per_s or 0.0) / output
+        if fleet_rate <= 0:
+            raise InputError("--rate: the scenario has no target_output_tokens_per_s; give --rate in requests/s.")
+        per_replica = fleet_rate / layout.replicas
+        arrivals = trace_requests(trace) if trace is not None else poisson_requests(per_replica, requests, prompt, output, seed)
+        result = simulate(cost, arrivals, progress=True)
+        state = steady_state(cost, per_replica, prompt, output)
+        out.print(f"[bold]{model.name}[/bold] on {layout.replicas} x {layout.gpu} TP{layout.tp} PP{layout.pp} "
+                  f"({layout.weight_precision.value} weights, {layout.kv_precision.value} KV); {per_replica:.3g} requests/s per replica, "
+                  f"max stable {float(max_rate_rps(cost, prompt, output)):.3g}; {result.requests} requests, seed {seed}")
+        table = Table(title="simulated vs load-aware model (per replica)")
+        for col in ("metric", "simulated", "model"):
+            table.add_column(col)
+        feasible = bool(state.feasible)
+
+        def fmt(v: float) -> str:
+            return ("-" if feasible else "infeasible") if v != v else f"{v:,.4g}"
+        for label, sim_value, model_value in (
+            ("TTFT p50 s", result.ttft_p50_s, state.ttft_p50_s), ("TTFT p90 s", result.ttft_p90_s, state.ttft_p90_s),
+            ("TTFT p99 s", result.ttft_p99_s, state.ttft_p99_s), ("ITL p50 s", result.itl_p50_s, state.itl_p50_s),
+            ("ITL p90 s", result.itl_p90_s, state.itl_p90_s), ("ITL p99 s", result.itl_p99_s, state.itl_p99_s),
+            ("end-to-end p50 s", result.e2e_p50_s, state.e2e_mean_s), ("end-to-end p90 s", result.e2e_p90_s, float("nan")),
+            ("end-to-end p99 s", result.e2e_p99_s, float("nan")),
+            ("output tokens/s", result.output_tokens_per_s, state.output_tokens_per_s),
+            ("decode sequences in flight", result.decode_seqs_in_flight, state.decode_seqs_in_flight),
+        ):
+            table.add_row(label, fmt(sim_value), fmt(float(model_value)) if label != "end-to-end p50 s" else fmt(float(model_value)) + " (mean)")
+        out.print(table)
+        if result.rejected:
+            out.print(f"{result.rejected} requests never fit the KV cache (prompt + output above {float(cost.kv_capacity_tokens):,.0f} tokens)")
+        if chart is not None:
+            top = float(max_rate_rps(cost, prompt, output))
+            sweep = load_sweep(cost, prompt, output, np.linspace(0.1, 0.9, 5) * top, requests=min(requests, 2000), seed=seed)
+            out.print(f"wrote {write_latency_chart(chart, cost, prompt, output, sweep, f'{model.name} on {layout.gpu} TP{layout.tp} PP{layout.pp}')}")
 
     guarded(body)
 
