@@ -329,6 +329,8 @@ def calibrate_cmd(
                       f"worst {stats['worst_abs_pct']:5.1f}%")
         out.print(f"wrote {output}")
 
+    guarded(body)
+
 
 @app.command("simulate")
 def simulate_cmd(
