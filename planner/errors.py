@@ -21,6 +21,10 @@ class InputError(PlannerError):
     """A scenario, catalog or config file that cannot be read or does not validate."""
 
 
+class OutputError(InputError, OSError):
+    """An output that cannot be written (full or read-only disk, missing folder): one line, exit code 2; still an OSError."""
+
+
 class UnknownNameError(PlannerError):
     """A GPU, model, provider or other catalog name that is not in the catalog."""
 
