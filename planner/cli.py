@@ -384,6 +384,8 @@ def report_cmd(
         if output.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
             from planner.errors import InputError
             raise InputError(f"--output: {output} must end in .html or .md.")
+        from planner.files import check_writable
+        check_writable(output)
         data = read_structured_file(scenario_file)
         if isinstance(data, dict) and "base" in data and "workloads" not in data:
             from planner.studies import load_study

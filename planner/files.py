@@ -232,6 +232,18 @@ def _write_error(path: Path, err: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write ({err.strerror or shorten(str(err)) or type(err).__name__}); nothing was written.")
 
 
+def check_writable(path: Path) -> None:
+    """Fail before any work when `path`'s folder is missing, read-only or full: create and drop a temp file there."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file name.")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent, prefix=f".{path.name[:100]}."):
+            pass
+    except OSError as err:
+        raise _write_error(path, err) from None
+
+
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write through `write` into a temp file in the same folder, fsync it, then `os.replace` it over `path`.
 

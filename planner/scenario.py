@@ -307,7 +307,8 @@ def validation_message(err: ValidationError, origin: str) -> str:
         return f"{origin}: {msg}."
     shown = first.get("input")
     extra = f" (got {shorten(shown)})" if first["type"] not in ("extra_forbidden", "missing") and not isinstance(shown, dict) else ""
-    return f"{origin}: {shorten(field, 120)}: {msg}{extra}."
+    field = field if len(field) <= 120 else field[:119] + "…"
+    return f"{origin}: {field}: {msg}{extra}."
 
 
 def _field_kind(annotation: Any) -> tuple[str, Any]:

@@ -39,7 +39,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import InfeasibleError, InputError, PlannerError
-from planner.files import exclusive_lock, read_text_file, shorten, write_atomically
+from planner.files import check_writable, exclusive_lock, read_text_file, shorten, write_atomically
 from planner.evaluate import TrainingEvaluation
 from planner.scenario import (
     Scenario, parse_scenario, read_structured_file, reject_bools, resolve_relative_paths, validation_message,
@@ -453,19 +453,44 @@ def read_table(path: Path) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     kept = [c for c in RESULT_COLUMNS if c in frame.columns and c != "case_id"]
     for record in frame[["case_id", *kept]].astype(object).itertuples(index=False, name=None):
-        row = {column: _plain(value) for column, value in zip(kept, record[1:])}
+        row = {column: _unneutralise(_plain(value)) for column, value in zip(kept, record[1:])}
         if row.get("status") in STATUSES and not str(row.get("reason") or "").startswith("worker failed"):
             rows[str(record[0])] = row  # a case whose worker died is retried on resume
     return rows
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a CSV text cell as a formula (OWASP CSV injection)."""
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells that start like a formula get a leading apostrophe (numbers are left alone)."""
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        out[column] = series.astype(object).map(
+            lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v)
+    return out
+
+
+def _unneutralise(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+        return value[1:]
+    return value
+
+
 def write_table(frame: pd.DataFrame, path: Path) -> None:
-    """Write the table atomically: a temp file in the same folder, flushed, then `os.replace` over `path`."""
+    """Write the table atomically: a temp file in the same folder, flushed, then `os.replace` over `path`.
+
+    CSV text cells that a spreadsheet would run as a formula are written with a leading apostrophe.
+    """
     def write(stream: BinaryIO) -> None:
         if path.suffix.lower() == ".parquet":
             frame.to_parquet(stream, index=False)
         else:
-            stream.write(frame.to_csv(index=False).encode())
+            stream.write(neutralise_formulas(frame).to_csv(index=False).encode())
 
     write_atomically(path, write)
 
@@ -589,6 +614,8 @@ def run_study(study: Study, workers: int | None = None, scheduler: Any = None, o
         raise InputError(f"{output}: the study output must end in .csv or .parquet.")
     if output is not None and not output.parent.is_dir():
         raise InputError(f"{output}: folder {output.parent} does not exist.")
+    if output is not None:
+        check_writable(output)
     if time_limit_s is not None and not (0 < time_limit_s <= 86_400):
         raise InputError(f"--time-limit: must be between 0 and 86400 seconds (got {time_limit_s!r}).")
     if scheduler is None and study.scheduler is not None:
