@@ -70,8 +70,9 @@ def catalog_gpus() -> None:
     table = Table(title="GPUs (catalogs/gpus.csv)")
     gpus = load_gpus()
     name_column(table, "name", [g.name for g in gpus])
-    for col in ("memory GiB", "HBM GB/s", "BF16 TFLOPS", "FP8 TFLOPS", "scale-up GB/s", "GPUs/node", "TDP W", "as_of"):
-        table.add_column(col, justify="right")
+    table.caption = "TF = dense TFLOP/s; link = scale-up GB/s one way"
+    for col in ("GiB", "HBM GB/s", "BF16 TF", "FP8 TF", "link GB/s", "node", "TDP W", "as of"):
+        table.add_column(col, justify="right", overflow="fold")
     for g in gpus:
         table.add_row(escape(g.name), f"{g.memory_gib:g}", f"{g.hbm_bandwidth_gbps:g}", f"{g.bf16_dense_tflops or '-'}",
                       f"{g.fp8_dense_tflops or '-'}", f"{g.scaleup_link_gbps:g}", str(g.gpus_per_node), f"{g.tdp_watts:g}", g.as_of)
@@ -90,7 +91,7 @@ def catalog_prices(price_file: Optional[Path] = typer.Option(None, help="A price
         table = Table(title=escape(f"Prices ({price_file or 'catalogs/prices.csv'})"))
         name_column(table, "gpu", [r.gpu for r in rows])
         for col in ("provider", "offering", "region", "term", "$/GPU-h", "as_of"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for r in rows:
             table.add_row(*(escape(str(v)) for v in (r.gpu, r.provider, r.offering, r.region, r.term.value,
                                                       f"{r.usd_per_gpu_hour:.3f}", r.as_of)))
@@ -109,7 +110,7 @@ def catalog_models() -> None:
     table = Table(title="Models (catalogs/models/)")
     name_column(table, "name", [e.name for e in load_model_entries()])
     for col in ("layers", "hidden", "heads/kv", "experts", "total B", "published B", "active B"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", overflow="fold")
     for e in load_model_entries():
         m = resolve_model(e.name)
         experts = f"{m.n_routed_experts}+{m.n_shared_experts} top{m.experts_per_token}" if m.is_moe else "-"

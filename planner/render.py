@@ -33,8 +33,8 @@ def memory_table(memory: MemoryBreakdown, title: str) -> Table:
     table = Table(title=escape(title))
     name_column(table, "term", [t.name for t in memory.terms])
     table.add_column("GiB", justify="right", no_wrap=True)
-    table.add_column("scales with")
-    table.add_column("source")
+    table.add_column("scales with", overflow="fold")
+    table.add_column("source", overflow="fold")
     for term in memory.terms:
         table.add_row(escape(term.name), f"{term.gib:,.2f}", escape(term.scaling), escape(term.source))
     table.add_row("[bold]total[/bold]", f"[bold]{memory.total_bytes / 2**30:,.2f}[/bold]", "", "")
@@ -48,7 +48,7 @@ def speed_cost_table(e: Evaluation) -> Table:
     """Speed and cost lines of an evaluation, with the price row used."""
     table = Table(title="Speed and cost", show_header=False)
     table.add_column("item", no_wrap=True)
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     if isinstance(e, TrainingEvaluation):
         p = e.perf
         table.add_row("step time", f"{p.step_time_s:,.2f} s (compute {p.compute_s:,.2f}, elementwise {p.elementwise_s:,.2f}, "
@@ -89,7 +89,7 @@ def print_plan(console: Console, plan: Plan, top: int = 0) -> None:
         title = f"Best {len(alts)} GPU types by {plan.objective.value}" if top else "Best plan per GPU type, best first (why the winner wins)"
         table = Table(title=title)
         name_column(table, "GPU", [a.gpu for a in alts])
-        table.add_column("plan")
+        table.add_column("plan", overflow="fold")
         for col in ("GPUs", "cost", "tokens/s", "days"):
             table.add_column(col, justify="right", no_wrap=True)
         for a in alts:
@@ -106,7 +106,7 @@ def print_plan(console: Console, plan: Plan, top: int = 0) -> None:
         speed_header = "days" if training else "TPOT ms"
         for col in (cost_header, speed_header, "tokens/s", "GPUs"):
             table.add_column(col, justify="right", no_wrap=True)
-        table.add_column("plan")
+        table.add_column("plan", overflow="fold")
         for p in plan.pareto:
             speed = f"{p.time_to_train_days:,.2f}" if training else f"{(p.tpot_s or 0.0) * 1000:,.2f}"
             table.add_row(f"{p.cost:,.2f}", speed, f"{p.throughput_tokens_per_s:,.0f}", str(p.num_gpus), escape(p.summary))
