@@ -46,11 +46,16 @@ def solve(scenario: Scenario | dict[str, Any] | str | Path, time_limit_s: float 
 
 
 def study(study_file: str | Path, workers: int | None = None, scheduler: Any = None, output: str | Path | None = None,
-          progress: bool = False) -> pandas.DataFrame:
-    """Run a what-if study file; one typed DataFrame row per case."""
+          progress: bool = False, allow_file_scheduler: bool = False) -> pandas.DataFrame:
+    """Run a what-if study file; one typed DataFrame row per case.
+
+    The study file's own `scheduler:` is used only with `allow_file_scheduler=True`; pass
+    `scheduler=` to choose one yourself.
+    """
     from planner.studies import load_study, run_study
 
-    return run_study(load_study(study_file), workers=workers, scheduler=scheduler, output=output, progress=progress)
+    return run_study(load_study(study_file), workers=workers, scheduler=scheduler, output=output, progress=progress,
+                     allow_file_scheduler=allow_file_scheduler)
 
 
 class _CallableModule(ModuleType):

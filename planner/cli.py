@@ -309,7 +309,16 @@ def fleet_cmd(
     from planner.fleet import load_fleet, solve_fleet
 
     def body() -> None:
-        plan = solve_fleet(load_fleet(fleet_file), time_limit_s=time_limit)
+        from planner.errors import InfeasibleError
+
+        fleet = load_fleet(fleet_file)
+        try:
+            plan = solve_fleet(fleet, time_limit_s=time_limit)
+        except InfeasibleError as error:
+            if as_json:  # a machine reader gets the status and the explanation on stdout, and exit code 1
+                sys.stdout.write(json.dumps({"fleet": fleet.name, "status": "INFEASIBLE", "explanation": str(error)}, indent=2) + "\n")
+                raise typer.Exit(code=error.exit_code) from None
+            raise
         if as_json:
             sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
             return

@@ -116,7 +116,7 @@ class TrainingWorkload(BaseModel):
 
     kind: Literal["training"] = Field(description="Workload type.")
     mode: TrainingMode = Field(default=TrainingMode.PRETRAIN, description="pretrain, full_finetune, lora or qlora.")
-    model: str = Field(min_length=1, description="Catalog model name or path to a Hugging Face config.json.")
+    model: str = Field(min_length=1, max_length=4096, description="Catalog model name or path to a Hugging Face config.json.")
     tokens: float = Field(gt=0, le=1e16, description="Tokens to train on.")
     seq_len: int = Field(gt=0, le=1_048_576, description="Sequence length, tokens.")
     global_batch_seqs: int = Field(gt=0, le=1_048_576, description="Sequences per optimizer step (at most 2^20).")

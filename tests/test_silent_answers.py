@@ -247,3 +247,12 @@ def test_fp8_on_a_gpu_without_fp8_is_an_input_error(tmp_path: Path) -> None:
                                            "kv_precisions": ["bf16", "fp8"]}}
     plan = solve(load_scenario(_write(tmp_path / "t.yaml", allowed)), time_limit_s=5.0)  # never offered: int8 / bf16 KV win
     assert plan.evaluation.layout.weight_precision.value == "int8" and plan.evaluation.layout.kv_precision.value == "bf16"
+
+
+def test_fleet_json_without_a_plan_prints_status_and_explanation(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "scenarios" / "fleets" / "team-fleet.yaml").read_text())
+    data["budget_usd"] = 1.0
+    result = run("fleet", str(_write(tmp_path / "f.yaml", data)), "--json", "--time-limit", "10")
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert out["status"] == "INFEASIBLE" and "budget" in out["explanation"]
