@@ -259,6 +259,10 @@ class Scenario(BaseModel):
     @field_validator("assumptions")
     @classmethod
     def _known_assumptions(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        for key, value in overrides.items():
+            field = Assumptions.model_fields.get(key) if isinstance(key, str) else None
+            if field is not None and field.annotation is not bool and isinstance(value, bool):
+                raise ValueError(f"{key}: expected a number, got the boolean {value!r}")
         Assumptions.with_overrides(overrides)
         return overrides
 
@@ -319,8 +323,8 @@ def _field_kind(annotation: Any) -> tuple[str, Any]:
     origin = typing.get_origin(annotation)
     if origin is Annotated:
         return _field_kind(typing.get_args(annotation)[0])
-    if annotation in (int, float):
-        return "number", None
+    if annotation in (int, float) or (isinstance(annotation, type) and issubclass(annotation, int) and annotation is not bool):
+        return "number", None  # int, float and IntEnum choices (ZeroStage, Checkpointing)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "model", annotation
     if origin in (tuple, list):

@@ -110,11 +110,12 @@ def test_fleet_aliases_of_one_gpu_are_rejected(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path, value", [
     (("workload", "prompt_tokens"), True), (("search", "max_gpus"), True), (("search", "tp"), [1, True]),
     (("constraints", "inventory"), {"H100-SXM": True}), (("workload", "target_output_tokens_per_s"), False),
+    (("search", "micro_batches"), [True]), (("assumptions", "kv_block_tokens"), True),
 ])
 def test_booleans_are_not_numbers(path: tuple[str, str], value: object) -> None:
     data = json.loads(json.dumps(SMALL_SERVING))
     data.setdefault(path[0], {})[path[1]] = value
-    with pytest.raises(InputError, match=f"{path[0]}.{path[1]}.*boolean"):
+    with pytest.raises(InputError, match=f"{path[0]}.*{path[1]}.*boolean"):
         parse_scenario(data)
 
 
