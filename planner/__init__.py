@@ -39,10 +39,17 @@ def _scenario(scenario: Scenario | dict[str, Any] | str | Path) -> Scenario:
 
 def solve(scenario: Scenario | dict[str, Any] | str | Path, time_limit_s: float = 20.0, alternatives: bool = True,
           pareto: bool = False) -> Plan:
-    """The optimal, verified plan of a scenario (a `Scenario`, a dict, or a YAML/JSON path)."""
+    """The optimal, verified plan of a scenario (a `Scenario`, a dict, or a YAML/JSON path).
+
+    A search of more than `planner.guards.MAX_LAYOUTS` layouts is refused up front (`InputError`).
+    """
+    from planner.catalog import resolve_model
+    from planner.guards import check_search_size
     from planner.solver import solve as solve_scenario
 
-    return solve_scenario(_scenario(scenario), time_limit_s=time_limit_s, alternatives=alternatives, pareto=pareto)
+    resolved = _scenario(scenario)
+    check_search_size(resolved, resolve_model(resolved.workload.model, where="workload.model"))
+    return solve_scenario(resolved, time_limit_s=time_limit_s, alternatives=alternatives, pareto=pareto)
 
 
 def study(study_file: str | Path, workers: int | None = None, scheduler: Any = None, output: str | Path | None = None,

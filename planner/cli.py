@@ -163,6 +163,8 @@ def file_kind(data: object) -> str:
 
 def validate_file(path: Path) -> str:
     """Check one scenario, study or fleet file as `solve`, `sweep` or `fleet` would; the one-line summary, or a PlannerError."""
+    from planner.catalog import resolve_model
+    from planner.guards import check_search_size
     from planner.scenario import load_scenario, read_structured_file
 
     kind = file_kind(read_structured_file(path))
@@ -179,9 +181,11 @@ def validate_file(path: Path) -> str:
         cases = expand_cases(study)
         for case in cases:  # every case must be a valid scenario: what sweep would report as an error row
             where = f"{path}: case {case.index}"
-            check_fp8_requested(check_catalog_names(parse_scenario(case.scenario, where), where), where)
+            scenario = check_fp8_requested(check_catalog_names(parse_scenario(case.scenario, where), where), where)
+            check_search_size(scenario, resolve_model(scenario.workload.model))
         return f"study, {len(cases)} cases"
     scenario = load_scenario(path)
+    check_search_size(scenario, resolve_model(scenario.workload.model))
     return f"scenario, {scenario.workload.kind}, {scenario.workload.model}, objective {scenario.objective.value}"
 
 
@@ -227,7 +231,11 @@ def solve_cmd(
     from planner.solver import solve
 
     def body() -> None:
+        from planner.catalog import resolve_model
+        from planner.guards import check_search_size
+
         scenario = load_scenario(scenario_file)
+        check_search_size(scenario, resolve_model(scenario.workload.model, where=f"{scenario_file}: workload.model"))
         try:
             plan = solve(scenario, time_limit_s=time_limit, alternatives=True, pareto=pareto)
         except InfeasibleError as error:
@@ -406,7 +414,12 @@ def report_cmd(
         elif isinstance(data, dict) and "base" in data:
             report = build_study_report(scenario_file)
         else:
-            report = build_report(load_scenario(scenario_file), time_limit_s=time_limit)
+            from planner.catalog import resolve_model
+            from planner.guards import check_search_size
+
+            scenario = load_scenario(scenario_file)
+            check_search_size(scenario, resolve_model(scenario.workload.model))
+            report = build_report(scenario, time_limit_s=time_limit)
         written = [save_report(report, output)]
         if twin:
             other = output.with_suffix(".md" if output.suffix.lower() in (".html", ".htm") else ".html")

@@ -381,8 +381,12 @@ def _mpt_fields(cfg: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-GATED_TIED_BY_DEFAULT = ("gemma", "gemma2")
+GATED_TIED_BY_DEFAULT = ("gemma",)
 """Families whose config class ties the LM head to the embedding unless the config says otherwise."""
+
+GATED_FAMILIES = ("", "llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "deepseek", "deepseek_v2", "deepseek_v3", "gemma",
+                  "phi3", "yi", "baichuan")
+"""model_type values read as Llama-style (gated MLP, RMSNorm, no biases but Qwen2's q/k/v); '' = a config without model_type."""
 
 
 def _gated_fields(cfg: dict[str, Any], model_type: str) -> dict[str, Any]:
@@ -429,8 +433,11 @@ def spec_from_hf_config(cfg: dict[str, Any], name: str) -> ModelSpec:
         fields = _mpt_fields(cfg)
     elif model_type in LEGACY_FAMILIES:
         fields = _legacy_fields(cfg, model_type)
-    else:
+    elif model_type in GATED_FAMILIES:
         fields = _gated_fields(cfg, model_type)
+    else:  # no silent guess at an unknown architecture's parameter count
+        known = sorted({"mpt", *LEGACY_FAMILIES, *GATED_FAMILIES} - {""})
+        raise InputError(f"model_type {shorten(model_type, 40)} is not supported; supported: {', '.join(known)}")
     return ModelSpec(name=name, **fields)
 
 

@@ -65,3 +65,9 @@ def test_unsupported_shapes_are_named_not_guessed() -> None:
     cfg = json.loads((DATA / "opt-66b.json").read_text())
     with pytest.raises(InputError, match="word_embed_proj_dim"):
         spec_from_hf_config({**cfg, "word_embed_proj_dim": 512}, "opt-350m-like")
+
+
+def test_unknown_architectures_are_refused_not_read_as_llama() -> None:
+    cfg = json.loads((DATA / "gpt2.json").read_text())
+    with pytest.raises(InputError, match="model_type 'gpt_bigcode' is not supported; supported: .*gpt2"):
+        spec_from_hf_config({**cfg, "model_type": "gpt_bigcode"}, "starcoder-like")

@@ -501,3 +501,23 @@ def test_fuzz_malformed_inputs(tmp_path: Path) -> None:
         assert elapsed < 20, (label, command, elapsed)
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
     assert peak_gib < 1.5, peak_gib
+
+
+def test_a_huge_search_is_counted_and_refused_before_any_work(tmp_path: Path) -> None:
+    from planner.catalog import resolve_model
+    from planner.guards import count_layouts
+    from planner.scenario import load_scenario
+    from planner.solver import solve
+
+    for path in sorted((ROOT / "scenarios").glob("*.yaml")):  # the count is an upper bound of what solve evaluates
+        scenario = load_scenario(path)
+        counted, _ = count_layouts(scenario, resolve_model(scenario.workload.model))
+        assert solve(scenario, time_limit_s=10, alternatives=False).candidates <= counted <= 10_000
+    data = yaml.safe_load((ROOT / "scenarios" / "llama-3.1-70b-pretrain.yaml").read_text())
+    data["search"] = {"micro_batches": list(range(1, 65)), "pp": list(range(1, 65))}
+    data["workload"]["global_batch_tolerance"] = 0.5
+    started = time.perf_counter()
+    for command in ("solve", "validate"):
+        line = one_line_exit_2(run(command, str(_dump(tmp_path / "big.yaml", data))))
+        assert "more than 1,000,000 layouts to evaluate" in line and "narrow search.gpus" in line
+    assert time.perf_counter() - started < 5
