@@ -86,6 +86,16 @@ class Assumptions(BaseModel):
     activation_traffic_factor: float = Field(ge=0, description="HBM passes over stored activations per training step.")
     host_link_gbps: float = Field(gt=0, description="Host<->GPU bandwidth for offload traffic, GB/s.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and field.annotation is not bool and isinstance(value, bool):
+                    raise ValueError(f"{key}: expected a number, got the boolean {value!r}")
+        return data
+
     @classmethod
     def with_overrides(cls, overrides: dict[str, Any] | None = None) -> Assumptions:
         """Catalog defaults, with a scenario's overrides applied."""

@@ -588,6 +588,33 @@ def _progress(name: str, total: int, completed: int, failures: int) -> Any:
     return progress
 
 
+def _oversized_cases(cases: list[Case]) -> dict[str, dict[str, Any]]:
+    """Error rows for the cases whose search exceeds `planner.guards.MAX_LAYOUTS`: counted here, never sent to a worker.
+
+    A case that does not parse is left to `solve_case`, which reports it in its row.
+    """
+    from planner.catalog import resolve_model
+    from planner.guards import check_search_size
+
+    models: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for case in cases:
+        try:
+            scenario = parse_scenario(case.scenario, "case")
+            name = scenario.workload.model
+            if name not in models:
+                models[name] = resolve_model(name)
+            check_search_size(scenario, models[name])
+        except InputError as err:
+            if "layouts to evaluate" in str(err):
+                row: dict[str, Any] = dict.fromkeys(c for c in RESULT_COLUMNS if c != "case_id")
+                row.update(status="error", reason=_reason(err), solve_time_s=0.0)
+                out[case.case_id] = row
+        except PlannerError:
+            continue
+    return out
+
+
 def check_scheduler_address(address: str) -> str:
     """A dask scheduler address must look like [tcp|tls|ws|wss|inproc]://host:port; anything else fails at once, not after a timeout."""
     import re
@@ -640,6 +667,11 @@ def _run_study(study: Study, workers: int | None, scheduler: Any, output: Path |
     if output is not None and output.exists():
         rows = {case_id: row for case_id, row in read_table(output).items() if case_id in ids}
     pending = [c for c in cases if c.case_id not in rows]
+    oversized = _oversized_cases(pending)
+    for case in pending:
+        if case.case_id in oversized:
+            rows[case.case_id] = oversized[case.case_id]
+    pending = [c for c in pending if c.case_id not in oversized]
     bar = _progress(study.name, len(cases), len(rows), sum(r["status"] in ("infeasible", "error") for r in rows.values())) \
         if progress else None
     state = {"dirty": False, "flushed": time.monotonic()}

@@ -519,5 +519,20 @@ def test_a_huge_search_is_counted_and_refused_before_any_work(tmp_path: Path) ->
     started = time.perf_counter()
     for command in ("solve", "validate"):
         line = one_line_exit_2(run(command, str(_dump(tmp_path / "big.yaml", data))))
-        assert "more than 1,000,000 layouts to evaluate" in line and "narrow search.gpus" in line
+        assert "more than 200,000 layouts to evaluate" in line and "narrow search.gpus" in line
     assert time.perf_counter() - started < 5
+
+
+def test_an_oversized_study_case_is_an_error_row_not_minutes_of_work(tmp_path: Path) -> None:
+    from planner.studies import load_study, run_study
+
+    base = yaml.safe_load((ROOT / "scenarios" / "deepseek-7b-lora.yaml").read_text())
+    study = {"name": "sizes", "base": base, "cases": [
+        {"search.micro_batches": [1]},
+        {"search.micro_batches": list(range(1, 65)), "search.pp": list(range(1, 65)), "search.gpus": None,
+         "search.max_gpus": None, "workload.global_batch_tolerance": 0.5},
+    ]}
+    started = time.perf_counter()
+    frame = run_study(load_study(_dump(tmp_path / "s.yaml", study)), workers=1)
+    assert list(frame["status"].astype(str)) == ["optimal", "error"]
+    assert "more than 200,000 layouts" in frame["reason"][1] and time.perf_counter() - started < 20
