@@ -141,7 +141,7 @@ def model_show(name_or_path: str = typer.Argument(..., help="Catalog model name 
             return
         table = Table(title=escape(m.name), show_header=False)
         table.add_column("field", no_wrap=True)
-        table.add_column("value")
+        table.add_column("value", overflow="fold")
         for key, value in facts.items():
             table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else escape(str(value)))
         out.print(table)
@@ -332,16 +332,22 @@ def fleet_cmd(
             return
         out.print(f"[bold]{escape(plan.name)}[/bold]: total cost of ownership ${plan.total_cost_usd:,.0f} over the horizon — {plan.status}; "
                   f"CP-SAT {plan.solve_time_s:.3f} s over {plan.candidates} candidates; verified: {plan.verified}")
+        from planner.render import name_column
+
         fleet_table = Table(title="Fleet")
-        for col in ("GPU", "owned", "bought", "peak rented"):
-            fleet_table.add_column(col)
-        for g in sorted({*plan.owned_gpus, *plan.bought_gpus, *plan.peak_rented_gpus}):
+        gpu_names = sorted({*plan.owned_gpus, *plan.bought_gpus, *plan.peak_rented_gpus})
+        name_column(fleet_table, "GPU", gpu_names)
+        for col in ("owned", "bought", "peak rented"):
+            fleet_table.add_column(col, justify="right")
+        for g in gpu_names:
             fleet_table.add_row(escape(g), str(plan.owned_gpus.get(g, 0)), str(plan.bought_gpus.get(g, 0)), str(plan.peak_rented_gpus.get(g, 0)))
         out.print(fleet_table)
         out.print(f"Purchases (capex amortised over the horizon): ${plan.purchase_cost_usd:,.0f}")
-        table = Table(title="Workloads")
-        for col in ("workload", "plan", "source", "GPUs", "weeks", "power or rent $"):
-            table.add_column(col)
+        table = Table(title="Workloads (cost: power or rent, USD)")
+        name_column(table, "workload", [a.workload for a in plan.assignments])
+        table.add_column("plan", overflow="fold")
+        for col in ("source", "GPUs", "weeks", "cost"):
+            table.add_column(col, justify="right", no_wrap=True)
         for a in plan.assignments:
             table.add_row(escape(a.workload), escape(a.plan), a.source, str(a.num_gpus), f"{a.weeks[0]}-{a.weeks[1]}", f"{a.cost_usd:,.0f}")
         out.print(table)
@@ -370,7 +376,7 @@ def sweep_cmd(
         table = Table(title=escape(f"{study_file.name}: {len(frame)} cases"))
         summary = summarize(frame)
         table.add_column("item", no_wrap=True)
-        table.add_column("value")
+        table.add_column("value", overflow="fold")
         for row in summary.itertuples(index=False):
             table.add_row(*(escape(str(v)) for v in row))
         out.print(table)

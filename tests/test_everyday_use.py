@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -13,6 +14,7 @@ from planner.cli import app
 from planner.errors import InputError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
 
+ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 
 
@@ -63,7 +65,8 @@ def test_memory_cli_exposes_the_knobs() -> None:
     (["catalog", "gpus"], [g.name for g in load_gpus()]),
     (["catalog", "models"], [e.name for e in load_model_entries()]),
     (["catalog", "prices"], [g.name for g in load_gpus()]),
-    (["solve", "scenarios/deepseek-7b-consumer-gpu.yaml"], ["RTX-4090", "RTX-3090"]),
+    (["solve", str(ROOT / "scenarios" / "deepseek-7b-consumer-gpu.yaml")], ["RTX-4090", "RTX-3090"]),
+    (["fleet", str(ROOT / "scenarios" / "fleets" / "team-fleet.yaml")], ["chat-67b", "weekly-finetune-7b", "pretrain-70b", "A100-80GB"]),
 ])
 def test_tables_fit_80_columns_without_truncating_names(args: list[str], names: list[str]) -> None:
     result = runner.invoke(app, args, env={"COLUMNS": "80"})
