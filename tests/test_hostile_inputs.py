@@ -536,3 +536,15 @@ def test_an_oversized_study_case_is_an_error_row_not_minutes_of_work(tmp_path: P
     frame = run_study(load_study(_dump(tmp_path / "s.yaml", study)), workers=1)
     assert list(frame["status"].astype(str)) == ["optimal", "error"]
     assert "more than 200,000 layouts" in frame["reason"][1] and time.perf_counter() - started < 20
+
+
+@pytest.mark.parametrize("text, gone", [
+    ("[click](javascript:alert(1))", "javascript:"), ("![x](data:image/svg+xml;base64,PHN2Zz4=)", "data:image"),
+    ("[x](//evil.example/a)", "//evil"), ("<https://evil.example>", "https://"), ("[x](vbscript:msgbox)", "vbscript:"),
+])
+def test_markdown_twin_drops_unsafe_links(text: str, gone: str) -> None:
+    from planner.report import _md
+
+    safe = _md(text)
+    assert gone not in safe and "](" not in safe.replace("\\](", "")  # no live link syntax either
+    assert _md("training data: 1T tokens, metadata: ok") == "training data: 1T tokens, metadata: ok"  # prose is kept

@@ -257,3 +257,15 @@ def test_fleet_json_without_a_plan_prints_status_and_explanation(tmp_path: Path)
     assert result.exit_code == 1, result.output
     out = json.loads(result.stdout)
     assert out["status"] == "INFEASIBLE" and "budget" in out["explanation"]
+
+
+def test_training_pareto_trades_cost_against_time_without_dominated_points() -> None:
+    data = yaml.safe_load((ROOT / "scenarios" / "deepseek-67b-full-finetune.yaml").read_text())
+    data["constraints"] = {}
+    plan = solve(parse_scenario(data), time_limit_s=5.0, alternatives=False, pareto=True)
+    points = list(plan.pareto)
+    assert len(points) >= 2 and all(p.speed_metric == "time_to_train_days" for p in points)
+    assert [p.cost for p in points] == sorted(p.cost for p in points)
+    assert [p.time_to_train_days for p in points] == sorted((p.time_to_train_days for p in points), reverse=True)
+    for p in points:
+        assert not any(q is not p and q.cost <= p.cost and q.time_to_train_days <= p.time_to_train_days for q in points)
