@@ -183,20 +183,20 @@ class SearchSpace(BaseModel):
 
     gpus: tuple[str, ...] | None = Field(default=None, min_length=1, max_length=MAX_LIST_VALUES, description="GPU ids to consider (None = whole catalog).")
     train_precisions: tuple[TrainPrecision, ...] = Field(
-        default=(TrainPrecision.BF16, TrainPrecision.FP8), description="Training precision policies to consider."
+        default=(TrainPrecision.BF16, TrainPrecision.FP8), max_length=MAX_LIST_VALUES, description="Training precision policies to consider."
     )
     weight_precisions: tuple[WeightPrecision, ...] = Field(
         default=(WeightPrecision.BF16, WeightPrecision.FP8, WeightPrecision.INT8, WeightPrecision.INT4),
-        description="Serving weight precisions to consider.",
+        max_length=MAX_LIST_VALUES, description="Serving weight precisions to consider.",
     )
     kv_precisions: tuple[KvPrecision, ...] = Field(
-        default=(KvPrecision.BF16, KvPrecision.FP8), description="KV-cache precisions to consider."
+        default=(KvPrecision.BF16, KvPrecision.FP8), max_length=MAX_LIST_VALUES, description="KV-cache precisions to consider."
     )
     tp: tuple[int, ...] | None = Field(default=None, max_length=MAX_LIST_VALUES, description="Allowed tensor-parallel degrees.")
     pp: tuple[int, ...] | None = Field(default=None, max_length=MAX_LIST_VALUES, description="Allowed pipeline-parallel degrees.")
     ep: tuple[int, ...] | None = Field(default=None, max_length=MAX_LIST_VALUES, description="Allowed expert-parallel degrees (MoE).")
-    zero_stages: tuple[ZeroStage, ...] = Field(default=(0, 1, 2, 3), description="Allowed ZeRO stages.")
-    checkpointing: tuple[Checkpointing, ...] = Field(default=(0, 1, 2), description="Allowed recomputation modes.")
+    zero_stages: tuple[ZeroStage, ...] = Field(default=(0, 1, 2, 3), max_length=MAX_LIST_VALUES, description="Allowed ZeRO stages.")
+    checkpointing: tuple[Checkpointing, ...] = Field(default=(0, 1, 2), max_length=MAX_LIST_VALUES, description="Allowed recomputation modes.")
     micro_batches: tuple[int, ...] = Field(default=(1, 2, 4, 8), max_length=MAX_LIST_VALUES, description="Allowed micro-batch sizes, sequences.")
     batch_per_replica: tuple[int, ...] | None = Field(default=None, max_length=MAX_LIST_VALUES, description="Allowed serving batch sizes per replica.")
     sequence_parallel: bool = Field(default=True, description="Use Megatron sequence parallelism with TP > 1.")
