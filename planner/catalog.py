@@ -105,11 +105,14 @@ class ModelEntry(BaseModel):
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:
+    import io
+
+    from planner.files import read_text_file
+
     try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found.") from None
+        rows = list(csv.DictReader(io.StringIO(read_text_file(Path(path), "CSV file"), newline="")))
+    except csv.Error as err:
+        raise InputError(f"{path}: malformed CSV ({err}).") from None
     cleaned = []
     for row in rows:
         cleaned.append({k.strip(): (v.strip() if isinstance(v, str) and v.strip() != "" else None) for k, v in row.items() if k})
@@ -184,8 +187,12 @@ def resolve_gpu(name: str, where: str = "gpu") -> GpuSpec:
 def resolve_model(name_or_path: str, where: str = "model") -> ModelSpec:
     """A catalog model by name or alias, or a user's own config.json by path."""
     path = Path(name_or_path).expanduser()
-    if name_or_path.endswith(".json") or path.is_file():
-        return load_config_json(path)
+    try:
+        is_file = path.is_file()
+    except OSError:
+        is_file = False
+    if name_or_path.endswith(".json") or is_file:
+        return load_config_json(path, where)
     entry = model_entry(name_or_path, where)
     return load_config_json(CATALOG_DIR / "models" / entry.config_file).model_copy(update={"name": entry.name})
 

@@ -42,8 +42,9 @@ from planner.errors import InfeasibleError, InputError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import (
     Assumptions, Constraints, InferenceWorkload, Pricing, Scenario, SearchSpace, TrainingWorkload, Workload,
-    read_structured_file, validation_message,
+    canonical_gpu_keys, read_structured_file, reject_bools, resolve_relative_paths, validation_message,
 )
+from planner.files import shorten
 from planner.solver import layout_summary, min_replicas, solve_lexicographic, verify, with_replicas
 from planner.space import build_space
 from planner.units import HOURS_PER_WEEK
@@ -90,13 +91,13 @@ class FleetScenario(BaseModel):
 
     model_config = FORBID
 
-    name: str = Field(min_length=1, description="Fleet name.")
+    name: str = Field(min_length=1, max_length=200, description="Fleet name.")
     description: str = Field(default="", description="What the team wants.")
     horizon_weeks: int = Field(gt=0, le=520, description="Planning horizon, weeks.")
     budget_usd: float | None = Field(default=None, gt=0, le=1e12, description="Most total cost over the horizon, USD.")
-    owned: dict[str, int] = Field(default_factory=dict, description="GPUs already owned, per GPU id (capex sunk; power paid).")
-    offers: tuple[GpuOffer, ...] = Field(default=(), description="GPUs that can be bought or rented.")
-    workloads: tuple[FleetWorkload, ...] = Field(min_length=1, description="Workloads sharing the fleet.")
+    owned: dict[str, int] = Field(default_factory=dict, max_length=64, description="GPUs already owned, per GPU id (capex sunk; power paid).")
+    offers: tuple[GpuOffer, ...] = Field(default=(), max_length=64, description="GPUs that can be bought or rented.")
+    workloads: tuple[FleetWorkload, ...] = Field(min_length=1, max_length=64, description="Workloads sharing the fleet.")
     assumptions: dict[str, Any] = Field(default_factory=dict, description="Overrides of catalogs/assumptions.yaml.")
 
     @model_validator(mode="after")
@@ -113,15 +114,27 @@ class FleetScenario(BaseModel):
             if isinstance(w.workload, InferenceWorkload) and (w.repeat_weekly or w.deadline_days):
                 raise ValueError(f"workload {w.name}: repeat_weekly and deadline_days apply to training")
         for gpu, count in self.owned.items():
-            if count < 0:
-                raise ValueError(f"owned {gpu} must be >= 0")
-        offered = [o.gpu.lower() for o in self.offers]
-        if len(set(offered)) != len(offered):
-            raise ValueError("each GPU may be offered once")
+            if not 0 <= count <= 1_000_000:
+                raise ValueError(f"owned {shorten(gpu, 40)} must be between 0 and 1,000,000")
+        object.__setattr__(self, "owned", canonical_gpu_keys(self.owned))  # aliases of one GPU are an error, not a silent overwrite
+        offered = [_canonical_gpu(o.gpu) for o in self.offers]
+        repeated = sorted({g for g in offered if offered.count(g) > 1})
+        if repeated:
+            raise ValueError(f"each GPU may be offered once (offered more than once, counting aliases: {', '.join(repeated)})")
         if not self.owned and not self.offers:
             raise ValueError("the fleet needs owned GPUs or offers to buy or rent")
         Assumptions.with_overrides(self.assumptions)
         return self
+
+
+def _canonical_gpu(name: str) -> str:
+    """The catalog id of a GPU name or alias (the name itself when unknown; load_fleet reports unknown names)."""
+    from planner.errors import UnknownNameError
+
+    try:
+        return resolve_gpu(name).name
+    except UnknownNameError:
+        return name
 
 
 class FleetCandidate(BaseModel):
@@ -176,6 +189,12 @@ def load_fleet(path: str | Path) -> FleetScenario:
     data = read_structured_file(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of fleet fields at the top level.")
+    try:
+        reject_bools(FleetScenario, data)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+    if isinstance(data.get("workloads"), list):  # a workload's model path is relative to the fleet file
+        data = {**data, "workloads": [resolve_relative_paths(w, path.parent) if isinstance(w, dict) else w for w in data["workloads"]]}
     try:
         fleet = FleetScenario.model_validate(data)
     except ValidationError as err:

@@ -284,6 +284,7 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # a '$' in a user's name is text, never mathtext to parse
     import matplotlib.pyplot as plt
 
     return plt
@@ -685,9 +686,15 @@ def render_html(report: Report | FleetReport | StudyReport) -> str:
     return "\n".join(parts) + "\n"
 
 
+_UNSAFE_LINK = re.compile(r"\b(?:javascript|vbscript)\s*:|\bdata:[\w/+.-]*[;,]|(?<![\w:])//(?=[\w.-])", re.I)
+
+
 def _md(text: str) -> str:
-    """Markdown-safe text: pipes escaped (tables), < and > as entities (no raw HTML), newlines folded."""
-    t = _plain(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Markdown-safe text: pipes escaped (tables), < and > as entities (no raw HTML), brackets escaped (no link syntax),
+    javascript:/vbscript: schemes, data: URIs and protocol-relative //host links dropped, newlines folded."""
+    t = _UNSAFE_LINK.sub("", _plain(text))
+    t = t.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    t = t.replace("[", "\\[").replace("]", "\\]")
     return " ".join(t.split())
 
 
