@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import GpuSpec
-from planner.cost import PriceQuote, serving_usd_per_hour, training_cost_usd, usd_per_million_tokens
+from planner.cost import PriceQuote, SpotRisk, offer_for, rented_gpus, serving_usd_per_hour, training_cost_usd, usd_per_million_tokens, with_spot_restarts
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import MemoryBreakdown, inference_memory, training_memory
 from planner.modelspec import ModelSpec
@@ -28,6 +28,7 @@ class TrainingEvaluation(BaseModel):
     perf: TrainingPerf = Field(description="Speed.")
     price: PriceQuote | None = Field(description="Price row used (None when the GPU has no price for the term).")
     cost_usd: float | None = Field(description="Cost to train the workload's tokens, USD.")
+    spot: SpotRisk | None = Field(default=None, description="Spot only: expected restarts, included in time and cost.")
 
 
 class InferenceEvaluation(BaseModel):
@@ -51,8 +52,10 @@ def evaluate_training(
     """Memory, speed and cost of a training layout."""
     memory = training_memory(model, workload, layout, gpu, assumptions)
     perf = training_perf(model, workload, layout, gpu, assumptions, gpus_per_node)
-    cost = training_cost_usd(layout.num_gpus, perf.time_to_train_s, price.usd_per_gpu_hour) if price else None
-    return TrainingEvaluation(layout=layout, memory=memory, perf=perf, price=price, cost_usd=cost)
+    price = offer_for(price, layout.num_gpus) if price else None
+    perf, spot = with_spot_restarts(perf, layout.num_gpus, price, assumptions)
+    cost = training_cost_usd(rented_gpus(layout.num_gpus, price.gpus_per_instance), perf.time_to_train_s, price.usd_per_gpu_hour) if price else None
+    return TrainingEvaluation(layout=layout, memory=memory, perf=perf, price=price, cost_usd=cost, spot=spot)
 
 
 def evaluate_inference(
@@ -63,7 +66,8 @@ def evaluate_inference(
     memory = inference_memory(model, workload, layout, gpu, assumptions)
     perf = inference_perf(model, workload, layout, gpu, assumptions, gpus_per_node)
     fleet_tps = perf.output_tokens_per_s * layout.replicas
-    usd_h = serving_usd_per_hour(layout.num_gpus, price.usd_per_gpu_hour) if price else None
+    price = offer_for(price, layout.gpus_per_replica) if price else None
+    usd_h = serving_usd_per_hour(layout.replicas * rented_gpus(layout.gpus_per_replica, price.gpus_per_instance), price.usd_per_gpu_hour) if price else None
     per_m = usd_per_million_tokens(usd_h, fleet_tps) if usd_h is not None else None
     return InferenceEvaluation(layout=layout, memory=memory, perf=perf, fleet_output_tokens_per_s=fleet_tps,
                                price=price, usd_per_hour=usd_h, usd_per_million_output_tokens=per_m)

@@ -35,7 +35,7 @@ from ortools.sat.python import cp_model
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.catalog import load_onprem, resolve_gpu, resolve_model
-from planner.cost import capex_usd_per_gpu_hour, power_usd_per_gpu_hour, price_quote
+from planner.cost import capex_usd_per_gpu_hour, offer_for, power_usd_per_gpu_hour, price_quote, rented_gpus
 from planner.encode import scaled
 from planner.enums import PriceTerm
 from planner.errors import InfeasibleError, InputError
@@ -280,9 +280,12 @@ def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[Fle
             if offer is not None and offer.rent_term is not None:
                 quote = price_quote(g, Pricing(term=offer.rent_term), assumptions)
                 if quote is not None:
+                    unit = e.layout.gpus_per_replica if isinstance(e, InferenceEvaluation) else n
+                    quote = offer_for(quote, unit)
+                    paid = rented_gpus(unit, quote.gpus_per_instance) * (e.layout.replicas if isinstance(e, InferenceEvaluation) else 1)
                     billed = len(weeks) * HOURS_PER_WEEK if offer.rent_term in (PriceTerm.RESERVED_1Y, PriceTerm.RESERVED_3Y) else hours
-                    out.append(FleetCandidate(workload=w.name, gpu=g, source="rent", num_gpus=n, weeks=weeks,
-                                              cost_usd=n * billed * quote.usd_per_gpu_hour, evaluation=e))
+                    out.append(FleetCandidate(workload=w.name, gpu=g, source="rent", num_gpus=paid, weeks=weeks,
+                                              cost_usd=paid * billed * quote.usd_per_gpu_hour, evaluation=e))
         if len(out) == before:
             on = sorted({e.layout.gpu for e, _ in options})
             raise InfeasibleError(f"{fleet.name}: workload {w.name} fits only on {', '.join(on)}, which the fleet neither owns, "

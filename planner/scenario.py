@@ -72,6 +72,10 @@ class Assumptions(BaseModel):
     pipeline_interleave_chunks: int = Field(ge=1, description="Virtual stages per pipeline rank (1 = plain 1F1B).")
     activation_traffic_factor: float = Field(ge=0, description="HBM passes over stored activations per training step.")
     host_link_gbps: float = Field(gt=0, description="Host<->GPU bandwidth for offload traffic, GB/s.")
+    spot_interruptions_per_instance_hour: float = Field(ge=0, le=10, description="Spot preemptions per instance-hour.")
+    checkpoint_write_s: float = Field(gt=0, description="Time to write one training checkpoint, seconds (Young/Daly delta).")
+    restart_after_preemption_s: float = Field(ge=0, description="Time to get capacity back and resume from a checkpoint, seconds.")
+    price_stale_after_days: int = Field(gt=0, description="Price rows older than this many days are flagged as stale.")
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, Any] | None = None) -> Assumptions:
@@ -219,6 +223,8 @@ class Pricing(BaseModel):
     price_file: str | None = Field(default=None, description="Path to a price CSV with the catalog's columns.")
     usd_per_gpu_hour: dict[str, float] = Field(default_factory=dict, description="Explicit price per GPU id, overriding any row.")
     price_multiplier: float = Field(default=1.0, gt=0, le=1e6, description="Scale every price (what-if studies).")
+    allow_placeholder_prices: bool = Field(
+        default=False, description="Let rows marked placeholder (no primary or machine-read source) be chosen; off by default.")
 
     @field_validator("usd_per_gpu_hour")
     @classmethod

@@ -152,9 +152,9 @@ def test_term_filter_spot_vs_on_demand():
 
 
 def test_provider_filter_is_case_insensitive():
-    quote = price_quote("H100-SXM", Pricing(term="spot", provider="runpod"), ASSUMPTIONS)
+    quote = price_quote("H100-SXM", Pricing(term="spot", provider="nebius"), ASSUMPTIONS)
     assert quote is not None
-    assert quote.provider == "RunPod" and quote.usd_per_gpu_hour == _cheapest("H100-SXM", "spot", "RunPod")
+    assert quote.provider == "Nebius" and quote.usd_per_gpu_hour == _cheapest("H100-SXM", "spot", "Nebius")
     assert price_quote("H100-SXM", Pricing(provider="NoSuchCloud"), ASSUMPTIONS) is None
 
 
@@ -185,6 +185,8 @@ def test_on_prem_gpu_without_a_row_has_no_price():
 
 
 PRICE_COLUMNS = ["gpu", "provider", "offering", "region", "term", "usd_per_gpu_hour", "source", "as_of"]
+"""A user's price file in the original eight columns still loads (one GPU per instance, not a placeholder)."""
+CATALOG_COLUMNS = ["gpu", "provider", "offering", "region", "term", "usd_per_gpu_hour", "gpus_per_instance", "placeholder", "source", "as_of"]
 
 
 def _write_price_file(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -198,7 +200,7 @@ def _write_price_file(path: Path, rows: list[dict[str, object]]) -> Path:
 
 def test_user_price_file_replaces_the_catalog(tmp_path):
     with (CATALOG_DIR / "prices.csv").open(newline="") as handle:
-        assert csv.DictReader(handle).fieldnames == PRICE_COLUMNS, "the catalog's columns changed; update PRICE_COLUMNS"
+        assert csv.DictReader(handle).fieldnames == CATALOG_COLUMNS, "the catalog's columns changed; update CATALOG_COLUMNS"
     path = _write_price_file(tmp_path / "my_prices.csv", [
         dict(gpu="H100-SXM", provider="MyCloud", offering="8x H100 box", region="eu", term="on_demand", usd_per_gpu_hour=0.99,
              source="our contract", as_of="2026-01-01"),
