@@ -25,8 +25,8 @@ from planner.enums import PriceTerm
 from planner.scenario import Assumptions, Pricing
 from planner.units import HOURS_PER_YEAR, SECONDS_PER_HOUR
 
-HOURS_PER_MONTH = HOURS_PER_YEAR / 12.0
-"""730 h: the month that monthly costs and break-even months use."""
+HOURS_PER_MONTH = 730.0
+"""730 h (8,760 h / 12): the month that monthly costs, hosting and break-even months use."""
 
 
 class InstanceOffer(BaseModel):
@@ -99,9 +99,14 @@ def power_usd_per_gpu_hour(watts: float, assumptions: Assumptions) -> float:
     return watts * assumptions.pue * assumptions.usd_per_kwh / 1000.0
 
 
+def hosting_usd_per_gpu_hour(watts: float, assumptions: Assumptions) -> float:
+    """Colocation space and cooling for an owned GPU, paid per kW of wall power: kW x $/kW-month / 730 h."""
+    return watts / 1000.0 * assumptions.hosting_usd_per_kw_month / HOURS_PER_MONTH
+
+
 def onprem_usd_per_gpu_hour(capex_usd: float, life_years: float, watts: float, assumptions: Assumptions) -> float:
-    """Owned GPU-hour at 100% utilisation: amortised capex plus power."""
-    return capex_usd_per_gpu_hour(capex_usd, life_years) + power_usd_per_gpu_hour(watts, assumptions)
+    """Owned GPU-hour at 100% utilisation: amortised capex plus power plus hosting."""
+    return capex_usd_per_gpu_hour(capex_usd, life_years) + power_usd_per_gpu_hour(watts, assumptions) + hosting_usd_per_gpu_hour(watts, assumptions)
 
 
 def young_daly_interval_s(checkpoint_write_s: Any, mtbf_s: Any) -> Any:

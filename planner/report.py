@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from planner.catalog import GpuSpec, model_entry, resolve_gpu
-from planner.cost import PriceQuote, price_quote
+from planner.catalog import load_onprem
+from planner.cost import (
+    HOURS_PER_MONTH, PriceQuote, break_even_month, hosting_usd_per_gpu_hour, instances_needed, offer_for, power_usd_per_gpu_hour,
+    price_quote, rented_gpus,
+)
+from planner.scenario import Pricing
 from planner.enums import PriceTerm
 from planner.files import write_atomically
 from planner.fleet import FleetPlan, FleetScenario, solve_fleet
@@ -32,7 +37,7 @@ from planner.errors import InputError, PlannerError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
 from planner.solver import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, plan_cost, plan_throughput, solve
-from planner.units import BYTES_PER_GIB
+from planner.units import BYTES_PER_GIB, HOURS_PER_YEAR
 
 Evaluation = TrainingEvaluation | InferenceEvaluation
 
@@ -82,6 +87,8 @@ class Report:
     pareto_svg: str
     extra_solves: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    plain: str = ""
+    costs: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def training(self) -> bool:
@@ -391,6 +398,111 @@ def _recommendation(scenario: Scenario, plan: Plan) -> str:
     return head + body + tail
 
 
+# ---- for the reader who pays ---------------------------------------------------------------
+
+
+def _servers(e: Evaluation) -> tuple[int, int, int]:
+    """(instances or servers, GPUs per instance, GPUs paid for) of a plan: each serving replica rents its own instances."""
+    k = e.price.gpus_per_instance if e.price else 1
+    if isinstance(e, InferenceEvaluation):
+        per_replica = int(instances_needed(e.layout.gpus_per_replica, k))
+        return e.layout.replicas * per_replica, k, e.layout.replicas * per_replica * k
+    count = int(instances_needed(e.layout.num_gpus, k))
+    return count, k, count * k
+
+
+def _setup(e: Evaluation) -> str:
+    lay = e.layout
+    if isinstance(e, InferenceEvaluation):
+        parts = [f"{lay.weight_precision.value.upper()} weights", f"{lay.kv_precision.value.upper()} KV cache", f"tensor-parallel {lay.tp}"]
+        if lay.pp > 1:
+            parts.append(f"pipeline-parallel {lay.pp}")
+        parts.append(f"{lay.replicas} replica{'s' if lay.replicas != 1 else ''} of batch {lay.batch}")
+        return ", ".join(parts)
+    return f"{lay.precision.value.upper()} training with TP {lay.tp} x PP {lay.pp} x DP {lay.dp}, ZeRO-{int(lay.zero)}"
+
+
+def plain_recommendation(scenario: Scenario, plan: Plan) -> str:
+    """One sentence a buyer can act on: rent or buy how many servers of what, at what price, set up how, for how much."""
+    e = plan.evaluation
+    q = e.price
+    servers, k, paid = _servers(e)
+    gpu = e.layout.gpu
+    noun = "server" if servers == 1 else "servers"
+    if q is not None and q.term is PriceTerm.ON_PREM:
+        head = f"Buy {servers} {noun} of {k}x {gpu} ({money(q.usd_per_instance_hour)}/h each as amortised capex, power and hosting)"
+    elif q is not None:
+        where = "" if q.provider == "scenario" else f" ({q.provider} {q.offering}, {q.term.value.replace('_', '-')})"
+        head = f"Rent {servers} {noun} of {k}x {gpu}{where} at {money(q.usd_per_instance_hour)}/h each"
+    else:
+        head = f"Use {paid}x {gpu}"
+    if isinstance(e, InferenceEvaluation):
+        usd_h = e.usd_per_hour or 0.0
+        body = (f", {_setup(e)}, serving {e.fleet_output_tokens_per_s:,.0f} output tokens/s: {money(usd_h)}/h, "
+                f"{money(usd_h * HOURS_PER_MONTH)} a month, {money(usd_h * HOURS_PER_YEAR)} a year.")
+    else:
+        days = e.perf.time_to_train_s / 86400.0
+        body = f" for {days:,.1f} days, {_setup(e)}: {money(e.cost_usd)} for the run."
+    extra = []
+    if paid > e.layout.num_gpus:
+        extra.append(f"{paid - e.layout.num_gpus} of the {paid} GPUs paid for sit idle, because instances are rented whole.")
+    if isinstance(e, TrainingEvaluation) and e.spot is not None:
+        sp = e.spot
+        extra.append(f"On spot, {sp.expected_interruptions:,.1f} expected preemptions (one per {sp.mtbf_s / 3600:,.1f} h of the job) "
+                     f"with a checkpoint every {sp.checkpoint_interval_s / 60:,.0f} min (Young/Daly) add "
+                     f"{(sp.expected_time_s / sp.compute_time_s - 1):.1%} to the time and cost.")
+    if q is not None and q.stale:
+        extra.append(f"The price row is dated {q.as_of}, older than {scenario.resolved_assumptions().price_stale_after_days} days: check it.")
+    if q is not None and q.placeholder:
+        extra.append("The price is a PLACEHOLDER row (allowed by the scenario), not a quoted offer.")
+    return " ".join([head + body, *extra])
+
+
+def payer_costs(scenario: Scenario, plan: Plan) -> list[tuple[str, str, str]]:
+    """Hourly, monthly and annual cost of the plan, and what buying the same GPUs would cost: capex, power, hosting, break-even month."""
+    e = plan.evaluation
+    assumptions = scenario.resolved_assumptions()
+    servers, k, paid = _servers(e)
+    rows: list[tuple[str, str, str]] = []
+    term = scenario.pricing.term
+    if isinstance(e, InferenceEvaluation):
+        usd_h = e.usd_per_hour or 0.0
+        rows += [("cost per hour", money(usd_h), f"{paid} GPUs paid for ({servers} x {k}-GPU instances or servers)"),
+                 ("cost per month", money(usd_h * HOURS_PER_MONTH), "x 730 h, running all month"),
+                 ("cost per year", money(usd_h * HOURS_PER_YEAR), "x 8,760 h")]
+    else:
+        usd_h = (e.cost_usd or 0.0) / (e.perf.time_to_train_s / 3600.0) if e.perf.time_to_train_s else 0.0
+        rows += [("cost of the run", money(e.cost_usd), f"{paid} GPUs paid for over {e.perf.time_to_train_s / 86400:,.1f} days"),
+                 ("cost per month while it runs", money(usd_h * HOURS_PER_MONTH), f"{money(usd_h)}/h x 730 h")]
+    onprem = next((r for r in load_onprem() if r.gpu == e.layout.gpu), None)
+    if onprem is None:
+        rows.append(("buying", "n/a", f"no on-prem row for {e.layout.gpu} in catalogs/onprem.csv"))
+        return rows
+    node = resolve_gpu(e.layout.gpu).gpus_per_node
+    bought_servers = int(instances_needed(e.layout.num_gpus, node))
+    gpus = bought_servers * node
+    capex = gpus * onprem.capex_usd_per_gpu
+    power_month = gpus * power_usd_per_gpu_hour(onprem.watts_per_gpu_at_wall, assumptions) * HOURS_PER_MONTH
+    hosting_month = gpus * hosting_usd_per_gpu_hour(onprem.watts_per_gpu_at_wall, assumptions) * HOURS_PER_MONTH
+    rows += [("buy: capex", money(capex), f"{bought_servers} server{'s' if bought_servers != 1 else ''} of {node}x {e.layout.gpu} at {money(onprem.capex_usd_per_gpu)} per GPU ({onprem.source[:80]})"),
+             ("buy: power per month", money(power_month), f"{gpus} x {onprem.watts_per_gpu_at_wall:g} W x PUE {assumptions.pue:g} x {money(assumptions.usd_per_kwh)}/kWh x 730 h, at full load"),
+             ("buy: hosting per month", money(hosting_month), f"{gpus * onprem.watts_per_gpu_at_wall / 1000:,.1f} kW x {money(assumptions.hosting_usd_per_kw_month)}/kW-month")]
+    rent_quote = e.price if term is not PriceTerm.ON_PREM else price_quote(e.layout.gpu, Pricing(term=PriceTerm.ON_DEMAND), assumptions)
+    if rent_quote is None:
+        rows.append(("buy: break-even against renting", "n/a", f"no on-demand price for {e.layout.gpu}"))
+        return rows
+    rent_quote = offer_for(rent_quote, gpus)
+    rent_month = int(rented_gpus(gpus, rent_quote.gpus_per_instance)) * rent_quote.usd_per_gpu_hour * HOURS_PER_MONTH
+    month = break_even_month(capex, power_month + hosting_month, rent_month)
+    rows.append((f"rent {gpus} {e.layout.gpu} per month", money(rent_month),
+                 f"{rent_quote.provider} {rent_quote.offering}, {rent_quote.term.value}, running all month"))
+    rows.append(("buy: break-even against renting",
+                 f"month {month:,.1f}" if month is not None else "never",
+                 "capex / (rent per month - power and hosting per month), if kept busy all month"
+                 + (f"; beyond the {onprem.expected_life_years:g}-year life" if month is not None and month > 12 * onprem.expected_life_years else "")))
+    return rows
+
+
 def _prices(plan: Plan, term_plans: dict[str, Plan], scenario: Scenario) -> list[tuple[str, PriceQuote]]:
     """Distinct price rows behind the report's numbers, each with what used it."""
     out: list[tuple[str, PriceQuote]] = []
@@ -461,7 +573,7 @@ def build_report(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S)
         prices=tuple(_prices(plan, term_plans, scenario)), gpus=tuple(resolve_gpu(g) for g in gpu_names),
         assumptions=tuple(_assumption_rows(scenario)), provenance=tuple(_provenance(scenario, plan, generated, extra)),
         memory_svg=memory_chart(plan.evaluation), pareto_svg=pareto_chart(plan), extra_solves=extra,
-        notes=tuple(plan.evaluation.memory.notes),
+        notes=tuple(plan.evaluation.memory.notes), plain=plain_recommendation(scenario, plan), costs=tuple(payer_costs(scenario, plan)),
     )
 
 
@@ -510,7 +622,12 @@ def blocks(report: Report | FleetReport | StudyReport) -> list[Block]:
         out.append(("p", s.description))
     out.append(("p", f"Model {plan.model}, {plan.kind}; objective {plan.objective.value}; pricing term {s.pricing.term.value}. "
                      f"Generated {report.generated_utc} UTC."))
-    out += [("h2", "Recommendation"), ("callout", report.recommendation)]
+    out += [("h2", "Recommendation")]
+    if report.plain:
+        out.append(("callout", report.plain))
+    out += [("callout", report.recommendation)]
+    if report.costs:
+        out += [("h2", "What it costs"), ("table", ["item", "amount", "how"], [list(r) for r in report.costs], set())]
     out += [("h2", "Best plan per GPU type"), _comparison_table(report.by_gpu, "GPU", training)]
     out += [("h2", "Best plan per pricing term"), _comparison_table(report.by_term, "term", training), ("p", ON_PREM_NOTE)]
     out += [("h2", "Per-card memory of the recommended plan"), ("chart", "Per-card memory breakdown", report.memory_svg), _memory_table(e)]

@@ -76,6 +76,7 @@ class Assumptions(BaseModel):
     checkpoint_write_s: float = Field(gt=0, description="Time to write one training checkpoint, seconds (Young/Daly delta).")
     restart_after_preemption_s: float = Field(ge=0, description="Time to get capacity back and resume from a checkpoint, seconds.")
     price_stale_after_days: int = Field(gt=0, description="Price rows older than this many days are flagged as stale.")
+    hosting_usd_per_kw_month: float = Field(ge=0, description="Colocation of owned servers, USD per kW of wall power per month.")
 
     @classmethod
     def with_overrides(cls, overrides: dict[str, Any] | None = None) -> Assumptions:
