@@ -479,3 +479,71 @@ def _fleet_plan(fleet: FleetScenario, cands: list[FleetCandidate], z: list, star
                      bought_gpus=bought, owned_gpus={resolve_gpu(g).name: n for g, n in fleet.owned.items()},
                      peak_rented_gpus=peak_rent, assignments=tuple(assignments), solve_time_s=solve_time_s,
                      candidates=len(cands), verified=verified)
+
+
+# ---- explaining a fleet plan -----------------------------------------------------------------
+
+
+def fleet_timeline(fleet: FleetScenario, plan: FleetPlan) -> tuple[list[str], list[list[str]]]:
+    """Week-by-week table: each workload's GPUs and source, then per GPU type the pool (owned, bought usable, in use) and rented GPUs."""
+    weeks = range(fleet.horizon_weeks)
+    headers = ["", *(f"w{t}" for t in weeks)]
+    rows = []
+    for a in plan.assignments:
+        rows.append([f"{a.workload}", *(f"{a.num_gpus} {a.gpu} {a.source}" if a.weeks[0] <= t < a.weeks[1] else "" for t in weeks)])
+    offers = {resolve_gpu(o.gpu).name: o for o in fleet.offers}
+    for g in sorted({a.gpu for a in plan.assignments} | set(plan.owned_gpus) | set(plan.bought_gpus)):
+        owned, bought = plan.owned_gpus.get(g, 0), plan.bought_gpus.get(g, 0)
+        lead = offers[g].lead_time_weeks if g in offers else 0
+        used = [sum(a.num_gpus for a in plan.assignments if a.gpu == g and a.source == "pool" and a.weeks[0] <= t < a.weeks[1]) for t in weeks]
+        rented = [sum(a.num_gpus for a in plan.assignments if a.gpu == g and a.source == "rent" and a.weeks[0] <= t < a.weeks[1]) for t in weeks]
+        if owned or bought:
+            rows.append([f"{g} pool: owned + bought usable", *(str(owned + (bought if t >= lead else 0)) for t in weeks)])
+            rows.append([f"{g} pool: in use", *(str(u) for u in used)])
+        if any(rented):
+            rows.append([f"{g} rented", *(str(r) for r in rented)])
+    return headers, rows
+
+
+def purchase_reasons(fleet: FleetScenario, plan: FleetPlan) -> list[str]:
+    """One sentence per buyable GPU type: why it was bought, or why not (the utilisation at which buying beats renting)."""
+    assumptions = Assumptions.with_overrides(fleet.assumptions)
+    onprem = {row.gpu: row for row in load_onprem()}
+    hours = fleet.horizon_weeks * HOURS_PER_WEEK
+    out = []
+    for offer in fleet.offers:
+        g = resolve_gpu(offer.gpu).name
+        if not offer.buy:
+            out.append(f"{g}: buying was not offered.")
+            continue
+        if g not in onprem:
+            out.append(f"{g}: not bought, no on-prem purchase row in catalogs/onprem.csv.")
+            continue
+        node = resolve_gpu(g).gpus_per_node
+        fixed = amortised_capex_per_gpu(fleet, g, assumptions) or 0.0
+        power = power_usd_per_gpu_hour(onprem[g].watts_per_gpu_at_wall, assumptions)
+        quote = price_quote(g, Pricing(term=offer.rent_term, provider=offer.rent_provider), assumptions) if offer.rent_term else None
+        rent = offer_for(quote, node).usd_per_gpu_hour if quote else None
+        usable_h = max(0, fleet.horizon_weeks - offer.lead_time_weeks) * HOURS_PER_WEEK
+        ran = sum(a.num_gpus * (min(a.weeks[1], fleet.horizon_weeks) - max(a.weeks[0], offer.lead_time_weeks)) * HOURS_PER_WEEK
+                  for a in plan.assignments if a.gpu == g and a.source == "pool" and a.weeks[1] > offer.lead_time_weeks)
+        if rent is not None and rent > power:
+            threshold = fixed / (rent - power)
+            rule = (f"a bought {g} costs {fixed:,.0f} USD over the {fleet.horizon_weeks}-week horizon (capex share and hosting) plus "
+                    f"{power:.3f} USD per hour of power, so it beats renting at {rent:.2f} USD/GPU-h only when it runs more than "
+                    f"{threshold:,.0f} hours ({threshold / hours:.0%} of the horizon); the lead time of {offer.lead_time_weeks} weeks leaves "
+                    f"{usable_h:,.0f} hours")
+        elif rent is not None:
+            rule = f"renting at {rent:.2f} USD/GPU-h costs less than the power of an owned {g} ({power:.3f} USD/h)"
+        else:
+            rule = f"{g} cannot be rented, so buying is the only way to add {g} beyond the owned ones"
+        bought = plan.bought_gpus.get(g, 0)
+        if bought:
+            out.append(f"Bought {bought} {g} ({bought // node} servers of {node}), usable from week {offer.lead_time_weeks}: "
+                       f"they run {ran / bought:,.0f} hours each on average; {rule}.")
+        elif not any(a.gpu == g for a in plan.assignments):
+            out.append(f"Did not buy {g}: no workload runs on {g} in the cheapest fleet (its plans cost more on {g} than on the "
+                       f"GPUs chosen); {rule}.")
+        else:
+            out.append(f"Did not buy {g}: {rule}.")
+    return out

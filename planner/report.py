@@ -32,7 +32,7 @@ from planner.cost import (
 from planner.scenario import Pricing
 from planner.enums import PriceTerm
 from planner.files import write_atomically
-from planner.fleet import FleetPlan, FleetScenario, solve_fleet
+from planner.fleet import FleetPlan, FleetScenario, fleet_timeline, purchase_reasons, solve_fleet
 from planner.errors import InputError, PlannerError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
@@ -445,7 +445,8 @@ def plain_recommendation(scenario: Scenario, plan: Plan) -> str:
         body = f" for {days:,.1f} days, {_setup(e)}: {money(e.cost_usd)} for the run."
     extra = []
     if paid > e.layout.num_gpus:
-        extra.append(f"{paid - e.layout.num_gpus} of the {paid} GPUs paid for sit idle, because instances are rented whole.")
+        whole = "servers are bought whole" if q is not None and q.term is PriceTerm.ON_PREM else "instances are rented whole"
+        extra.append(f"{paid - e.layout.num_gpus} of the {paid} GPUs paid for sit idle, because {whole}.")
     if isinstance(e, TrainingEvaluation) and e.spot is not None:
         sp = e.spot
         extra.append(f"On spot, {sp.expected_interruptions:,.1f} expected preemptions (one per {sp.mtbf_s / 3600:,.1f} h of the job) "
@@ -683,6 +684,10 @@ def fleet_blocks(report: FleetReport) -> list[Block]:
     out += [("h2", "Workloads"), ("table", ["workload", "plan", "source", "GPUs", "weeks", "power or rent"],
                                   [[a.workload, a.plan, a.source, str(a.num_gpus), f"{a.weeks[0]}-{a.weeks[1]}", money(a.cost_usd)]
                                    for a in p.assignments], set())]
+    headers, timeline = fleet_timeline(f, p)
+    out += [("h2", "Timeline"), ("p", "Workloads by week (GPUs, type, source), then each GPU pool by source."),
+            ("table", headers, timeline, set())]
+    out += [("h2", "Why each purchase was or was not made")] + [("p", reason) for reason in purchase_reasons(f, p)]
     out += [("p", "Pool = owned plus bought GPUs: workloads active in the same week never share a GPU; bought GPUs count from "
                   "their lead time on and cost capex x horizon / life; pool GPU-hours pay wall power x PUE x $/kWh; rented "
                   "GPU-hours pay the catalog price of the offer's term.")]
@@ -724,6 +729,9 @@ def build_study_report(study_file: Path, workers: int | None = None) -> StudyRep
     labels = [", ".join(f"{a.split('.')[-1]}={r[i]}" for i, a in enumerate(axes)) for r in rows]
     values = [float(v.replace(",", "")) if (v := r[len(axes) + 3]) else 0.0 for r in rows]
     ax.barh(range(len(rows)), values, color=["#4c72b0" if r[len(axes)] in ("optimal", "feasible") else "#c44e52" for r in rows])
+    for i, r in enumerate(rows):
+        if r[len(axes)] not in ("optimal", "feasible"):
+            ax.text(0, i, " NO PLAN", color="#c44e52", va="center", fontsize=8, fontweight="bold")
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
     unit = next((r[len(axes) + 4] for r in rows if r[len(axes) + 4]), "")
@@ -736,13 +744,38 @@ def build_study_report(study_file: Path, workers: int | None = None) -> StudyRep
                        chart_svg=svg, summary=summary, generated_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"))
 
 
+def study_pivot(report: StudyReport) -> Block | None:
+    """The cases as a pivot table: the last axis across, the other axes down; a cell is the objective, or why there is no plan."""
+    axes = list(report.axes)
+    if not axes:
+        return None
+    n = len(axes)
+    status_at, plan_at, value_at, unit_at, reason_at = n, n + 1, n + 3, n + 4, n + 5
+    across = list(dict.fromkeys(r[n - 1] for r in report.rows)) if n > 1 else ["objective"]
+    down = list(dict.fromkeys(tuple(r[: n - 1]) if n > 1 else (r[0],) for r in report.rows))
+    cells: dict[tuple[tuple[str, ...], str], str] = {}
+    for r in report.rows:
+        key = (tuple(r[: n - 1]) if n > 1 else (r[0],), r[n - 1] if n > 1 else "objective")
+        if r[status_at] in ("optimal", "feasible") and r[value_at]:
+            cells[key] = f"{r[value_at]} {r[unit_at]} ({_short(r[plan_at])})"
+        else:
+            cells[key] = f"NO PLAN ({r[status_at]}): {r[reason_at][:90]}"
+    first = " / ".join(a.split(".")[-1] for a in (axes[:-1] if n > 1 else axes))
+    headers = [first, *((f"{axes[-1].split('.')[-1]} = {c}" for c in across) if n > 1 else across)]
+    body = [[" / ".join(d), *(cells.get((d, c), "") for c in across)] for d in down]
+    return ("table", headers, body, set())
+
+
 def study_blocks(report: StudyReport) -> list[Block]:
-    """The study view: summary, objective chart, one row per case."""
+    """The study view: summary, pivot table (axes as rows and columns, infeasible cases named), objective chart, one row per case."""
     out: list[Block] = [("h1", f"What-if study: {report.name}")]
     if report.description:
         out.append(("p", report.description))
     out.append(("p", f"Generated {report.generated_utc} UTC. Each case is a fresh CP-SAT solve of the base scenario with the axis values applied."))
     out += [("h2", "Summary"), ("table", ["item", "value"], [list(r) for r in report.summary], set())]
+    pivot = study_pivot(report)
+    if pivot is not None:
+        out += [("h2", "Objective by axis values"), ("p", "Rows and columns are the study's axes; a cell is the best plan's objective, or NO PLAN and why."), pivot]
     out += [("h2", "Objective by case"), ("chart", "Objective by case", report.chart_svg)]
     out += [("h2", "Cases"), ("table", list(report.headers), [list(r) for r in report.rows], set())]
     return out
