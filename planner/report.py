@@ -642,8 +642,10 @@ def blocks(report: Report | FleetReport | StudyReport) -> list[Block]:
     out += [("h2", "Sensitivity"), ("p", "Each what-if is a fresh solve of the scenario with one input changed."),
             _comparison_table(report.sensitivity, "what-if", training)]
     out += [("h2", "Assumptions, sources and dates"), ("h3", "Prices used"),
-            ("table", ["used by", "GPU", "term", "$/GPU-h", "provider", "offering", "source", "as of"],
-             [[u, q.gpu, q.term.value, money(q.usd_per_gpu_hour), q.provider, q.offering, q.source, q.as_of] for u, q in report.prices], set())]
+            ("table", ["used by", "GPU", "term", "$/GPU-h", "GPUs/instance", "provider", "offering", "source", "as of", "flags"],
+             [[u, q.gpu, q.term.value, money(q.usd_per_gpu_hour), str(q.gpus_per_instance), q.provider, q.offering, q.source, q.as_of,
+               ", ".join(f for f, on in (("PLACEHOLDER", q.placeholder), ("STALE: older than the price_stale_after_days assumption", q.stale)) if on)]
+              for u, q in report.prices], set())]
     out += [("h3", "GPU catalog rows"),
             ("table", ["GPU", "name", "memory GiB", "HBM GB/s", "bf16 TFLOP/s", "specs source", "as of"],
              [[g.name, g.display_name, f"{g.memory_gib:g}", f"{g.hbm_bandwidth_gbps:g}", _num(g.bf16_dense_tflops), g.specs_source, g.as_of]

@@ -219,3 +219,71 @@ def test_spot_plan_time_and_cost_include_the_restart_overhead(tmp_path):
     assert 1.09 < factor < 1.10  # 9.2% longer and dearer
     assert spot.spot.expected_interruptions == pytest.approx(t * factor / m, rel=1e-12)
     assert on_demand.spot is None
+
+
+# ---- CLI, live offers, study pivot ---------------------------------------------------------
+
+
+def test_cli_prices_import_writes_the_file_and_fails_cleanly(tmp_path):
+    from typer.testing import CliRunner
+
+    from planner.cli import app
+
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(app, ["prices", "import", "--skypilot", str(SKYPILOT), "--out", str(out), "--as-of", "2026-11-29"])
+    assert result.exit_code == 0, result.output
+    # 6 Lambda + 5 RunPod + 10 Nebius + 4 Cudo + 6 Hyperbolic (instance type x term) rows map to catalog GPUs
+    assert "wrote 31 price rows" in result.output and out.is_file()
+    assert len(load_prices(out)) == 31
+    bad = CliRunner().invoke(app, ["prices", "import", "--skypilot", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "not a folder" in bad.output and "Traceback" not in bad.output
+
+
+def test_gpuhunt_items_become_per_gpu_rows():
+    """Offline: gpuhunt catalog items (its documented fields) mapped like SkyPilot rows; the live query itself needs the network."""
+    from types import SimpleNamespace
+
+    from planner.prices import gpuhunt_rows
+
+    items = [SimpleNamespace(provider="aws", instance_name="p5.48xlarge", location="us-east-1", price=55.04, gpu_count=8, gpu_name="H100", spot=False),
+             SimpleNamespace(provider="aws", instance_name="p5.48xlarge", location="us-west-2", price=60.0, gpu_count=8, gpu_name="H100", spot=False),
+             SimpleNamespace(provider="aws", instance_name="p5.48xlarge", location="us-east-1", price=20.0, gpu_count=8, gpu_name="H100", spot=True),
+             SimpleNamespace(provider="gcp", instance_name="n1-standard-8", location="us", price=0.5, gpu_count=1, gpu_name="T4", spot=False),
+             SimpleNamespace(provider="gcp", instance_name="e2", location="us", price=0.1, gpu_count=0, gpu_name=None, spot=False)]
+    rows, unmapped = gpuhunt_rows(items, "2026-11-29")
+    assert [(r.gpu, r.term.value, r.usd_per_gpu_hour, r.gpus_per_instance, r.region) for r in rows] == [
+        ("H100-SXM", "on_demand", 6.88, 8, "us-east-1"), ("H100-SXM", "spot", 2.5, 8, "us-east-1")]
+    assert unmapped == {"T4"}
+
+
+def test_fetch_without_gpuhunt_is_one_message(monkeypatch):
+    import builtins
+
+    from planner.prices import fetch_live
+
+    real_import = builtins.__import__
+
+    def no_gpuhunt(name, *args, **kwargs):
+        if name == "gpuhunt":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gpuhunt)
+    with pytest.raises(InputError, match=r"planner\[live\]"):
+        fetch_live()
+
+
+def test_study_pivot_puts_axes_on_rows_and_columns_and_shows_no_plan():
+    from planner.report import StudyReport, study_pivot
+
+    axes = ("search.gpus", "constraints.deadline_days")
+    rows = (("['H100-SXM']", "7", "optimal", "128x H100-SXM fp8 tp=4", "128", "205,251", "USD", ""),
+            ("['H100-SXM']", "3", "infeasible", "", "", "", "", "deadline = 3 days conflicts with max_gpus"),
+            ("['H200']", "7", "optimal", "64x H200 fp8 tp=8", "64", "300,000", "USD", ""),
+            ("['H200']", "3", "optimal", "128x H200 fp8 tp=8", "128", "320,000", "USD", ""))
+    report = StudyReport(name="s", description="", axes=axes, rows=rows, headers=(), chart_svg="", summary=(), generated_utc="")
+    kind, headers, body, _ = study_pivot(report)
+    assert kind == "table" and headers == ["gpus", "deadline_days = 7", "deadline_days = 3"]
+    assert body[0][0] == "['H100-SXM']" and body[0][1].startswith("205,251 USD")
+    assert body[0][2].startswith("NO PLAN (infeasible): deadline = 3 days")
+    assert body[1][2].startswith("320,000 USD")
