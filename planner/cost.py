@@ -2,7 +2,9 @@
 
 Cloud: clouds rent whole instances (1, 2, 4 or 8 GPUs), so a plan pays for
 `rented_gpus(num_gpus, gpus_per_instance)` GPUs at the offer's $/GPU-hour; among a GPU's offers
-the one that makes the plan cheapest is used (a smaller instance where one exists). On-prem:
+the one that makes the plan cheapest is used (a smaller instance where one exists). A serving
+replica rents its own instances (replicas are not packed into a shared larger instance: exact
+where an instance of the replica's size exists, an upper bound otherwise). On-prem:
 whole servers bought, capex amortised straight-line over the expected life plus wall power x
 PUE x $/kWh, at full utilisation (catalogs/onprem.csv; the TCO convention of e.g.
 SemiAnalysis' GPU cloud economics). Spot: a preemption rate per instance, a checkpoint interval
@@ -221,10 +223,15 @@ def is_stale(as_of: str, assumptions: Assumptions, today: dt.date | None = None)
 
 
 def offer_for(quote: PriceQuote, num_gpus: int) -> PriceQuote:
-    """The quote narrowed to the offer that makes num_gpus GPUs cheapest (ties: the smaller instance)."""
+    """The quote narrowed to the offer that makes num_gpus GPUs cheapest.
+
+    Ties: the smaller instance, except on spot, where the larger one is taken (fewer instances
+    are preempted less often: the rate is per instance).
+    """
     if not quote.options:
         return quote
-    best = min(quote.options, key=lambda o: (usd_per_hour(num_gpus, o.gpus_per_instance, o.usd_per_gpu_hour), o.gpus_per_instance, o.provider))
+    size_order = -1 if quote.term is PriceTerm.SPOT else 1
+    best = min(quote.options, key=lambda o: (usd_per_hour(num_gpus, o.gpus_per_instance, o.usd_per_gpu_hour), size_order * o.gpus_per_instance, o.provider))
     if best.gpus_per_instance == quote.gpus_per_instance and best.usd_per_gpu_hour == quote.usd_per_gpu_hour and best.offering == quote.offering:
         return quote
     return quote.model_copy(update={

@@ -220,7 +220,7 @@ def fetch_live(out: Path | None = None, providers: tuple[str, ...] = ()) -> Impo
         raise InputError("prices fetch: needs the optional gpuhunt library; install it with `pip install 'planner[live]'`.") from None
     as_of = dt.date.today().isoformat()
     try:
-        items = gpuhunt.query(provider=list(providers) or None, min_gpu_count=1)
+        items = gpuhunt.query(min_gpu_count=1, **({"provider": list(providers)} if providers else {}))
     except Exception as err:  # network or provider errors surface as one line
         raise InputError(f"prices fetch: gpuhunt query failed ({type(err).__name__}: {err}).") from None
     rows, unmapped = gpuhunt_rows(items, as_of)

@@ -287,3 +287,11 @@ def test_study_pivot_puts_axes_on_rows_and_columns_and_shows_no_plan():
     assert body[0][0] == "['H100-SXM']" and body[0][1].startswith("205,251 USD")
     assert body[0][2].startswith("NO PLAN (infeasible): deadline = 3 days")
     assert body[1][2].startswith("320,000 USD")
+
+
+def test_spot_ties_take_the_larger_instance_fewer_preemptions(tmp_path):
+    """Same $/GPU-h in 1- and 8-GPU spot instances: 16 GPUs on two 8-GPU instances are preempted 8x less often than on 16."""
+    path = _price_file(tmp_path, [("H100-SXM", 1, 1.25, "spot"), ("H100-SXM", 8, 1.25, "spot"),
+                                  ("H100-SXM", 1, 2.95, "on_demand"), ("H100-SXM", 8, 2.95, "on_demand")])
+    assert offer_for(price_quote("H100-SXM", Pricing(price_file=path, term="spot"), ASSUMPTIONS), 16).gpus_per_instance == 8
+    assert offer_for(price_quote("H100-SXM", Pricing(price_file=path), ASSUMPTIONS), 16).gpus_per_instance == 1
