@@ -30,7 +30,7 @@ PRICE_COLUMNS = ("gpu", "provider", "offering", "region", "term", "usd_per_gpu_h
 
 SKYPILOT_NAMES: dict[str, str | None] = {
     "a100-80gb-sxm": "A100-80GB",
-    "a100-80gb": None,  # RunPod's A100 PCIe 80GB: no catalog card (the catalog's A100-80GB is SXM4)
+    "a100-80gb": "A100-80GB",  # AWS p4de, GCP a2-ultragpu: SXM4
     "h100-sxm": "H100-SXM",
     "h100-nvl": None,
     "h200": "H200",
@@ -43,6 +43,11 @@ SKYPILOT_NAMES: dict[str, str | None] = {
     "mi300x": "MI300X",
 }
 """SkyPilot accelerator names whose catalog GPU is not its alias lookup (None: no catalog card)."""
+
+SKYPILOT_CLOUD_NAMES: dict[tuple[str, str], str | None] = {
+    ("runpod", "a100-80gb"): None,  # RunPod's 'A100-80GB' is the PCIe card ('A100-80GB-SXM' is the SXM4 one): no catalog card
+}
+"""Names that mean another card on one cloud."""
 
 
 class ImportSummary(BaseModel):
@@ -69,7 +74,7 @@ def _gpu_memory_mib(gpu_info: str | None) -> float | None:
         return None
 
 
-def catalog_gpu(accelerator: str, instance_type: str, gpu_info: str | None) -> str | None:
+def catalog_gpu(accelerator: str, instance_type: str, gpu_info: str | None, cloud: str = "") -> str | None:
     """The catalog GPU of a SkyPilot accelerator, or None when the catalog has no such card.
 
     'A100' is told apart by its memory (40 GiB or 80 GiB); 'H100' by the instance name (PCIe,
@@ -77,6 +82,8 @@ def catalog_gpu(accelerator: str, instance_type: str, gpu_info: str | None) -> s
     """
     key = accelerator.strip().lower()
     instance = instance_type.lower()
+    if (cloud.lower(), key) in SKYPILOT_CLOUD_NAMES:
+        return SKYPILOT_CLOUD_NAMES[(cloud.lower(), key)]
     if key == "a100":
         if "pci" in instance:
             return None  # A100 PCIe: no catalog card
@@ -115,7 +122,7 @@ def skypilot_rows(cloud: str, text: str, as_of: str) -> tuple[list[PriceRow], se
         name, count = (raw.get("AcceleratorName") or "").strip(), _number(raw.get("AcceleratorCount"))
         if not name or count is None or count != int(count):
             continue
-        gpu = catalog_gpu(name, raw["InstanceType"], raw.get("GpuInfo"))
+        gpu = catalog_gpu(name, raw["InstanceType"], raw.get("GpuInfo"), cloud)
         if gpu is None:
             unmapped.add(name)
             continue
@@ -143,7 +150,7 @@ def write_price_file(rows: Iterable[PriceRow], path: Path) -> Path:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PRICE_COLUMNS)
     for r in rows:
-        writer.writerow([r.gpu, r.provider, r.offering, r.region, r.term.value, f"{r.usd_per_gpu_hour:g}", r.gpus_per_instance,
+        writer.writerow([r.gpu, r.provider, r.offering, r.region, r.term.value, f"{r.usd_per_gpu_hour:.10g}", r.gpus_per_instance,
                          str(r.placeholder).lower(), r.source, r.as_of])
     return write_atomically(path, lambda stream: stream.write(buffer.getvalue().encode()))
 

@@ -55,13 +55,20 @@ def test_skypilot_import_keeps_instance_sizes_and_divides_the_instance_price(tmp
     # Nebius spot: $10.00 per 8x H100 instance
     nebius = {(r["gpu"], r["gpus_per_instance"], r["term"]): float(r["usd_per_gpu_hour"]) for r in rows if r["provider"] == "nebius"}
     assert nebius[("H100-SXM", "8", "spot")] == pytest.approx(1.25) and nebius[("H100-SXM", "8", "on_demand")] == pytest.approx(2.95)
+    # AWS orders its columns GpuInfo, Price, SpotPrice, Region: p5.48xlarge at $98.32 per 8 GPUs in us-east-1,
+    # spot $11.7984 in ap-south-1; p5e has no on-demand price (spot only); p4de is the 80 GB A100
+    aws = {(r["gpu"], r["offering"].split(" ")[0], r["term"]): float(r["usd_per_gpu_hour"]) for r in rows if r["provider"] == "aws"}
+    assert aws[("H100-SXM", "p5.48xlarge", "on_demand")] == pytest.approx(98.32 / 8)
+    assert aws[("H100-SXM", "p5.48xlarge", "spot")] == pytest.approx(11.7984 / 8)
+    assert ("H200", "p5e.48xlarge", "on_demand") not in aws and aws[("H200", "p5e.48xlarge", "spot")] == pytest.approx(14.4663 / 8, abs=1e-6)
+    assert aws[("A100-80GB", "p4de.24xlarge", "on_demand")] == pytest.approx(40.96575 / 8)
     assert all(r["source"].startswith("github.com/skypilot-org/skypilot-catalog catalogs/v7/") for r in rows)
     assert all(r["as_of"] == "2026-11-29" and r["placeholder"] == "false" for r in rows)
 
 
 def test_skypilot_import_skips_what_it_cannot_map_or_trust(tmp_path):
     summary = import_skypilot(SKYPILOT, tmp_path / "p.csv", as_of="2026-11-29")
-    assert {"V100", "A6000", "RTXA6000"} <= set(summary.unmapped)
+    assert {"V100", "A6000", "RTXA6000", "A100-80GB"} <= set(summary.unmapped)  # RunPod's A100-80GB is the PCIe card
     assert summary.skipped_spot == 2  # RunPod L40S rows whose SpotPrice is above Price
     rows = load_prices(tmp_path / "p.csv")
     assert not [r for r in rows if r.provider == "runpod" and r.gpu == "L40S"]
@@ -232,9 +239,9 @@ def test_cli_prices_import_writes_the_file_and_fails_cleanly(tmp_path):
     out = tmp_path / "p.csv"
     result = CliRunner().invoke(app, ["prices", "import", "--skypilot", str(SKYPILOT), "--out", str(out), "--as-of", "2026-11-29"])
     assert result.exit_code == 0, result.output
-    # 6 Lambda + 5 RunPod + 10 Nebius + 4 Cudo + 6 Hyperbolic (instance type x term) rows map to catalog GPUs
-    assert "wrote 31 price rows" in result.output and out.is_file()
-    assert len(load_prices(out)) == 31
+    # 6 Lambda + 5 RunPod + 10 Nebius + 4 Cudo + 6 Hyperbolic + 9 AWS (instance type x term) rows map to catalog GPUs
+    assert "wrote 40 price rows" in result.output and out.is_file()
+    assert len(load_prices(out)) == 40
     bad = CliRunner().invoke(app, ["prices", "import", "--skypilot", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "not a folder" in bad.output and "Traceback" not in bad.output
 
