@@ -222,16 +222,21 @@ def is_stale(as_of: str, assumptions: Assumptions, today: dt.date | None = None)
     return ((today or dt.date.today()) - dated).days > assumptions.price_stale_after_days
 
 
-def offer_for(quote: PriceQuote, num_gpus: int) -> PriceQuote:
+def offer_for(quote: PriceQuote, num_gpus: int, min_gpus_per_instance: int = 1) -> PriceQuote:
     """The quote narrowed to the offer that makes num_gpus GPUs cheapest.
 
-    Ties: the smaller instance, except on spot, where the larger one is taken (fewer instances
-    are preempted less often: the rate is per instance).
+    Only instances of at least min_gpus_per_instance GPUs qualify: the group the time model
+    puts on one server's scale-up links (a serving replica; a training job up to a node) must
+    fit in one instance. Where no offer is that large, the largest instance is used. Ties: the
+    smaller instance, except on spot, where the larger one is taken (fewer instances are
+    preempted less often: the rate is per instance).
     """
     if not quote.options:
         return quote
     size_order = -1 if quote.term is PriceTerm.SPOT else 1
-    best = min(quote.options, key=lambda o: (usd_per_hour(num_gpus, o.gpus_per_instance, o.usd_per_gpu_hour), size_order * o.gpus_per_instance, o.provider))
+    largest = max(o.gpus_per_instance for o in quote.options)
+    fitting = [o for o in quote.options if o.gpus_per_instance >= min(min_gpus_per_instance, largest)]
+    best = min(fitting, key=lambda o: (usd_per_hour(num_gpus, o.gpus_per_instance, o.usd_per_gpu_hour), size_order * o.gpus_per_instance, o.provider))
     if best.gpus_per_instance == quote.gpus_per_instance and best.usd_per_gpu_hour == quote.usd_per_gpu_hour and best.offering == quote.offering:
         return quote
     return quote.model_copy(update={

@@ -52,7 +52,7 @@ def evaluate_training(
     """Memory, speed and cost of a training layout."""
     memory = training_memory(model, workload, layout, gpu, assumptions)
     perf = training_perf(model, workload, layout, gpu, assumptions, gpus_per_node)
-    price = offer_for(price, layout.num_gpus) if price else None
+    price = offer_for(price, layout.num_gpus, min(layout.num_gpus, gpus_per_node or gpu.gpus_per_node)) if price else None
     perf, spot = with_spot_restarts(perf, layout.num_gpus, price, assumptions)
     cost = training_cost_usd(rented_gpus(layout.num_gpus, price.gpus_per_instance), perf.time_to_train_s, price.usd_per_gpu_hour) if price else None
     return TrainingEvaluation(layout=layout, memory=memory, perf=perf, price=price, cost_usd=cost, spot=spot)
@@ -66,7 +66,7 @@ def evaluate_inference(
     memory = inference_memory(model, workload, layout, gpu, assumptions)
     perf = inference_perf(model, workload, layout, gpu, assumptions, gpus_per_node)
     fleet_tps = perf.output_tokens_per_s * layout.replicas
-    price = offer_for(price, layout.gpus_per_replica) if price else None
+    price = offer_for(price, layout.gpus_per_replica, min(layout.gpus_per_replica, gpus_per_node or gpu.gpus_per_node)) if price else None
     usd_h = serving_usd_per_hour(layout.replicas * rented_gpus(layout.gpus_per_replica, price.gpus_per_instance), price.usd_per_gpu_hour) if price else None
     per_m = usd_per_million_tokens(usd_h, fleet_tps) if usd_h is not None else None
     return InferenceEvaluation(layout=layout, memory=memory, perf=perf, fleet_output_tokens_per_s=fleet_tps,

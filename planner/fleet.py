@@ -327,7 +327,7 @@ def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[Fle
                 quote = price_quote(g, Pricing(term=offer.rent_term, provider=offer.rent_provider), assumptions)
                 if quote is not None:
                     unit = e.layout.gpus_per_replica if isinstance(e, InferenceEvaluation) else n
-                    quote = offer_for(quote, unit)
+                    quote = offer_for(quote, unit, min(unit, resolve_gpu(g).gpus_per_node))
                     paid = rented_gpus(unit, quote.gpus_per_instance) * (e.layout.replicas if isinstance(e, InferenceEvaluation) else 1)
                     billed = len(weeks) * HOURS_PER_WEEK if offer.rent_term in (PriceTerm.RESERVED_1Y, PriceTerm.RESERVED_3Y) else hours
                     out.append(FleetCandidate(workload=w.name, gpu=g, source="rent", num_gpus=paid, weeks=weeks,

@@ -492,7 +492,7 @@ def payer_costs(scenario: Scenario, plan: Plan) -> list[tuple[str, str, str]]:
     if rent_quote is None:
         rows.append(("buy: break-even against renting", "n/a", f"no on-demand price for {e.layout.gpu}"))
         return rows
-    rent_quote = offer_for(rent_quote, gpus)
+    rent_quote = offer_for(rent_quote, gpus, min(gpus, node))
     rent_month = int(rented_gpus(gpus, rent_quote.gpus_per_instance)) * rent_quote.usd_per_gpu_hour * HOURS_PER_MONTH
     month = break_even_month(capex, power_month + hosting_month, rent_month)
     rows.append((f"rent {gpus} {e.layout.gpu} per month", money(rent_month),

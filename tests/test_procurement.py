@@ -302,3 +302,30 @@ def test_spot_ties_take_the_larger_instance_fewer_preemptions(tmp_path):
                                   ("H100-SXM", 1, 2.95, "on_demand"), ("H100-SXM", 8, 2.95, "on_demand")])
     assert offer_for(price_quote("H100-SXM", Pricing(price_file=path, term="spot"), ASSUMPTIONS), 16).gpus_per_instance == 8
     assert offer_for(price_quote("H100-SXM", Pricing(price_file=path), ASSUMPTIONS), 16).gpus_per_instance == 1
+
+
+STUDIES = SCENARIOS / "studies"
+
+
+@pytest.mark.parametrize("path", sorted(STUDIES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_no_placeholder_row_can_win_a_bundled_study_case(path):
+    from planner.scenario import parse_scenario
+    from planner.studies import expand_cases, load_study
+
+    for case in expand_cases(load_study(path)):
+        scenario = parse_scenario(case.scenario)
+        for gpu in candidate_gpus(scenario):
+            quote = price_quote(gpu.name, scenario.pricing, scenario.resolved_assumptions())
+            assert quote is None or not quote.placeholder, (path.name, case.case_id, gpu.name)
+
+
+def test_a_tensor_parallel_group_is_not_split_across_rented_instances(tmp_path):
+    """TP=4 needs the four GPUs on one server's NVLink: 1-GPU instances do not qualify, even when cheaper per GPU."""
+    model, gpu = resolve_model("deepseek-llm-7b"), resolve_gpu("H100-SXM")
+    workload = InferenceWorkload(kind="inference", model="deepseek-llm-7b", prompt_tokens=1024, output_tokens=256, concurrent_sequences=8)
+    layout = InferenceLayout(gpu="H100-SXM", weight_precision=WeightPrecision.BF16, kv_precision=KvPrecision.BF16, tp=4, batch=8)
+    quote = price_quote("H100-SXM", Pricing(price_file=_price_file(tmp_path, [("H100-SXM", 1, 1.0, "on_demand"), ("H100-SXM", 8, 3.0, "on_demand")])), ASSUMPTIONS)
+    e = evaluate_inference(model, workload, layout, gpu, ASSUMPTIONS, quote, 8)
+    assert e.price.gpus_per_instance == 8 and e.usd_per_hour == pytest.approx(24.0)
+    single = evaluate_inference(model, workload, layout.model_copy(update={"tp": 1}), gpu, ASSUMPTIONS, quote, 8)
+    assert single.price.gpus_per_instance == 1 and single.usd_per_hour == pytest.approx(1.0)
