@@ -363,10 +363,11 @@ def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
     limits: dict[str, cp_model.IntVar] = {}
 
     def limit(key: str) -> cp_model.IntVar:
-        literal = model.new_bool_var(key)
-        model.add_assumption(literal)
-        limits[key] = literal
-        return literal
+        if key not in limits:
+            literal = model.new_bool_var(key)
+            model.add_assumption(literal)
+            limits[key] = literal
+        return limits[key]
 
     # Each workload runs exactly one plan on one source.
     for w in fleet.workloads:
@@ -388,6 +389,7 @@ def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
 
     add_pool_capacity(model, fleet, cands, z, intervals, bought_nodes, owned, offers, limit)
     add_rent_caps(model, cands, z, intervals, offers, limit)
+    add_weekly_load(model, fleet, cands, z, bought_nodes, owned, offers, limit)
 
     capex = {g: amortised_capex_per_gpu(fleet, g, assumptions) or 0.0 for g in fleet_gpus(fleet)}
     purchase = sum(scaled(capex[g] * resolve_gpu(g).gpus_per_node, "usd") * bought_nodes[g] for g in bought_nodes)
@@ -445,6 +447,33 @@ def add_pool_capacity(model: cp_model.CpModel, fleet: FleetScenario, cands: list
             ivs.append(model.new_fixed_size_interval_var(0, min(lead, fleet.horizon_weeks), f"arrival_{g}"))
             demands.append(held)
         model.add_cumulative(ivs, demands, owned.get(g, 0) + node * bought_nodes[g])
+
+
+def add_weekly_load(model: cp_model.CpModel, fleet: FleetScenario, cands: list[FleetCandidate], z: list,
+                    bought_nodes: dict, owned: dict[str, int], offers: dict[str, GpuOffer], limit: Any) -> None:
+    """The capacities week by week over the fixed-start candidates: redundant with the cumulatives, a tight linear relaxation.
+
+    Candidates with a choice of start weeks are left to the cumulatives (leaving them out keeps
+    each weekly row a valid relaxation: a subset of the load never exceeds the capacity when the
+    whole does). The weekly rows carry the same assumption literals as the cumulatives.
+    """
+    active: list[dict[int, list]] = [{t: [z[i]] for t in c.weeks} if len(c.start_options) == 1 else {} for i, c in enumerate(cands)]
+    for g in fleet_gpus(fleet):
+        node = resolve_gpu(g).gpus_per_node
+        offer = offers.get(g)
+        buyable = offer is not None and offer.buy
+        lead = offer.lead_time_weeks if offer is not None else 0
+        for t in range(fleet.horizon_weeks):
+            pool = [c.num_gpus * x for i, c in enumerate(cands) if c.gpu == g and c.source == "pool" for x in active[i].get(t, ())]
+            if pool and not buyable:
+                model.add(sum(pool) <= owned.get(g, 0)).only_enforce_if(limit(f"owned:{g}"))
+            elif pool:
+                model.add(sum(pool) <= owned.get(g, 0) + node * bought_nodes[g])
+                if t < lead:
+                    model.add(sum(pool) <= owned.get(g, 0)).only_enforce_if(limit(f"lead_time:{g}"))
+            rented = [c.num_gpus * x for i, c in enumerate(cands) if c.gpu == g and c.source == "rent" for x in active[i].get(t, ())]
+            if rented and offer is not None and offer.max_rent_gpus is not None:
+                model.add(sum(rented) <= offer.max_rent_gpus).only_enforce_if(limit(f"max_rent:{g}"))
 
 
 def add_rent_caps(model: cp_model.CpModel, cands: list[FleetCandidate], z: list, intervals: list, offers: dict[str, GpuOffer], limit: Any) -> None:
