@@ -381,7 +381,8 @@ def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
     for g in fleet_gpus(fleet):
         offer = offers.get(g)
         node = resolve_gpu(g).gpus_per_node
-        bought_nodes[g] = model.new_int_var(0, 1 << 16, f"b_{g}")
+        pool_gpus = sum(c.num_gpus for c in cands if c.gpu == g and c.source == "pool")  # never useful to buy more
+        bought_nodes[g] = model.new_int_var(0, -(-pool_gpus // node), f"b_{g}")
         if offer is not None and offer.buy and offer.max_buy_gpus is not None:
             model.add(bought_nodes[g] <= offer.max_buy_gpus // node).only_enforce_if(limit(f"max_buy:{g}"))
         elif not (offer and offer.buy):
@@ -442,7 +443,7 @@ def add_pool_capacity(model: cp_model.CpModel, fleet: FleetScenario, cands: list
             continue
         lead = offers[g].lead_time_weeks
         if lead > 0:  # bought nodes arrive after the lead time: a fixed interval [0, lead) holds them until then
-            held = model.new_int_var(0, node * (1 << 16), f"lead_{g}")
+            held = model.new_int_var(0, node * -(-big // node), f"lead_{g}")
             model.add(held == node * bought_nodes[g]).only_enforce_if(limit(f"lead_time:{g}"))
             ivs.append(model.new_fixed_size_interval_var(0, min(lead, fleet.horizon_weeks), f"arrival_{g}"))
             demands.append(held)
@@ -453,11 +454,14 @@ def add_weekly_load(model: cp_model.CpModel, fleet: FleetScenario, cands: list[F
                     bought_nodes: dict, owned: dict[str, int], offers: dict[str, GpuOffer], limit: Any) -> None:
     """The capacities week by week over the fixed-start candidates: redundant with the cumulatives, a tight linear relaxation.
 
-    Candidates with a choice of start weeks are left to the cumulatives (leaving them out keeps
-    each weekly row a valid relaxation: a subset of the load never exceeds the capacity when the
-    whole does). The weekly rows carry the same assumption literals as the cumulatives.
+    A candidate with a choice of start weeks counts only in the weeks every start covers (its
+    compulsory part, [last start, first start + duration)); leaving the rest to the cumulatives
+    keeps each weekly row a valid relaxation. The weekly rows carry the same assumption literals.
     """
-    active: list[dict[int, list]] = [{t: [z[i]] for t in c.weeks} if len(c.start_options) == 1 else {} for i, c in enumerate(cands)]
+    active: list[dict[int, list]] = []
+    for i, c in enumerate(cands):
+        first, last = min(c.start_options), max(c.start_options)
+        active.append({t: [z[i]] for t in range(last, first + len(c.weeks))})
     for g in fleet_gpus(fleet):
         node = resolve_gpu(g).gpus_per_node
         offer = offers.get(g)

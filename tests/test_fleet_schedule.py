@@ -133,3 +133,30 @@ def test_bundled_fleet_with_a_window_buys_and_starts_after_the_lead_time() -> No
     # buying with the lead time is cheaper than renting, and only the window lets the fleet use it
     assert with_window.total_cost_usd < 0.8 * rent_only.total_cost_usd
     assert fixed_start.bought_gpus == {} and fixed_start.total_cost_usd == pytest.approx(rent_only.total_cost_usd)
+
+
+def test_a_window_too_short_for_the_lead_time_names_it() -> None:
+    """Nothing owned, nothing rentable, a 2-week lead time and a run that must end by week 2: the lead time is the conflict."""
+    from planner.errors import InfeasibleError
+
+    fleet = FleetScenario.model_validate({
+        "name": "late", "horizon_weeks": 4,
+        "offers": [{"gpu": "H100-SXM", "buy": True, "rent_term": None, "lead_time_weeks": 2}],
+        "workloads": [_training("tune", 1e9, window=(0, 2))]})
+    with pytest.raises(InfeasibleError, match="lead_time:H100-SXM"):
+        solve_fleet(fleet)
+    # with the window reaching past the lead time, the run waits for the purchase
+    later = FleetScenario.model_validate({**fleet.model_dump(mode="json"), "workloads": [_training("tune", 1e9, window=(0, 4))]})
+    plan = solve_fleet(later)
+    assert plan.bought_gpus == {"H100-SXM": 8} and plan.assignments[0].weeks[0] >= 2
+
+
+def test_windows_are_validated() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="earliest_start_week < deadline_week"):
+        FleetScenario.model_validate({"name": "bad", "horizon_weeks": 4, "offers": [{"gpu": "H100-SXM"}],
+                                      "workloads": [_training("tune", 1e9, window=(3, 2))]})
+    with pytest.raises(ValidationError, match="one-off training runs"):
+        FleetScenario.model_validate({"name": "bad", "horizon_weeks": 4, "offers": [{"gpu": "H100-SXM"}],
+                                      "workloads": [{**_serving("chat", 1000), "deadline_week": 3}]})
