@@ -146,6 +146,9 @@ def skypilot_rows(cloud: str, text: str, as_of: str) -> tuple[list[PriceRow], se
 
 def write_price_file(rows: Iterable[PriceRow], path: Path) -> Path:
     """Write price rows as CSV with the catalog's columns, atomically."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"--out: folder {path.parent} does not exist.")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PRICE_COLUMNS)
@@ -170,6 +173,11 @@ def import_skypilot(directory: Path, out: Path | None = None, as_of: str | None 
         files = [directory / "vms.csv"]
     if not files:
         raise InputError(f"--skypilot: no <cloud>/vms.csv under {directory} (SkyPilot keeps them in ~/.sky/catalogs/v7/).")
+    if as_of is not None:
+        try:
+            as_of = dt.date.fromisoformat(as_of).isoformat()
+        except ValueError:
+            raise InputError(f"--as-of: {as_of!r} is not a date; use YYYY-MM-DD.") from None
     as_of = as_of or dt.date.today().isoformat()
     rows: list[PriceRow] = []
     unmapped: set[str] = set()

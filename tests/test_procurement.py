@@ -244,6 +244,10 @@ def test_cli_prices_import_writes_the_file_and_fails_cleanly(tmp_path):
     assert len(load_prices(out)) == 40
     bad = CliRunner().invoke(app, ["prices", "import", "--skypilot", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "not a folder" in bad.output and "Traceback" not in bad.output
+    bad = CliRunner().invoke(app, ["prices", "import", "--skypilot", str(SKYPILOT), "--out", str(tmp_path / "no" / "p.csv")])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
+    bad = CliRunner().invoke(app, ["prices", "import", "--skypilot", str(SKYPILOT), "--out", str(out), "--as-of", "last week"])
+    assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
 
 
 def test_gpuhunt_items_become_per_gpu_rows():
