@@ -40,7 +40,10 @@ from ortools.sat.python import cp_model
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.catalog import load_onprem, resolve_gpu, resolve_model
-from planner.cost import capex_usd_per_gpu_hour, hosting_usd_per_gpu_hour, offer_for, power_usd_per_gpu_hour, price_quote, rented_gpus
+from planner.cost import (
+    PriceQuote, capex_usd_per_gpu_hour, hosting_usd_per_gpu_hour, instances_needed, offer_for, power_usd_per_gpu_hour, price_quote,
+    rented_gpus, spot_risk,
+)
 from planner.encode import scaled
 from planner.enums import PriceTerm
 from planner.errors import InfeasibleError, InputError
@@ -300,6 +303,28 @@ def run_hours(w: FleetWorkload, e: TrainingEvaluation | InferenceEvaluation, wee
     return len(weeks) * HOURS_PER_WEEK * w.duty_cycle
 
 
+def spot_weeks(fleet: FleetScenario, w: FleetWorkload, e: TrainingEvaluation | InferenceEvaluation, weeks: tuple[int, ...],
+               hours: float, quote: PriceQuote, assumptions: Assumptions) -> tuple[tuple[int, ...] | None, float]:
+    """Weeks and run hours of a rented training run on spot: its time grows by the expected restarts (cost.spot_risk,
+    Young/Daly); None when the longer run misses its deadline, its week or its window. Unchanged off spot and for serving."""
+    if quote.term is not PriceTerm.SPOT or quote.interruptions_per_instance_hour <= 0 or not isinstance(e, TrainingEvaluation):
+        return weeks, hours
+    risk = spot_risk(e.perf.time_to_train_s, int(instances_needed(e.layout.num_gpus, quote.gpus_per_instance)), quote, assumptions)
+    if not math.isfinite(risk.expected_time_s):
+        return None, hours
+    factor = risk.expected_time_s / e.perf.time_to_train_s
+    days = risk.expected_time_s / 86400.0
+    if w.deadline_days is not None and days > w.deadline_days:
+        return None, hours
+    if w.repeat_weekly:
+        return (weeks, hours * factor) if days <= 7.0 else (None, hours)
+    count = max(1, math.ceil(days / 7.0 - 1e-9))
+    end = w.window(fleet.horizon_weeks)[1] if w.scheduled else (w.end_week or fleet.horizon_weeks)
+    if weeks[0] + count > end:
+        return None, hours
+    return tuple(range(weeks[0], weeks[0] + count)), hours * factor
+
+
 def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[FleetCandidate]:
     """Every (workload, plan, source) pair with its own cost."""
     gpus = fleet_gpus(fleet)
@@ -329,9 +354,12 @@ def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[Fle
                     unit = e.layout.gpus_per_replica if isinstance(e, InferenceEvaluation) else n
                     quote = offer_for(quote, unit, min(unit, resolve_gpu(g).gpus_per_node))
                     paid = rented_gpus(unit, quote.gpus_per_instance) * (e.layout.replicas if isinstance(e, InferenceEvaluation) else 1)
-                    billed = len(weeks) * HOURS_PER_WEEK if offer.rent_term in (PriceTerm.RESERVED_1Y, PriceTerm.RESERVED_3Y) else hours
-                    out.append(FleetCandidate(workload=w.name, gpu=g, source="rent", num_gpus=paid, weeks=weeks,
-                                              starts=start_weeks(fleet, w, weeks), cost_usd=paid * billed * quote.usd_per_gpu_hour, evaluation=e))
+                    rent_weeks, rent_hours = spot_weeks(fleet, w, e, weeks, hours, quote, assumptions)
+                    if rent_weeks is None:
+                        continue
+                    billed = len(rent_weeks) * HOURS_PER_WEEK if offer.rent_term in (PriceTerm.RESERVED_1Y, PriceTerm.RESERVED_3Y) else rent_hours
+                    out.append(FleetCandidate(workload=w.name, gpu=g, source="rent", num_gpus=paid, weeks=rent_weeks,
+                                              starts=start_weeks(fleet, w, rent_weeks), cost_usd=paid * billed * quote.usd_per_gpu_hour, evaluation=e))
         if len(out) == before:
             on = sorted({e.layout.gpu for e, _ in options})
             raise InfeasibleError(f"{fleet.name}: workload {w.name} fits only on {', '.join(on)}, which the fleet neither owns, "

@@ -161,6 +161,10 @@ def _precision(e: Evaluation) -> str:
 
 def _row_from_plan(label: str, plan: Plan, note: str = "", recommended: bool = False) -> ComparisonRow:
     e = plan.evaluation
+    if e.price is not None:
+        servers, k, paid = _servers(e)
+        unit = "servers bought" if e.price.term is PriceTerm.ON_PREM else "instances rented"
+        note = "; ".join(x for x in (note, f"{servers} x {k}-GPU {unit}, {paid} GPUs paid for") if x)
     return ComparisonRow(
         label=label, feasible=True, summary=layout_summary(e), gpu=e.layout.gpu, num_gpus=e.layout.num_gpus, cost=plan_cost(e),
         throughput_tokens_per_s=plan_throughput(e),

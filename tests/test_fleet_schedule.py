@@ -160,3 +160,29 @@ def test_windows_are_validated() -> None:
     with pytest.raises(ValidationError, match="one-off training runs"):
         FleetScenario.model_validate({"name": "bad", "horizon_weeks": 4, "offers": [{"gpu": "H100-SXM"}],
                                       "workloads": [{**_serving("chat", 1000), "deadline_week": 3}]})
+
+
+def test_spot_rentals_in_a_fleet_pay_and_last_the_restart_overhead() -> None:
+    """A training run rented on spot: its hours (and so its rent) grow by the Young/Daly factor of cost.spot_expected_time_s."""
+    from planner.cost import instances_needed, offer_for, price_quote, spot_expected_time_s
+    from planner.scenario import Pricing
+
+    risky = {"spot_interruptions_per_instance_hour": 0.01}
+    data = {"name": "spot", "horizon_weeks": 6, "assumptions": risky,
+            "offers": [{"gpu": "H100-SXM", "buy": False, "rent_term": "spot", "rent_provider": "Nebius"}],
+            "workloads": [_training("tune", 2e10, window=(0, 6), max_gpus=16)]}
+    fleet = FleetScenario.model_validate(data)
+    assumptions = Assumptions.with_overrides(risky)
+    cands = build_candidates(fleet, assumptions)
+    assert cands
+    for c in cands:
+        e = c.evaluation
+        quote = price_quote("H100-SXM", Pricing(term="spot", provider="Nebius"), assumptions)
+        k = offer_for(quote, e.layout.num_gpus, min(e.layout.num_gpus, 8)).gpus_per_instance
+        assert c.num_gpus == -(-e.layout.num_gpus // k) * k
+        wall = spot_expected_time_s(e.perf.time_to_train_s, int(instances_needed(e.layout.num_gpus, k)), 0.01,
+                                    assumptions.checkpoint_write_s, assumptions.restart_after_preemption_s)
+        assert wall > e.perf.time_to_train_s
+        assert c.cost_usd == pytest.approx(c.num_gpus * wall / 3600.0 * 1.25, rel=1e-9)
+        assert len(c.weeks) == max(1, math.ceil(wall / 86400.0 / 7.0 - 1e-9))
+    assert solve_fleet(fleet).status == "OPTIMAL"
