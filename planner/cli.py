@@ -68,11 +68,16 @@ def catalog_prices(price_file: Optional[Path] = typer.Option(None, help="A price
     def body() -> None:
         rows = load_prices(price_file) if price_file else load_prices()
         table = Table(title=f"Prices ({price_file or 'catalogs/prices.csv'})")
-        for col in ("gpu", "provider", "offering", "region", "term", "$/GPU-h", "GPUs/instance", "placeholder", "as_of"):
+        from planner.cost import is_stale
+        from planner.scenario import Assumptions
+
+        assumptions = Assumptions.with_overrides()
+        for col in ("gpu", "provider", "offering", "region", "term", "$/GPU-h", "GPUs/instance", "flags", "as_of"):
             table.add_column(col)
         for r in rows:
+            flags = ", ".join(f for f, on in (("PLACEHOLDER", r.placeholder), ("STALE", is_stale(r.as_of, assumptions))) if on)
             table.add_row(r.gpu, r.provider, r.offering, r.region, r.term.value, f"{r.usd_per_gpu_hour:.3f}", str(r.gpus_per_instance),
-                          "PLACEHOLDER" if r.placeholder else "", r.as_of)
+                          flags, r.as_of)
         out.print(table)
 
     guarded(body)
