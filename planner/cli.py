@@ -89,15 +89,58 @@ def catalog_prices(price_file: Optional[Path] = typer.Option(None, help="A price
 
         rows = load_prices(price_file) if price_file else load_prices()
         table = Table(title=escape(f"Prices ({price_file or 'catalogs/prices.csv'})"))
+        from planner.cost import is_stale
+        from planner.scenario import Assumptions
+
+        assumptions = Assumptions.with_overrides()
         name_column(table, "gpu", [r.gpu for r in rows])
-        for col in ("provider", "offering", "region", "term", "$/GPU-h", "as_of"):
+        for col in ("provider", "offering", "region", "term", "$/GPU-h", "GPUs/instance", "flags", "as_of"):
             table.add_column(col, overflow="fold")
         for r in rows:
-            table.add_row(*(escape(str(v)) for v in (r.gpu, r.provider, r.offering, r.region, r.term.value,
-                                                      f"{r.usd_per_gpu_hour:.3f}", r.as_of)))
+            flags = ", ".join(f for f, on in (("PLACEHOLDER", r.placeholder), ("STALE", is_stale(r.as_of, assumptions))) if on)
+            table.add_row(*(escape(str(v)) for v in (r.gpu, r.provider, r.offering, r.region, r.term.value, f"{r.usd_per_gpu_hour:.3f}",
+                                                      r.gpus_per_instance, flags, r.as_of)))
         out.print(table)
 
     guarded(body)
+
+
+# ---- prices: import SkyPilot catalogs, fetch live offers -------------------------------------
+
+prices_app = typer.Typer(no_args_is_help=True, help="Build a dated price file from SkyPilot's catalog or live offers.")
+app.add_typer(prices_app, name="prices")
+
+
+def _print_import(summary: Any) -> None:
+    out.print(f"wrote {summary.rows} price rows for {', '.join(summary.gpus)} from {', '.join(summary.clouds)} to {summary.path}")
+    if summary.unmapped:
+        out.print(f"skipped accelerators with no catalog GPU: {', '.join(summary.unmapped)}")
+    if summary.skipped_spot:
+        out.print(f"skipped {summary.skipped_spot} rows whose spot price is above their on-demand price")
+    out.print(f"use it with `pricing: {{price_file: {summary.path}}}` in a scenario")
+
+
+@prices_app.command("import")
+def prices_import(
+    skypilot: Path = typer.Option(..., help="SkyPilot catalog folder with <cloud>/vms.csv files (e.g. ~/.sky/catalogs/v7)."),
+    output: Optional[Path] = typer.Option(None, "--out", help="Price file to write (default prices-skypilot-DATE.csv)."),
+    as_of: Optional[str] = typer.Option(None, help="Date of the catalog, YYYY-MM-DD (default today)."),
+) -> None:
+    """Import SkyPilot v7 vms.csv files as per-GPU price rows that keep the instance size."""
+    from planner.prices import import_skypilot
+
+    guarded(lambda: _print_import(import_skypilot(skypilot, output, as_of)))
+
+
+@prices_app.command("fetch")
+def prices_fetch(
+    output: Optional[Path] = typer.Option(None, "--out", help="Price file to write (default prices-live-DATE.csv)."),
+    provider: list[str] = typer.Option([], help="Providers to query (default all gpuhunt knows)."),
+) -> None:
+    """Query current offers with gpuhunt (optional extra planner[live]; needs the network)."""
+    from planner.prices import fetch_live
+
+    guarded(lambda: _print_import(fetch_live(output, tuple(provider))))
 
 
 @catalog_app.command("models")

@@ -85,6 +85,11 @@ class Assumptions(BaseModel):
     pipeline_interleave_chunks: int = Field(ge=1, description="Virtual stages per pipeline rank (1 = plain 1F1B).")
     activation_traffic_factor: float = Field(ge=0, description="HBM passes over stored activations per training step.")
     host_link_gbps: float = Field(gt=0, description="Host<->GPU bandwidth for offload traffic, GB/s.")
+    spot_interruptions_per_instance_hour: float = Field(ge=0, le=10, description="Spot preemptions per instance-hour.")
+    checkpoint_write_s: float = Field(gt=0, description="Time to write one training checkpoint, seconds (Young/Daly delta).")
+    restart_after_preemption_s: float = Field(ge=0, description="Time to get capacity back and resume from a checkpoint, seconds.")
+    price_stale_after_days: int = Field(gt=0, description="Price rows older than this many days are flagged as stale.")
+    hosting_usd_per_kw_month: float = Field(ge=0, description="Colocation of owned servers, USD per kW of wall power per month.")
 
     @model_validator(mode="before")
     @classmethod
@@ -238,10 +243,12 @@ class Pricing(BaseModel):
     model_config = FORBID
 
     term: PriceTerm = Field(default=PriceTerm.ON_DEMAND, description="on_demand, spot, reserved_1y, reserved_3y or on_prem.")
-    provider: str | None = Field(default=None, description="Restrict to one provider (None = cheapest row per GPU).")
+    provider: str | None = Field(default=None, min_length=1, max_length=200, description="Restrict to one provider (None = cheapest row per GPU).")
     price_file: str | None = Field(default=None, description="Path to a price CSV with the catalog's columns.")
     usd_per_gpu_hour: dict[str, float] = Field(default_factory=dict, max_length=MAX_LIST_VALUES, description="Explicit price per GPU id, overriding any row.")
     price_multiplier: float = Field(default=1.0, gt=0, le=1e6, description="Scale every price (what-if studies).")
+    allow_placeholder_prices: bool = Field(
+        default=False, description="Let rows marked placeholder (no primary or machine-read source) be chosen; off by default.")
 
     @field_validator("usd_per_gpu_hour")
     @classmethod

@@ -445,7 +445,7 @@ def dominance_values(table: Table) -> np.ndarray:
     lay = table.layout
     if table.training:
         n = table.num_gpus
-        time = table.perf["time_to_train_s"]
+        time = table.cost["time_to_train_s"] if table.price else table.perf["time_to_train_s"]
         cost = table.cost["cost_usd"] if table.price else n * time / SECONDS_PER_HOUR
         return np.column_stack([n.astype(float), cost, time])
     gpus = (lay["tp"] * lay["pp"]).astype(float)

@@ -386,6 +386,14 @@ def _set(data: Any, path: tuple, value: Any) -> Any:
     return out
 
 
+def _numeric_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _invalid_value(rng: random.Random, path: tuple, leaf: Any) -> Any | None:
     """A value that cannot be valid at `path` (None when no such value is known for it)."""
     last = path[-1] if path else None
@@ -400,6 +408,8 @@ def _invalid_value(rng: random.Random, path: tuple, leaf: Any) -> Any | None:
         if value in (1e308, -1e308, 0.0, -1) and any(p in ("assumptions", "axes", "cases") for p in path):
             return "abc"
         return value
+    if isinstance(leaf, str) and _numeric_text(leaf):  # YAML 1.1 reads 200e6 as text; the schema reads it as a number
+        return rng.choice([v for v in HOSTILE_NUMBERS if not isinstance(v, bool)])
     if isinstance(leaf, str):
         if last == "model" or (path and path[0] in ("axes", "cases")):
             return rng.choice(["NOPE-" + "x" * rng.randint(1, 300), "../../../../etc/passwd.json", {"a": 1}])
