@@ -68,9 +68,11 @@ class PriceRow(BaseModel):
     offering: str = Field(description="Instance type or product.")
     region: str = Field(description="Region the price applies to.")
     term: PriceTerm = Field(description="on_demand, spot, reserved_1y or reserved_3y.")
-    usd_per_gpu_hour: float = Field(gt=0, description="Price per GPU-hour, USD.")
-    source: str = Field(description="Where the price comes from.")
-    as_of: str = Field(description="Date of the price.")
+    usd_per_gpu_hour: float = Field(gt=0, description="Price per GPU-hour, USD (instance price / GPUs per instance).")
+    gpus_per_instance: int = Field(default=1, ge=1, le=64, description="GPUs in the smallest unit rented (a whole instance); 1 when sold per GPU.")
+    placeholder: bool = Field(default=False, description="No primary or machine-read source (an assumption or an unverified figure): not chosen unless the scenario allows placeholders.")
+    source: str = Field(description="Where the price comes from (public URL or repository + path).")
+    as_of: str = Field(description="Date of the price, YYYY-MM-DD.")
 
 
 class OnPremRow(BaseModel):
@@ -105,11 +107,14 @@ class ModelEntry(BaseModel):
 
 
 def _read_csv(path: Path) -> list[dict[str, Any]]:
+    import io
+
+    from planner.files import read_text_file
+
     try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found.") from None
+        rows = list(csv.DictReader(io.StringIO(read_text_file(Path(path), "CSV file"), newline="")))
+    except csv.Error as err:
+        raise InputError(f"{path}: malformed CSV ({err}).") from None
     cleaned = []
     for row in rows:
         cleaned.append({k.strip(): (v.strip() if isinstance(v, str) and v.strip() != "" else None) for k, v in row.items() if k})
@@ -141,8 +146,12 @@ def load_gpus(path: Path = CATALOG_DIR / "gpus.csv") -> tuple[GpuSpec, ...]:
 
 @lru_cache(maxsize=8)
 def load_prices(path: Path = CATALOG_DIR / "prices.csv") -> tuple[PriceRow, ...]:
-    """All cloud price rows of a price file (the catalog's, or a user's own with the same columns)."""
-    return tuple(_validated(PriceRow, _read_csv(path), path))
+    """All cloud price rows of a price file (the catalog's, or a user's own with the same columns).
+
+    gpus_per_instance and placeholder may be left out or empty (1 GPU, not a placeholder).
+    """
+    rows = [{k: v for k, v in row.items() if v is not None or k not in ("gpus_per_instance", "placeholder")} for row in _read_csv(path)]
+    return tuple(_validated(PriceRow, rows, path))
 
 
 @lru_cache(maxsize=4)
@@ -184,8 +193,12 @@ def resolve_gpu(name: str, where: str = "gpu") -> GpuSpec:
 def resolve_model(name_or_path: str, where: str = "model") -> ModelSpec:
     """A catalog model by name or alias, or a user's own config.json by path."""
     path = Path(name_or_path).expanduser()
-    if name_or_path.endswith(".json") or path.is_file():
-        return load_config_json(path)
+    try:
+        is_file = path.is_file()
+    except OSError:
+        is_file = False
+    if name_or_path.endswith(".json") or is_file:
+        return load_config_json(path, where)
     entry = model_entry(name_or_path, where)
     return load_config_json(CATALOG_DIR / "models" / entry.config_file).model_copy(update={"name": entry.name})
 

@@ -1,7 +1,11 @@
-"""Command line: `planner solve | memory | catalog | model show | validate | schema | calibrate`.
+"""Command line: `planner solve | simulate | memory | catalog | model show | validate | schema | sweep | fleet | report | calibrate`.
 
-Every user error (`PlannerError`) becomes one line on stderr and exit code 2 (1 when the
-scenario is valid but infeasible); no traceback reaches the user.
+Exit codes (every command):
+  0  success: a plan, a valid file, a configuration that fits;
+  1  valid input with a negative answer: no feasible plan (`solve`, `fleet`), a configuration
+     that does NOT fit (`memory`), a sweep whose every case is infeasible;
+  2  bad input: one line on stderr naming the file or flag and the field, no traceback
+     (also a sweep whose every case errors).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from planner.errors import PlannerError
@@ -38,6 +43,15 @@ def guarded(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(code=error.exit_code) from None
 
 
+def seconds_limit(value: Optional[float]) -> Optional[float]:
+    """--time-limit: a positive, finite number of seconds (at most a day); 0, negatives and nan are refused alike."""
+    import math
+
+    if value is not None and (math.isnan(value) or not 0 < value <= 86_400):
+        raise typer.BadParameter(f"must be a number of seconds above 0 and at most 86400 (got {value!r}).")
+    return value
+
+
 def gib(n_bytes: float) -> str:
     """Bytes as GiB with two decimals."""
     return f"{n_bytes / 2**30:,.2f}"
@@ -51,11 +65,16 @@ def catalog_gpus() -> None:
     """GPUs: memory, bandwidth, dense throughput, links, power."""
     from planner.catalog import load_gpus
 
+    from planner.render import name_column
+
     table = Table(title="GPUs (catalogs/gpus.csv)")
-    for col in ("name", "memory GiB", "HBM GB/s", "BF16 TFLOPS", "FP8 TFLOPS", "scale-up GB/s", "GPUs/node", "TDP W", "as_of"):
-        table.add_column(col)
-    for g in load_gpus():
-        table.add_row(g.name, f"{g.memory_gib:g}", f"{g.hbm_bandwidth_gbps:g}", f"{g.bf16_dense_tflops or '-'}",
+    gpus = load_gpus()
+    name_column(table, "name", [g.name for g in gpus])
+    table.caption = "TF = dense TFLOP/s; link = scale-up GB/s one way"
+    for col in ("GiB", "HBM GB/s", "BF16 TF", "FP8 TF", "link GB/s", "node", "TDP W", "as of"):
+        table.add_column(col, justify="right", overflow="fold")
+    for g in gpus:
+        table.add_row(escape(g.name), f"{g.memory_gib:g}", f"{g.hbm_bandwidth_gbps:g}", f"{g.bf16_dense_tflops or '-'}",
                       f"{g.fp8_dense_tflops or '-'}", f"{g.scaleup_link_gbps:g}", str(g.gpus_per_node), f"{g.tdp_watts:g}", g.as_of)
     out.print(table)
 
@@ -66,15 +85,62 @@ def catalog_prices(price_file: Optional[Path] = typer.Option(None, help="A price
     from planner.catalog import load_prices
 
     def body() -> None:
+        from planner.render import name_column
+
         rows = load_prices(price_file) if price_file else load_prices()
-        table = Table(title=f"Prices ({price_file or 'catalogs/prices.csv'})")
-        for col in ("gpu", "provider", "offering", "region", "term", "$/GPU-h", "as_of"):
-            table.add_column(col)
+        table = Table(title=escape(f"Prices ({price_file or 'catalogs/prices.csv'})"))
+        from planner.cost import is_stale
+        from planner.scenario import Assumptions
+
+        assumptions = Assumptions.with_overrides()
+        name_column(table, "gpu", [r.gpu for r in rows])
+        for col in ("provider", "offering", "region", "term", "$/GPU-h", "GPUs/instance", "flags", "as_of"):
+            table.add_column(col, overflow="fold")
         for r in rows:
-            table.add_row(r.gpu, r.provider, r.offering, r.region, r.term.value, f"{r.usd_per_gpu_hour:.3f}", r.as_of)
+            flags = ", ".join(f for f, on in (("PLACEHOLDER", r.placeholder), ("STALE", is_stale(r.as_of, assumptions))) if on)
+            table.add_row(*(escape(str(v)) for v in (r.gpu, r.provider, r.offering, r.region, r.term.value, f"{r.usd_per_gpu_hour:.3f}",
+                                                      r.gpus_per_instance, flags, r.as_of)))
         out.print(table)
 
     guarded(body)
+
+
+# ---- prices: import SkyPilot catalogs, fetch live offers -------------------------------------
+
+prices_app = typer.Typer(no_args_is_help=True, help="Build a dated price file from SkyPilot's catalog or live offers.")
+app.add_typer(prices_app, name="prices")
+
+
+def _print_import(summary: Any) -> None:
+    out.print(f"wrote {summary.rows} price rows for {', '.join(summary.gpus)} from {', '.join(summary.clouds)} to {summary.path}")
+    if summary.unmapped:
+        out.print(f"skipped accelerators with no catalog GPU: {', '.join(summary.unmapped)}")
+    if summary.skipped_spot:
+        out.print(f"skipped {summary.skipped_spot} rows whose spot price is above their on-demand price")
+    out.print(f"use it with `pricing: {{price_file: {summary.path}}}` in a scenario")
+
+
+@prices_app.command("import")
+def prices_import(
+    skypilot: Path = typer.Option(..., help="SkyPilot catalog folder with <cloud>/vms.csv files (e.g. ~/.sky/catalogs/v7)."),
+    output: Optional[Path] = typer.Option(None, "--out", help="Price file to write (default prices-skypilot-DATE.csv)."),
+    as_of: Optional[str] = typer.Option(None, help="Date of the catalog, YYYY-MM-DD (default today)."),
+) -> None:
+    """Import SkyPilot v7 vms.csv files as per-GPU price rows that keep the instance size."""
+    from planner.prices import import_skypilot
+
+    guarded(lambda: _print_import(import_skypilot(skypilot, output, as_of)))
+
+
+@prices_app.command("fetch")
+def prices_fetch(
+    output: Optional[Path] = typer.Option(None, "--out", help="Price file to write (default prices-live-DATE.csv)."),
+    provider: list[str] = typer.Option([], help="Providers to query (default all gpuhunt knows)."),
+) -> None:
+    """Query current offers with gpuhunt (optional extra planner[live]; needs the network)."""
+    from planner.prices import fetch_live
+
+    guarded(lambda: _print_import(fetch_live(output, tuple(provider))))
 
 
 @catalog_app.command("models")
@@ -82,9 +148,12 @@ def catalog_models() -> None:
     """Bundled model configs with computed and published parameter counts."""
     from planner.catalog import load_model_entries, resolve_model
 
+    from planner.render import name_column
+
     table = Table(title="Models (catalogs/models/)")
-    for col in ("name", "layers", "hidden", "heads/kv", "experts", "total B", "published B", "active B"):
-        table.add_column(col)
+    name_column(table, "name", [e.name for e in load_model_entries()])
+    for col in ("layers", "hidden", "heads/kv", "experts", "total B", "published B", "active B"):
+        table.add_column(col, justify="right", overflow="fold")
     for e in load_model_entries():
         m = resolve_model(e.name)
         experts = f"{m.n_routed_experts}+{m.n_shared_experts} top{m.experts_per_token}" if m.is_moe else "-"
@@ -113,9 +182,11 @@ def model_show(name_or_path: str = typer.Argument(..., help="Catalog model name 
         if as_json:
             out.print_json(json.dumps(facts))
             return
-        table = Table(title=f"{m.name}", show_header=False)
+        table = Table(title=escape(m.name), show_header=False)
+        table.add_column("field", no_wrap=True)
+        table.add_column("value", overflow="fold")
         for key, value in facts.items():
-            table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
+            table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else escape(str(value)))
         out.print(table)
 
     guarded(body)
@@ -124,17 +195,57 @@ def model_show(name_or_path: str = typer.Argument(..., help="Catalog model name 
 # ---- scenario files ---------------------------------------------------------------------------
 
 
+def file_kind(data: object) -> str:
+    """What a YAML/JSON file is, by its keys: 'fleet' (workloads), 'study' (base) or 'scenario'."""
+    if isinstance(data, dict) and "workloads" in data:
+        return "fleet"
+    if isinstance(data, dict) and "base" in data:
+        return "study"
+    return "scenario"
+
+
+def validate_file(path: Path) -> str:
+    """Check one scenario, study or fleet file as `solve`, `sweep` or `fleet` would; the one-line summary, or a PlannerError."""
+    from planner.catalog import resolve_model
+    from planner.guards import check_search_size
+    from planner.scenario import load_scenario, read_structured_file
+
+    kind = file_kind(read_structured_file(path))
+    if kind == "fleet":
+        from planner.fleet import load_fleet
+
+        fleet = load_fleet(path)
+        return f"fleet, {len(fleet.workloads)} workloads over {fleet.horizon_weeks} weeks"
+    if kind == "study":
+        from planner.studies import expand_cases, load_study
+        from planner.scenario import check_catalog_names, check_fp8_requested, parse_scenario
+
+        study = load_study(path)
+        cases = expand_cases(study)
+        for case in cases:  # every case must be a valid scenario: what sweep would report as an error row
+            where = f"{path}: case {case.index}"
+            scenario = check_fp8_requested(check_catalog_names(parse_scenario(case.scenario, where), where), where)
+            check_search_size(scenario, resolve_model(scenario.workload.model))
+        return f"study, {len(cases)} cases"
+    scenario = load_scenario(path)
+    check_search_size(scenario, resolve_model(scenario.workload.model))
+    return f"scenario, {scenario.workload.kind}, {scenario.workload.model}, objective {scenario.objective.value}"
+
+
 @app.command("validate")
-def validate(files: list[Path] = typer.Argument(..., help="Scenario files (YAML or JSON).")) -> None:
-    """Check scenario files against the schema and the catalogs."""
-    from planner.scenario import load_scenario
-
-    def body() -> None:
-        for path in files:
-            scenario = load_scenario(path)
-            out.print(f"{path}: ok ({scenario.workload.kind}, {scenario.workload.model}, objective {scenario.objective.value})")
-
-    guarded(body)
+def validate(files: list[Path] = typer.Argument(..., help="Scenario, study or fleet files (YAML or JSON).")) -> None:
+    """Check scenario, study and fleet files against their schemas and the catalogs; every file is reported."""
+    failed = 0
+    for path in files:
+        try:
+            out.print(f"{escape(str(path))}: ok ({escape(validate_file(path))})", soft_wrap=True)
+        except PlannerError as error:
+            failed += 1
+            err.print(str(error), markup=False, highlight=False, soft_wrap=True)
+    if failed:
+        if len(files) > 1:
+            err.print(f"{failed} of {len(files)} files invalid.", markup=False, highlight=False)
+        raise typer.Exit(code=2)
 
 
 @app.command("schema")
@@ -152,20 +263,34 @@ def schema() -> None:
 def solve_cmd(
     scenario_file: Path = typer.Argument(..., help="Scenario file (YAML or JSON)."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
-    top: int = typer.Option(0, "--top", help="Show at most K alternatives (0 = one per GPU type)."),
-    pareto: bool = typer.Option(False, "--pareto", help="Also compute the cost vs speed frontier."),
-    time_limit: float = typer.Option(20.0, "--time-limit", help="CP-SAT time limit per solve, seconds."),
+    top: int = typer.Option(0, "--top", min=0, help="Show the K best GPU types by the objective (0 = all, best first)."),
+    pareto: bool = typer.Option(False, "--pareto", help="Also compute the cost vs speed frontier (training: time to train; serving: TPOT)."),
+    time_limit: float = typer.Option(20.0, "--time-limit", callback=seconds_limit, help="CP-SAT time limit per solve, seconds."),
 ) -> None:
     """Find the optimal plan for a scenario and explain it."""
+    from planner.errors import InfeasibleError
     from planner.render import print_plan
     from planner.scenario import load_scenario
     from planner.solver import solve
 
     def body() -> None:
+        from planner.catalog import resolve_model
+        from planner.guards import check_search_size
+
         scenario = load_scenario(scenario_file)
-        plan = solve(scenario, time_limit_s=time_limit, alternatives=True, pareto=pareto)
+        check_search_size(scenario, resolve_model(scenario.workload.model, where=f"{scenario_file}: workload.model"))
+        try:
+            plan = solve(scenario, time_limit_s=time_limit, alternatives=True, pareto=pareto)
+        except InfeasibleError as error:
+            if as_json:  # a machine reader gets the status and the explanation on stdout, and exit code 1
+                sys.stdout.write(json.dumps({"scenario": scenario.name, "status": "INFEASIBLE", "explanation": str(error)}, indent=2) + "\n")
+                raise typer.Exit(code=error.exit_code) from None
+            raise
         if as_json:
-            sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
+            data = json.loads(plan.model_dump_json())
+            if top:
+                data["alternatives"] = data["alternatives"][:top]
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
             return
         print_plan(out, plan, top=top)
 
@@ -182,34 +307,45 @@ def memory_cmd(
     precision: str = typer.Option("bf16", help="Training precision: bf16, fp16, fp8, fp32."),
     optimizer: str = typer.Option("adamw", help="adamw, adamw_8bit, sgd_momentum."),
     mode: str = typer.Option("pretrain", help="pretrain, full_finetune, lora, qlora."),
-    tp: int = typer.Option(1, help="Tensor-parallel degree."),
-    pp: int = typer.Option(1, help="Pipeline-parallel degree."),
-    dp: int = typer.Option(1, help="Data-parallel degree (training)."),
-    ep: int = typer.Option(1, help="Expert-parallel degree (training, MoE)."),
-    zero: int = typer.Option(0, help="ZeRO stage 0-3."),
+    tp: int = typer.Option(1, min=1, help="Tensor-parallel degree (must divide the attention heads)."),
+    pp: int = typer.Option(1, min=1, help="Pipeline-parallel degree."),
+    dp: int = typer.Option(1, min=1, help="Data-parallel degree (training)."),
+    ep: int = typer.Option(1, min=1, help="Expert-parallel degree (training, MoE)."),
+    zero: int = typer.Option(0, min=0, max=3, help="ZeRO stage 0-3."),
     ckpt: str = typer.Option("full", help="none, selective, full."),
-    micro_batch: int = typer.Option(1, help="Sequences per micro-batch."),
-    seq_len: int = typer.Option(4096, help="Training sequence length."),
-    global_batch: int = typer.Option(0, help="Global batch in sequences (default micro_batch x dp)."),
-    prompt: int = typer.Option(1024, help="Prompt tokens (serving)."),
-    output: int = typer.Option(256, help="Output tokens (serving)."),
-    batch: int = typer.Option(1, help="Concurrent sequences per replica (serving)."),
+    micro_batch: int = typer.Option(1, min=1, help="Sequences per micro-batch."),
+    seq_len: int = typer.Option(4096, min=1, help="Training sequence length."),
+    global_batch: int = typer.Option(0, min=0, help="Global batch in sequences (default micro_batch x dp)."),
+    tokens: float = typer.Option(1e9, "--tokens", help="Training: tokens to train on (sets time to train and cost)."),
+    sequence_parallel: bool = typer.Option(True, "--sequence-parallel/--no-sequence-parallel", help="Megatron sequence parallelism (TP > 1)."),
+    flash_attention: bool = typer.Option(True, "--flash-attention/--no-flash-attention", help="FlashAttention (no s^2 activations)."),
+    interleave: Optional[int] = typer.Option(None, "--interleave", min=1, help="Virtual pipeline stages per rank (pipeline_interleave_chunks)."),
+    set_: list[str] = typer.Option([], "--set", help="Override an assumption: --set key=value (any key of catalogs/assumptions.yaml); repeatable."),
+    prompt: int = typer.Option(1024, min=1, help="Prompt tokens (serving)."),
+    output: int = typer.Option(256, min=1, help="Output tokens (serving)."),
+    batch: int = typer.Option(1, min=1, help="Concurrent sequences per replica (serving)."),
     price_term: str = typer.Option("on_demand", help="Pricing term for the cost line."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output: fits, total, capacity, headroom and the evaluation."),
 ) -> None:
-    """Evaluate ONE configuration: per-card memory breakdown, headroom, speed and cost."""
-    from planner.render import evaluate_one, print_evaluation
+    """Evaluate ONE configuration: per-card memory breakdown, headroom, speed and cost. Exit 1 when it does NOT fit."""
+    from planner.render import _set_overrides, evaluate_one, evaluation_summary, print_evaluation
 
     def body() -> None:
         evaluation, model_spec, derived = evaluate_one(
             model=model, gpu=gpu, kind=kind, weights=weights, kv=kv, precision=precision, optimizer=optimizer, mode=mode,
             tp=tp, pp=pp, dp=dp, ep=ep, zero=zero, ckpt=ckpt, micro_batch=micro_batch, seq_len=seq_len,
-            global_batch=global_batch, prompt=prompt, output=output, batch=batch, price_term=price_term,
+            global_batch=global_batch, prompt=prompt, output=output, batch=batch, price_term=price_term, tokens=tokens,
+            sequence_parallel=sequence_parallel, flash_attention=flash_attention, interleave=interleave,
+            assumptions=_set_overrides(set_),
         )
         if as_json:
-            sys.stdout.write(evaluation.model_dump_json(indent=2) + "\n")
-            return
-        print_evaluation(out, evaluation, model_spec, derived)
+            data = {**json.loads(evaluation.model_dump_json()), **evaluation_summary(evaluation), "model": model_spec.name,
+                    "derived": derived}
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        else:
+            print_evaluation(out, evaluation, model_spec, derived)
+        if not evaluation.memory.fits:
+            raise typer.Exit(code=1)
 
     guarded(body)
 
@@ -218,30 +354,45 @@ def memory_cmd(
 def fleet_cmd(
     fleet_file: Path = typer.Argument(..., help="Fleet file (YAML or JSON)."),
     as_json: bool = typer.Option(False, "--json", help="Print the fleet plan as JSON."),
-    time_limit: float = typer.Option(30.0, "--time-limit", help="CP-SAT time limit, seconds."),
+    time_limit: float = typer.Option(30.0, "--time-limit", callback=seconds_limit, help="CP-SAT time limit, seconds."),
 ) -> None:
     """Plan one fleet (owned, bought, rented GPUs) for several workloads."""
     from planner.fleet import load_fleet, solve_fleet
 
     def body() -> None:
-        plan = solve_fleet(load_fleet(fleet_file), time_limit_s=time_limit)
+        from planner.errors import InfeasibleError
+
+        fleet = load_fleet(fleet_file)
+        try:
+            plan = solve_fleet(fleet, time_limit_s=time_limit)
+        except InfeasibleError as error:
+            if as_json:  # a machine reader gets the status and the explanation on stdout, and exit code 1
+                sys.stdout.write(json.dumps({"fleet": fleet.name, "status": "INFEASIBLE", "explanation": str(error)}, indent=2) + "\n")
+                raise typer.Exit(code=error.exit_code) from None
+            raise
         if as_json:
             sys.stdout.write(plan.model_dump_json(indent=2) + "\n")
             return
-        out.print(f"[bold]{plan.name}[/bold]: total cost of ownership ${plan.total_cost_usd:,.0f} over the horizon — {plan.status}; "
+        out.print(f"[bold]{escape(plan.name)}[/bold]: total cost of ownership ${plan.total_cost_usd:,.0f} over the horizon — {plan.status}; "
                   f"CP-SAT {plan.solve_time_s:.3f} s over {plan.candidates} candidates; verified: {plan.verified}")
+        from planner.render import name_column
+
         fleet_table = Table(title="Fleet")
-        for col in ("GPU", "owned", "bought", "peak rented"):
-            fleet_table.add_column(col)
-        for g in sorted({*plan.owned_gpus, *plan.bought_gpus, *plan.peak_rented_gpus}):
-            fleet_table.add_row(g, str(plan.owned_gpus.get(g, 0)), str(plan.bought_gpus.get(g, 0)), str(plan.peak_rented_gpus.get(g, 0)))
+        gpu_names = sorted({*plan.owned_gpus, *plan.bought_gpus, *plan.peak_rented_gpus})
+        name_column(fleet_table, "GPU", gpu_names)
+        for col in ("owned", "bought", "peak rented"):
+            fleet_table.add_column(col, justify="right")
+        for g in gpu_names:
+            fleet_table.add_row(escape(g), str(plan.owned_gpus.get(g, 0)), str(plan.bought_gpus.get(g, 0)), str(plan.peak_rented_gpus.get(g, 0)))
         out.print(fleet_table)
         out.print(f"Purchases (capex amortised over the horizon): ${plan.purchase_cost_usd:,.0f}")
-        table = Table(title="Workloads")
-        for col in ("workload", "plan", "source", "GPUs", "weeks", "power or rent $"):
-            table.add_column(col)
+        table = Table(title="Workloads (cost: power or rent, USD)")
+        name_column(table, "workload", [a.workload for a in plan.assignments])
+        table.add_column("plan", overflow="fold")
+        for col in ("source", "GPUs", "weeks", "cost"):
+            table.add_column(col, justify="right", no_wrap=True)
         for a in plan.assignments:
-            table.add_row(a.workload, a.plan, a.source, str(a.num_gpus), f"{a.weeks[0]}-{a.weeks[1]}", f"{a.cost_usd:,.0f}")
+            table.add_row(escape(a.workload), escape(a.plan), a.source, str(a.num_gpus), f"{a.weeks[0]}-{a.weeks[1]}", f"{a.cost_usd:,.0f}")
         out.print(table)
 
     guarded(body)
@@ -251,25 +402,36 @@ def fleet_cmd(
 def sweep_cmd(
     study_file: Path = typer.Argument(..., help="Study file (YAML): a base scenario plus axes or cases."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="results.csv or results.parquet (resumable, written atomically)."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Local worker processes (default: all cores; 1 = serial)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=1024, help="Local worker processes (default: all cores; 1 = serial)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. tcp://host:8786."),
-    time_limit: Optional[float] = typer.Option(None, "--time-limit", help="CP-SAT time limit per case, seconds."),
+    allow_study_scheduler: bool = typer.Option(False, "--allow-study-scheduler",
+                                               help="Use the study file's own scheduler: address (off: a file must not pick where work runs)."),
+    time_limit: Optional[float] = typer.Option(None, "--time-limit", callback=seconds_limit, help="CP-SAT time limit per case, seconds."),
 ) -> None:
     """Run a what-if study: one solve per case, as a table (CSV/Parquet), with a progress bar and a summary."""
-    from planner.studies import load_study, run_study, summarize
+    from planner.studies import check_scheduler_address, load_study, run_study, summarize
 
     def body() -> None:
+        if scheduler is not None:
+            check_scheduler_address(scheduler)
         frame = run_study(load_study(study_file), workers=workers, scheduler=scheduler, output=output, progress=True,
-                          time_limit_s=time_limit)
-        table = Table(title=f"{study_file.name}: {len(frame)} cases")
+                          time_limit_s=time_limit, allow_file_scheduler=allow_study_scheduler)
+        table = Table(title=escape(f"{study_file.name}: {len(frame)} cases"))
         summary = summarize(frame)
-        for col in summary.columns:
-            table.add_column(str(col))
+        table.add_column("item", no_wrap=True)
+        table.add_column("value", overflow="fold")
         for row in summary.itertuples(index=False):
-            table.add_row(*(str(v) for v in row))
+            table.add_row(*(escape(str(v)) for v in row))
         out.print(table)
         if output is not None:
-            out.print(f"wrote {output}")
+            out.print(f"wrote {escape(str(output))}")
+        statuses = set(frame["status"].astype(str)) if len(frame) else set()
+        if statuses == {"error"}:
+            err.print(f"every one of the {len(frame)} cases failed with an error (see the reason column).", markup=False, highlight=False)
+            raise typer.Exit(code=2)
+        if statuses and statuses <= {"error", "infeasible"}:
+            err.print(f"no case of the {len(frame)} has a feasible plan.", markup=False, highlight=False)
+            raise typer.Exit(code=1)
 
     guarded(body)
 
@@ -279,7 +441,7 @@ def report_cmd(
     scenario_file: Path = typer.Argument(..., help="Scenario, study or fleet file (YAML or JSON)."),
     output: Path = typer.Option(Path("report.html"), "-o", "--output", help="report.html or report.md (both when the .md twin is asked with --twin)."),
     twin: bool = typer.Option(True, "--twin/--no-twin", help="Also write the Markdown (or HTML) twin beside it."),
-    time_limit: float = typer.Option(20.0, "--time-limit", help="CP-SAT time limit per solve, seconds."),
+    time_limit: float = typer.Option(20.0, "--time-limit", callback=seconds_limit, help="CP-SAT time limit per solve, seconds."),
 ) -> None:
     """Write a procurement report (self-contained HTML with charts, and its Markdown twin)."""
     from planner.report import build_fleet_report, build_report, build_study_report, save_report
@@ -289,19 +451,29 @@ def report_cmd(
         if output.suffix.lower() not in (".html", ".htm", ".md", ".markdown"):
             from planner.errors import InputError
             raise InputError(f"--output: {output} must end in .html or .md.")
+        from planner.files import check_writable
+        check_writable(output)
         data = read_structured_file(scenario_file)
+        if isinstance(data, dict) and "base" in data and "workloads" not in data:
+            from planner.studies import load_study
+            load_study(scenario_file)  # a bad study file is an input error before any work
         if isinstance(data, dict) and "workloads" in data:
             from planner.fleet import load_fleet
             report = build_fleet_report(load_fleet(scenario_file), time_limit_s=time_limit)
         elif isinstance(data, dict) and "base" in data:
             report = build_study_report(scenario_file)
         else:
-            report = build_report(load_scenario(scenario_file), time_limit_s=time_limit)
+            from planner.catalog import resolve_model
+            from planner.guards import check_search_size
+
+            scenario = load_scenario(scenario_file)
+            check_search_size(scenario, resolve_model(scenario.workload.model))
+            report = build_report(scenario, time_limit_s=time_limit)
         written = [save_report(report, output)]
         if twin:
             other = output.with_suffix(".md" if output.suffix.lower() in (".html", ".htm") else ".html")
             written.append(save_report(report, other))
-        out.print("wrote " + ", ".join(str(p) for p in written))
+        out.print(escape("wrote " + ", ".join(str(p) for p in written)))
 
     guarded(body)
 
@@ -328,6 +500,98 @@ def calibrate_cmd(
             out.print(f"{label:>10}: {stats['rows']:4d} rows, median |error| {stats['median_abs_pct']:5.1f}%, "
                       f"worst {stats['worst_abs_pct']:5.1f}%")
         out.print(f"wrote {output}")
+
+    guarded(body)
+
+
+@app.command("simulate")
+def simulate_cmd(
+    scenario_file: Path = typer.Argument(..., help="Serving scenario file (YAML or JSON)."),
+    rate: Optional[float] = typer.Option(None, "--rate", help="Fleet-wide arrival rate, requests/s (default: the scenario's tokens/s target / output tokens)."),
+    requests: int = typer.Option(10_000, "--requests", help="Requests to replay."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the Poisson arrivals."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="CSV trace (arrival_s, prompt_tokens, output_tokens) instead of Poisson arrivals."),
+    chart: Optional[Path] = typer.Option(None, "--chart", help="Write a latency-vs-load SVG here."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Layout from flags instead of solving: GPU id."),
+    tp: int = typer.Option(1, "--tp", help="With --gpu: tensor-parallel degree."),
+    pp: int = typer.Option(1, "--pp", help="With --gpu: pipeline-parallel degree."),
+    replicas: int = typer.Option(1, "--replicas", help="With --gpu: replicas sharing the load."),
+    weights: str = typer.Option("bf16", "--weights", help="With --gpu: weight precision."),
+    kv: str = typer.Option("bf16", "--kv", help="With --gpu: KV-cache precision."),
+    time_limit: float = typer.Option(20.0, "--time-limit", help="CP-SAT time limit when solving for the layout, seconds."),
+) -> None:
+    """Replay Poisson arrivals (or a trace) through a discrete-event model of the serving engine; compare with the load-aware model."""
+    import numpy as np
+
+    from planner.catalog import resolve_gpu, resolve_model
+    from planner.errors import InputError
+    from planner.layout import InferenceLayout
+    from planner.scenario import load_scenario
+    from planner.serving import iteration_cost, max_rate_rps, steady_state
+    from planner.simulate import load_sweep, poisson_requests, simulate, trace_requests, write_latency_chart
+
+    def body() -> None:
+        scenario = load_scenario(scenario_file)
+        workload = scenario.workload
+        if workload.kind != "inference":
+            raise InputError(f"{scenario_file}: simulate needs an inference workload, got workload.kind = {workload.kind}.")
+        if requests < 1:
+            raise InputError("--requests: must be at least 1.")
+        if rate is not None and rate <= 0:
+            raise InputError("--rate: must be a positive number of requests/s.")
+        if gpu is not None:
+            from planner.enums import KvPrecision, WeightPrecision
+
+            for flag, value, allowed in (("--weights", weights, [w.value for w in WeightPrecision]), ("--kv", kv, [k.value for k in KvPrecision])):
+                if value not in allowed:
+                    raise InputError(f"{flag}: {value!r} is not a precision; allowed: {', '.join(allowed)}.")
+            for flag, number in (("--tp", tp), ("--pp", pp), ("--replicas", replicas)):
+                if number < 1:
+                    raise InputError(f"{flag}: must be at least 1.")
+            layout = InferenceLayout(gpu=resolve_gpu(gpu, "--gpu").name, weight_precision=weights, kv_precision=kv, tp=tp, pp=pp,
+                                     batch=1, replicas=replicas)
+        else:
+            from planner.solver import solve
+
+            layout = solve(scenario, time_limit_s=time_limit).evaluation.layout  # type: ignore[union-attr]
+        g = resolve_gpu(layout.gpu)
+        model = resolve_model(workload.model)
+        prompt, output = workload.prompt_tokens, workload.output_tokens
+        cost = iteration_cost(model, layout, g, scenario.resolved_assumptions(), prompt_tokens=prompt, output_tokens=output)
+        fleet_rate = rate if rate is not None else (workload.target_output_tokens_per_s or 0.0) / output
+        if fleet_rate <= 0:
+            raise InputError("--rate: the scenario has no target_output_tokens_per_s; give --rate in requests/s.")
+        per_replica = fleet_rate / layout.replicas
+        arrivals = trace_requests(trace) if trace is not None else poisson_requests(per_replica, requests, prompt, output, seed)
+        result = simulate(cost, arrivals, progress=True)
+        state = steady_state(cost, per_replica, prompt, output)
+        out.print(f"[bold]{model.name}[/bold] on {layout.replicas} x {layout.gpu} TP{layout.tp} PP{layout.pp} "
+                  f"({layout.weight_precision.value} weights, {layout.kv_precision.value} KV); {per_replica:.3g} requests/s per replica, "
+                  f"max stable {float(max_rate_rps(cost, prompt, output)):.3g}; {result.requests} requests, seed {seed}")
+        table = Table(title="simulated vs load-aware model (per replica)")
+        for col in ("metric", "simulated", "model"):
+            table.add_column(col)
+        feasible = bool(state.feasible)
+
+        def fmt(v: float) -> str:
+            return ("-" if feasible else "infeasible") if v != v else f"{v:,.4g}"
+        for label, sim_value, model_value in (
+            ("TTFT p50 s", result.ttft_p50_s, state.ttft_p50_s), ("TTFT p90 s", result.ttft_p90_s, state.ttft_p90_s),
+            ("TTFT p99 s", result.ttft_p99_s, state.ttft_p99_s), ("ITL p50 s", result.itl_p50_s, state.itl_p50_s),
+            ("ITL p90 s", result.itl_p90_s, state.itl_p90_s), ("ITL p99 s", result.itl_p99_s, state.itl_p99_s),
+            ("end-to-end p50 s", result.e2e_p50_s, state.e2e_mean_s), ("end-to-end p90 s", result.e2e_p90_s, float("nan")),
+            ("end-to-end p99 s", result.e2e_p99_s, float("nan")),
+            ("output tokens/s", result.output_tokens_per_s, state.output_tokens_per_s),
+            ("decode sequences in flight", result.decode_seqs_in_flight, state.decode_seqs_in_flight),
+        ):
+            table.add_row(label, fmt(sim_value), fmt(float(model_value)) if label != "end-to-end p50 s" else fmt(float(model_value)) + " (mean)")
+        out.print(table)
+        if result.rejected:
+            out.print(f"{result.rejected} requests never fit the KV cache (prompt + output above {float(cost.kv_capacity_tokens):,.0f} tokens)")
+        if chart is not None:
+            top = float(max_rate_rps(cost, prompt, output))
+            sweep = load_sweep(cost, prompt, output, np.linspace(0.1, 0.9, 5) * top, requests=min(requests, 2000), seed=seed)
+            out.print(f"wrote {write_latency_chart(chart, cost, prompt, output, sweep, f'{model.name} on {layout.gpu} TP{layout.tp} PP{layout.pp}')}")
 
     guarded(body)
 

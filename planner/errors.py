@@ -21,6 +21,10 @@ class InputError(PlannerError):
     """A scenario, catalog or config file that cannot be read or does not validate."""
 
 
+class OutputError(InputError, OSError):
+    """An output that cannot be written (full or read-only disk, missing folder): one line, exit code 2; still an OSError."""
+
+
 class UnknownNameError(PlannerError):
     """A GPU, model, provider or other catalog name that is not in the catalog."""
 
@@ -28,12 +32,13 @@ class UnknownNameError(PlannerError):
         allowed_list = sorted(set(allowed))
         by_lower = {a.lower(): a for a in allowed_list}
         by_lower.update({alias.lower(): canonical for alias, canonical in (aliases or {}).items()})
-        close_keys = difflib.get_close_matches(name.lower(), list(by_lower), n=6, cutoff=0.5)
+        close_keys = difflib.get_close_matches(name.lower(), list(by_lower), n=6, cutoff=0.5) if len(name) <= 100 else []
         close = list(dict.fromkeys(by_lower[c] for c in close_keys))[:3]
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         prefix = f"{where}: " if where else ""
         shown = ", ".join(allowed_list[:40]) + (" …" if len(allowed_list) > 40 else "")
-        super().__init__(f"{prefix}unknown {kind} {name!r}.{hint} Allowed: {shown}.")
+        shown_name = repr(name) if len(name) <= 80 else repr(name[:79]) + "…"
+        super().__init__(f"{prefix}unknown {kind} {shown_name}.{hint} Allowed: {shown}.")
         self.name = name
         self.suggestions = close
 

@@ -36,7 +36,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import GpuSpec
-from planner.cost import PriceQuote, serving_usd_per_hour, training_cost_usd, usd_per_million_tokens
+from planner.cost import (
+    PriceQuote, SpotRisk, instances_needed, offer_at, offer_columns, rented_gpus, serving_usd_per_hour, spot_expected_time_s, spot_risk,
+    training_cost_usd, usd_per_million_tokens,
+)
+from planner.enums import PriceTerm
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
     Columns, MemoryBreakdown, inference_breakdown_at, inference_columns, inference_layout_at, inference_memory_columns, training_breakdown_at,
@@ -57,6 +61,7 @@ class TrainingEvaluation(BaseModel):
     perf: TrainingPerf = Field(description="Speed.")
     price: PriceQuote | None = Field(description="Price row used (None when the GPU has no price for the term).")
     cost_usd: float | None = Field(description="Cost to train the workload's tokens, USD.")
+    spot: SpotRisk | None = Field(default=None, description="Spot only: expected restarts, included in time and cost.")
 
 
 class InferenceEvaluation(BaseModel):
@@ -129,18 +134,35 @@ class Table:
         return replace(self, perf=perf).priced(self.price)
 
     def priced(self, price: PriceQuote | None) -> Table:
-        """The cost columns at a price (speed computed): training `cost_usd`; serving `fleet_output_tokens_per_s`,
-        `usd_per_hour`, `usd_per_million_output_tokens` (`planner.cost`). Memory and speed do not depend on the price."""
+        """The cost columns at a price (speed computed). Each row rents whole instances of the offer that makes it
+        cheapest (`planner.cost.offer_columns`; a serving replica, or a training job up to a node, in one instance):
+        `offer` (index into price.options), `gpus_paid`. Training: `time_to_train_s` (on spot, the Young/Daly expected
+        wall time with restarts, `planner.cost.spot_expected_time_s`) and `cost_usd`; serving:
+        `fleet_output_tokens_per_s`, `usd_per_hour`, `usd_per_million_output_tokens`. Memory and speed do not depend
+        on the price."""
         cost: Columns = {}
         if self.training:
             if price:
-                cost["cost_usd"] = training_cost_usd(self.num_gpus, self.perf["time_to_train_s"], price.usd_per_gpu_hour)
+                n = self.num_gpus
+                offer, per_instance, usd = offer_columns(price, n, np.minimum(n, self.node))
+                time_s = self.perf["time_to_train_s"]
+                if price.term is PriceTerm.SPOT and price.interruptions_per_instance_hour > 0:
+                    time_s = spot_expected_time_s(time_s, instances_needed(n, per_instance), price.interruptions_per_instance_hour,
+                                                  self.assumptions.checkpoint_write_s, self.assumptions.restart_after_preemption_s)
+                    time_s = np.where(np.isfinite(time_s), time_s, 1e300)
+                paid = rented_gpus(n, per_instance)
+                cost = {"offer": offer, "gpus_paid": paid, "time_to_train_s": time_s,
+                        "cost_usd": training_cost_usd(paid, time_s, usd)}
         else:
             fleet_tps = self.perf["output_tokens_per_s"] * self.layout["replicas"]
             cost["fleet_output_tokens_per_s"] = fleet_tps
             if price:
-                usd_h = serving_usd_per_hour(self.num_gpus, price.usd_per_gpu_hour)
-                cost |= {"usd_per_hour": usd_h, "usd_per_million_output_tokens": usd_per_million_tokens(usd_h, fleet_tps)}
+                per_replica = self.layout["tp"] * self.layout["pp"]
+                offer, per_instance, usd = offer_columns(price, per_replica, np.minimum(per_replica, self.node))
+                paid = self.layout["replicas"] * rented_gpus(per_replica, per_instance)
+                usd_h = serving_usd_per_hour(paid, usd)
+                cost |= {"offer": offer, "gpus_paid": paid, "usd_per_hour": usd_h,
+                         "usd_per_million_output_tokens": usd_per_million_tokens(usd_h, fleet_tps)}
         return replace(self, price=price, cost=cost)
 
     def with_row_ids(self) -> Table:
@@ -172,13 +194,20 @@ class Table:
     def evaluation_at(self, i: int) -> TrainingEvaluation | InferenceEvaluation:
         """Row `i` as a pydantic evaluation with the per-term memory breakdown (speed and cost when computed)."""
         layout, memory, perf = self._price_free_objects(i)
+        price = offer_at(self.price, int(self.cost["offer"][i])) if self.price else None
         if self.training:
-            return TrainingEvaluation(layout=layout, memory=memory, perf=perf, price=self.price,
-                                      cost_usd=float(self.cost["cost_usd"][i]) if self.price else None)
+            spot = None
+            if price is not None and price.term is PriceTerm.SPOT and price.interruptions_per_instance_hour > 0:
+                n = int(self.num_gpus[i])
+                spot = spot_risk(perf.time_to_train_s, int(instances_needed(n, price.gpus_per_instance)), price, self.assumptions)
+                wall = float(self.cost["time_to_train_s"][i])
+                perf = perf.model_copy(update={"time_to_train_s": wall, "gpu_hours": perf.gpu_hours * wall / perf.time_to_train_s})
+            return TrainingEvaluation(layout=layout, memory=memory, perf=perf, price=price, spot=spot,
+                                      cost_usd=float(self.cost["cost_usd"][i]) if price else None)
         return InferenceEvaluation(
-            layout=layout, memory=memory, perf=perf, fleet_output_tokens_per_s=float(self.cost["fleet_output_tokens_per_s"][i]), price=self.price,
-            usd_per_hour=float(self.cost["usd_per_hour"][i]) if self.price else None,
-            usd_per_million_output_tokens=float(self.cost["usd_per_million_output_tokens"][i]) if self.price else None,
+            layout=layout, memory=memory, perf=perf, fleet_output_tokens_per_s=float(self.cost["fleet_output_tokens_per_s"][i]), price=price,
+            usd_per_hour=float(self.cost["usd_per_hour"][i]) if price else None,
+            usd_per_million_output_tokens=float(self.cost["usd_per_million_output_tokens"][i]) if price else None,
         )
 
 

@@ -2,10 +2,12 @@
 
 Notation
   w          a workload (training or serving) with its active weeks in the planning horizon
-  p          a candidate plan of w: GPU type g_p, GPU count n_p, active weeks A_p (training: the
-             weeks its time to train spans from its start week; serving: its start..end weeks)
+  p          a candidate plan of w: GPU type g_p, GPU count n_p, duration d_p in weeks (training:
+             its time to train rounded up to weeks; serving: its start..end weeks)
   s          where w runs: the pool of g_p (owned + bought GPUs) or rented GPUs of g_p
   z[w,p,s]   1 when workload w runs plan p on source s              (BoolVar)
+  t[w,p,s]   its start week: fixed, or within the workload's window [earliest_start_week,
+             deadline_week - d_p] (IntVar); interval [t, t + d_p) present iff z   (IntervalVar)
   b[g]       whole nodes of GPU type g bought                          (IntVar)
 
 Objective (total cost of ownership over the horizon, USD): bought GPUs' capex amortised
@@ -14,12 +16,15 @@ power x PUE x $/kWh for every GPU-hour run on the pool, plus rented GPU-hours at
 price of the offer's term (rent is paid only while the workload runs: duty cycle x active
 hours; power is included in the rent).
 
-Constraints (one function each)
+Constraints
   each workload runs exactly one plan on one source;
-  in every week, pool demand of type g <= owned[g] + node_size x b[g] (bought GPUs only from
-  their lead time on): workloads active in the same week never share GPUs (a duty-cycled
-  workload keeps its GPUs for its active weeks: conservative);
-  purchase and rental availability caps; the budget (assumption literals, for explanations).
+  cumulative capacity per GPU pool: the intervals on the pool of type g never hold more than
+  owned[g] + node_size x b[g] GPUs at once, and a fixed interval [0, lead time) holds the
+  bought node_size x b[g] so that bought GPUs serve only from their lead time on (a lead time
+  delays use instead of forbidding it); workloads active in the same week never share GPUs (a
+  duty-cycled workload keeps its GPUs for its active weeks: conservative);
+  cumulative rental caps per GPU type; purchase caps; the budget (assumption literals, for
+  explanations; a cumulative capacity is relaxed by a big constant when its literal is off).
 
 Each workload's candidate plans come from `planner.space` (the evaluator over its legal
 layouts, dominance-pruned on GPU count and duration) and every chosen plan is re-verified.
@@ -35,15 +40,19 @@ from ortools.sat.python import cp_model
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.catalog import load_onprem, resolve_gpu, resolve_model
-from planner.cost import capex_usd_per_gpu_hour, power_usd_per_gpu_hour, price_quote
+from planner.cost import (
+    PriceQuote, capex_usd_per_gpu_hour, hosting_usd_per_gpu_hour, instances_needed, offer_for, power_usd_per_gpu_hour, price_quote,
+    rented_gpus, spot_risk,
+)
 from planner.encode import scaled
 from planner.enums import PriceTerm
 from planner.errors import InfeasibleError, InputError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import (
     Assumptions, Constraints, InferenceWorkload, Pricing, Scenario, SearchSpace, TrainingWorkload, Workload,
-    read_structured_file, validation_message,
+    canonical_gpu_keys, read_structured_file, reject_bools, resolve_relative_paths, validation_message,
 )
+from planner.files import shorten
 from planner.solver import layout_summary, min_replicas, solve_lexicographic, verify, with_replicas
 from planner.space import build_space
 from planner.units import HOURS_PER_WEEK
@@ -60,8 +69,20 @@ class FleetWorkload(BaseModel):
     workload: Workload = Field(description="Training or serving workload, as in a scenario.")
     search: SearchSpace = Field(default_factory=SearchSpace, description="Restrictions of its layouts (GPU types come from the fleet).")
     deadline_days: float | None = Field(default=None, gt=0, description="Training: finish within this many days of its start.")
-    start_week: int = Field(default=0, ge=0, description="First week it runs.")
+    start_week: int = Field(default=0, ge=0, description="First week it runs (fixed start, unless a window is given).")
     end_week: int | None = Field(default=None, ge=1, description="Week it must be done by (exclusive; default the horizon).")
+    earliest_start_week: int | None = Field(default=None, ge=0, description="Training window: first week it may start; the solver chooses the start.")
+    deadline_week: int | None = Field(default=None, ge=1, description="Training window: week it must be done by (exclusive); the solver chooses the start.")
+
+    @property
+    def scheduled(self) -> bool:
+        """True when the solver chooses the start week within a window."""
+        return self.earliest_start_week is not None or self.deadline_week is not None
+
+    def window(self, horizon_weeks: int) -> tuple[int, int]:
+        """(first week it may start, week it must be done by, exclusive)."""
+        lo = self.earliest_start_week if self.earliest_start_week is not None else self.start_week
+        return lo, self.deadline_week or self.end_week or horizon_weeks
     duty_cycle: float = Field(default=1.0, gt=0, le=1, description="Serving: share of its active hours it actually runs (power and rent).")
     repeat_weekly: bool = Field(default=False, description="Training: the run repeats every active week and must finish within a week.")
 
@@ -74,6 +95,7 @@ class GpuOffer(BaseModel):
     gpu: str = Field(description="GPU id.")
     buy: bool = Field(default=True, description="Can be bought (capex and life from catalogs/onprem.csv).")
     rent_term: PriceTerm | None = Field(default=PriceTerm.ON_DEMAND, description="Cloud term to rent at (None = not rentable).")
+    rent_provider: str | None = Field(default=None, min_length=1, max_length=200, description="Rent only from this provider (None = the cheapest catalog row).")
 
     @model_validator(mode="after")
     def _cloud_term(self) -> GpuOffer:
@@ -90,13 +112,13 @@ class FleetScenario(BaseModel):
 
     model_config = FORBID
 
-    name: str = Field(min_length=1, description="Fleet name.")
+    name: str = Field(min_length=1, max_length=200, description="Fleet name.")
     description: str = Field(default="", description="What the team wants.")
     horizon_weeks: int = Field(gt=0, le=520, description="Planning horizon, weeks.")
     budget_usd: float | None = Field(default=None, gt=0, le=1e12, description="Most total cost over the horizon, USD.")
-    owned: dict[str, int] = Field(default_factory=dict, description="GPUs already owned, per GPU id (capex sunk; power paid).")
-    offers: tuple[GpuOffer, ...] = Field(default=(), description="GPUs that can be bought or rented.")
-    workloads: tuple[FleetWorkload, ...] = Field(min_length=1, description="Workloads sharing the fleet.")
+    owned: dict[str, int] = Field(default_factory=dict, max_length=64, description="GPUs already owned, per GPU id (capex sunk; power paid).")
+    offers: tuple[GpuOffer, ...] = Field(default=(), max_length=64, description="GPUs that can be bought or rented.")
+    workloads: tuple[FleetWorkload, ...] = Field(min_length=1, max_length=64, description="Workloads sharing the fleet.")
     assumptions: dict[str, Any] = Field(default_factory=dict, description="Overrides of catalogs/assumptions.yaml.")
 
     @model_validator(mode="after")
@@ -112,16 +134,34 @@ class FleetScenario(BaseModel):
                 raise ValueError(f"workload {w.name}: duty_cycle applies to serving; a training run lasts its time to train")
             if isinstance(w.workload, InferenceWorkload) and (w.repeat_weekly or w.deadline_days):
                 raise ValueError(f"workload {w.name}: repeat_weekly and deadline_days apply to training")
+            if w.scheduled:
+                lo, hi = w.window(self.horizon_weeks)
+                if isinstance(w.workload, InferenceWorkload) or w.repeat_weekly:
+                    raise ValueError(f"workload {w.name}: earliest_start_week/deadline_week apply to one-off training runs; serving and repeat_weekly use start_week/end_week")
+                if not lo < hi <= self.horizon_weeks:
+                    raise ValueError(f"workload {w.name}: need earliest_start_week < deadline_week <= horizon_weeks")
         for gpu, count in self.owned.items():
-            if count < 0:
-                raise ValueError(f"owned {gpu} must be >= 0")
-        offered = [o.gpu.lower() for o in self.offers]
-        if len(set(offered)) != len(offered):
-            raise ValueError("each GPU may be offered once")
+            if not 0 <= count <= 1_000_000:
+                raise ValueError(f"owned {shorten(gpu, 40)} must be between 0 and 1,000,000")
+        object.__setattr__(self, "owned", canonical_gpu_keys(self.owned))  # aliases of one GPU are an error, not a silent overwrite
+        offered = [_canonical_gpu(o.gpu) for o in self.offers]
+        repeated = sorted({g for g in offered if offered.count(g) > 1})
+        if repeated:
+            raise ValueError(f"each GPU may be offered once (offered more than once, counting aliases: {', '.join(repeated)})")
         if not self.owned and not self.offers:
             raise ValueError("the fleet needs owned GPUs or offers to buy or rent")
         Assumptions.with_overrides(self.assumptions)
         return self
+
+
+def _canonical_gpu(name: str) -> str:
+    """The catalog id of a GPU name or alias (the name itself when unknown; load_fleet reports unknown names)."""
+    from planner.errors import UnknownNameError
+
+    try:
+        return resolve_gpu(name).name
+    except UnknownNameError:
+        return name
 
 
 class FleetCandidate(BaseModel):
@@ -133,9 +173,19 @@ class FleetCandidate(BaseModel):
     gpu: str = Field(description="GPU id.")
     source: str = Field(description="pool (owned + bought) or rent.")
     num_gpus: int = Field(description="GPUs it holds while active.")
-    weeks: tuple[int, ...] = Field(description="Weeks it holds them.")
+    weeks: tuple[int, ...] = Field(description="Weeks it holds them at its earliest start.")
+    starts: tuple[int, ...] = Field(default=(), description="Start weeks it may take (one when fixed; empty = weeks[0]).")
     cost_usd: float = Field(description="Its own cost: pool power or rent, over the horizon.")
     evaluation: TrainingEvaluation | InferenceEvaluation = Field(description="The evaluated plan.")
+
+    @property
+    def start_options(self) -> tuple[int, ...]:
+        """Start weeks the solver may choose."""
+        return self.starts or (self.weeks[0],)
+
+    def weeks_from(self, start: int) -> tuple[int, ...]:
+        """Weeks held when it starts in week `start`."""
+        return tuple(range(start, start + len(self.weeks)))
 
 
 class FleetAssignment(BaseModel):
@@ -177,6 +227,12 @@ def load_fleet(path: str | Path) -> FleetScenario:
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of fleet fields at the top level.")
     try:
+        reject_bools(FleetScenario, data)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+    if isinstance(data.get("workloads"), list):  # a workload's model path is relative to the fleet file
+        data = {**data, "workloads": [resolve_relative_paths(w, path.parent) if isinstance(w, dict) else w for w in data["workloads"]]}
+    try:
         fleet = FleetScenario.model_validate(data)
     except ValidationError as err:
         raise InputError(validation_message(err, str(path))) from None
@@ -214,9 +270,20 @@ def active_weeks(fleet: FleetScenario, w: FleetWorkload, e: TrainingEvaluation |
     if w.repeat_weekly:
         return tuple(range(w.start_week, end)) if days <= 7.0 else None
     weeks = max(1, math.ceil(days / 7.0 - 1e-9))
-    if w.start_week + weeks > end:
+    start = w.start_week
+    if w.scheduled:
+        start, end = w.window(fleet.horizon_weeks)
+    if start + weeks > end:
         return None
-    return tuple(range(w.start_week, w.start_week + weeks))
+    return tuple(range(start, start + weeks))
+
+
+def start_weeks(fleet: FleetScenario, w: FleetWorkload, weeks: tuple[int, ...]) -> tuple[int, ...]:
+    """Start weeks a plan of `len(weeks)` weeks may take: its window's, or its fixed start."""
+    if not w.scheduled:
+        return (weeks[0],)
+    lo, hi = w.window(fleet.horizon_weeks)
+    return tuple(range(lo, hi - len(weeks) + 1))
 
 
 def plan_options(fleet: FleetScenario, w: FleetWorkload, gpus: list[str], assumptions: Assumptions) -> list[tuple[TrainingEvaluation | InferenceEvaluation, tuple[int, ...]]]:
@@ -255,6 +322,28 @@ def run_hours(w: FleetWorkload, e: TrainingEvaluation | InferenceEvaluation, wee
     return len(weeks) * HOURS_PER_WEEK * w.duty_cycle
 
 
+def spot_weeks(fleet: FleetScenario, w: FleetWorkload, e: TrainingEvaluation | InferenceEvaluation, weeks: tuple[int, ...],
+               hours: float, quote: PriceQuote, assumptions: Assumptions) -> tuple[tuple[int, ...] | None, float]:
+    """Weeks and run hours of a rented training run on spot: its time grows by the expected restarts (cost.spot_risk,
+    Young/Daly); None when the longer run misses its deadline, its week or its window. Unchanged off spot and for serving."""
+    if quote.term is not PriceTerm.SPOT or quote.interruptions_per_instance_hour <= 0 or not isinstance(e, TrainingEvaluation):
+        return weeks, hours
+    risk = spot_risk(e.perf.time_to_train_s, int(instances_needed(e.layout.num_gpus, quote.gpus_per_instance)), quote, assumptions)
+    if not math.isfinite(risk.expected_time_s):
+        return None, hours
+    factor = risk.expected_time_s / e.perf.time_to_train_s
+    days = risk.expected_time_s / 86400.0
+    if w.deadline_days is not None and days > w.deadline_days:
+        return None, hours
+    if w.repeat_weekly:
+        return (weeks, hours * factor) if days <= 7.0 else (None, hours)
+    count = max(1, math.ceil(days / 7.0 - 1e-9))
+    end = w.window(fleet.horizon_weeks)[1] if w.scheduled else (w.end_week or fleet.horizon_weeks)
+    if weeks[0] + count > end:
+        return None, hours
+    return tuple(range(weeks[0], weeks[0] + count)), hours * factor
+
+
 def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[FleetCandidate]:
     """Every (workload, plan, source) pair with its own cost."""
     gpus = fleet_gpus(fleet)
@@ -275,14 +364,21 @@ def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[Fle
             pool_ok = owned.get(g, 0) > 0 or (g in offers and offers[g].buy)
             if pool_ok and g in onprem:
                 power = n * hours * power_usd_per_gpu_hour(onprem[g].watts_per_gpu_at_wall, assumptions)
-                out.append(FleetCandidate(workload=w.name, gpu=g, source="pool", num_gpus=n, weeks=weeks, cost_usd=power, evaluation=e))
+                out.append(FleetCandidate(workload=w.name, gpu=g, source="pool", num_gpus=n, weeks=weeks,
+                                          starts=start_weeks(fleet, w, weeks), cost_usd=power, evaluation=e))
             offer = offers.get(g)
             if offer is not None and offer.rent_term is not None:
-                quote = price_quote(g, Pricing(term=offer.rent_term), assumptions)
+                quote = price_quote(g, Pricing(term=offer.rent_term, provider=offer.rent_provider), assumptions)
                 if quote is not None:
-                    billed = len(weeks) * HOURS_PER_WEEK if offer.rent_term in (PriceTerm.RESERVED_1Y, PriceTerm.RESERVED_3Y) else hours
-                    out.append(FleetCandidate(workload=w.name, gpu=g, source="rent", num_gpus=n, weeks=weeks,
-                                              cost_usd=n * billed * quote.usd_per_gpu_hour, evaluation=e))
+                    unit = e.layout.gpus_per_replica if isinstance(e, InferenceEvaluation) else n
+                    quote = offer_for(quote, unit, min(unit, resolve_gpu(g).gpus_per_node))
+                    paid = rented_gpus(unit, quote.gpus_per_instance) * (e.layout.replicas if isinstance(e, InferenceEvaluation) else 1)
+                    rent_weeks, rent_hours = spot_weeks(fleet, w, e, weeks, hours, quote, assumptions)
+                    if rent_weeks is None:
+                        continue
+                    billed = len(rent_weeks) * HOURS_PER_WEEK if offer.rent_term in (PriceTerm.RESERVED_1Y, PriceTerm.RESERVED_3Y) else rent_hours
+                    out.append(FleetCandidate(workload=w.name, gpu=g, source="rent", num_gpus=paid, weeks=rent_weeks,
+                                              starts=start_weeks(fleet, w, rent_weeks), cost_usd=paid * billed * quote.usd_per_gpu_hour, evaluation=e))
         if len(out) == before:
             on = sorted({e.layout.gpu for e, _ in options})
             raise InfeasibleError(f"{fleet.name}: workload {w.name} fits only on {', '.join(on)}, which the fleet neither owns, "
@@ -291,10 +387,12 @@ def build_candidates(fleet: FleetScenario, assumptions: Assumptions) -> list[Fle
 
 
 def amortised_capex_per_gpu(fleet: FleetScenario, gpu: str, assumptions: Assumptions) -> float | None:
-    """Capex share of one bought GPU over the horizon: capex x horizon / life (straight-line; past the life it buys replacements)."""
+    """Horizon cost of one bought GPU: capex x horizon / life (straight-line; past the life it buys replacements) plus its
+    hosting (kW x $/kW-month) for the horizon, paid whether it runs or not."""
     for row in load_onprem():
         if row.gpu == gpu:
-            return capex_usd_per_gpu_hour(row.capex_usd_per_gpu, row.expected_life_years) * fleet.horizon_weeks * HOURS_PER_WEEK
+            per_hour = capex_usd_per_gpu_hour(row.capex_usd_per_gpu, row.expected_life_years) + hosting_usd_per_gpu_hour(row.watts_per_gpu_at_wall, assumptions)
+            return per_hour * fleet.horizon_weeks * HOURS_PER_WEEK
     return None
 
 
@@ -302,7 +400,7 @@ def amortised_capex_per_gpu(fleet: FleetScenario, gpu: str, assumptions: Assumpt
 
 
 def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
-    """The cheapest fleet and assignment (raises InfeasibleError naming the conflicting limits)."""
+    """The cheapest fleet, assignment and schedule (raises InfeasibleError naming the conflicting limits)."""
     assumptions = Assumptions.with_overrides(fleet.assumptions)
     cands = build_candidates(fleet, assumptions)
     owned = {resolve_gpu(g).name: n for g, n in fleet.owned.items()}
@@ -312,47 +410,34 @@ def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
     limits: dict[str, cp_model.IntVar] = {}
 
     def limit(key: str) -> cp_model.IntVar:
-        literal = model.new_bool_var(key)
-        model.add_assumption(literal)
-        limits[key] = literal
-        return literal
+        if key not in limits:
+            literal = model.new_bool_var(key)
+            model.add_assumption(literal)
+            limits[key] = literal
+        return limits[key]
 
     # Each workload runs exactly one plan on one source.
     for w in fleet.workloads:
         model.add_exactly_one(z[i] for i, c in enumerate(cands) if c.workload == w.name)
+
+    # When each candidate runs: an optional interval [start, start + weeks), present iff chosen.
+    starts, intervals = add_schedule(model, cands, z)
 
     # Whole nodes bought per GPU type, within the vendors' availability.
     bought_nodes: dict[str, cp_model.IntVar] = {}
     for g in fleet_gpus(fleet):
         offer = offers.get(g)
         node = resolve_gpu(g).gpus_per_node
-        cap = (offer.max_buy_gpus if offer and offer.max_buy_gpus is not None else 1 << 16) // node if offer and offer.buy else 0
-        bought_nodes[g] = model.new_int_var(0, 1 << 16, f"b_{g}")
+        pool_gpus = sum(c.num_gpus for c in cands if c.gpu == g and c.source == "pool")  # never useful to buy more
+        bought_nodes[g] = model.new_int_var(0, -(-pool_gpus // node), f"b_{g}")
         if offer is not None and offer.buy and offer.max_buy_gpus is not None:
-            model.add(bought_nodes[g] <= cap).only_enforce_if(limit(f"max_buy:{g}"))
+            model.add(bought_nodes[g] <= offer.max_buy_gpus // node).only_enforce_if(limit(f"max_buy:{g}"))
         elif not (offer and offer.buy):
             model.add(bought_nodes[g] == 0)
 
-    # Each week, workloads on the pool of type g fit in owned + bought GPUs (bought only after the lead time).
-    for g in fleet_gpus(fleet):
-        node = resolve_gpu(g).gpus_per_node
-        lead = offers[g].lead_time_weeks if g in offers else 0
-        for t in range(fleet.horizon_weeks):
-            demand = [c.num_gpus * z[i] for i, c in enumerate(cands) if c.gpu == g and c.source == "pool" and t in c.weeks]
-            if not demand:
-                continue
-            buyable = g in offers and offers[g].buy
-            if not buyable:
-                model.add(sum(demand) <= owned.get(g, 0)).only_enforce_if(limit(f"owned:{g}"))
-            elif t >= lead:
-                model.add(sum(demand) <= owned.get(g, 0) + node * bought_nodes[g])
-            else:  # before the lead time only owned GPUs serve; the lead time is a limit that can be named
-                lead_literal = limits[f"lead_time:{g}"] if f"lead_time:{g}" in limits else limit(f"lead_time:{g}")
-                model.add(sum(demand) <= owned.get(g, 0)).only_enforce_if(lead_literal)
-                model.add(sum(demand) <= owned.get(g, 0) + node * bought_nodes[g])
-            rented = [c.num_gpus * z[i] for i, c in enumerate(cands) if c.gpu == g and c.source == "rent" and t in c.weeks]
-            if rented and g in offers and offers[g].max_rent_gpus is not None:
-                model.add(sum(rented) <= offers[g].max_rent_gpus).only_enforce_if(limit(f"max_rent:{g}@w{t}"))
+    add_pool_capacity(model, fleet, cands, z, intervals, bought_nodes, owned, offers, limit)
+    add_rent_caps(model, cands, z, intervals, offers, limit)
+    add_weekly_load(model, fleet, cands, z, bought_nodes, owned, offers, limit)
 
     capex = {g: amortised_capex_per_gpu(fleet, g, assumptions) or 0.0 for g in fleet_gpus(fleet)}
     purchase = sum(scaled(capex[g] * resolve_gpu(g).gpus_per_node, "usd") * bought_nodes[g] for g in bought_nodes)
@@ -360,8 +445,10 @@ def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
     total = purchase + running
     if fleet.budget_usd is not None:
         model.add(total <= scaled(fleet.budget_usd, "usd", "limit")).only_enforce_if(limit("budget"))
-    # Ties: among fleets of the same cost, fewer bought nodes, then the earliest candidates.
-    tiebreak = sum(bought_nodes.values()) * (len(cands) * len(cands) + 1) + sum(i * zi for i, zi in enumerate(z))
+    # Ties: among fleets of the same cost, fewer bought nodes, then the earliest candidates, then the earliest starts.
+    late = sum(starts)
+    span = fleet.horizon_weeks * len(cands) + 1
+    tiebreak = (sum(bought_nodes.values()) * (len(cands) * len(cands) + 1) + sum(i * zi for i, zi in enumerate(z))) * span + late
     result = solve_lexicographic(model, total, False, tiebreak, z, time_limit_s)
     if result.status == cp_model.INFEASIBLE:
         core = {lit.index for lit in limits.values()} & set(result.first.sufficient_assumptions_for_infeasibility())
@@ -372,12 +459,88 @@ def solve_fleet(fleet: FleetScenario, time_limit_s: float = 30.0) -> FleetPlan:
         raise InputError(f"{fleet.name}: the numbers are too large for the solver's integers; check budgets, tokens and horizons.")
     if not result.found:
         raise InfeasibleError(f"{fleet.name}: CP-SAT found no fleet within {time_limit_s:g} s; raise --time-limit.")
-    return _fleet_plan(fleet, cands, z, bought_nodes, capex, result.solver, result.proved, assumptions, result.wall_time_s)
+    return _fleet_plan(fleet, cands, z, starts, bought_nodes, capex, result.solver, result.proved, assumptions, result.wall_time_s)
 
 
-def _fleet_plan(fleet: FleetScenario, cands: list[FleetCandidate], z: list, bought_nodes: dict, capex: dict[str, float],
+def add_schedule(model: cp_model.CpModel, cands: list[FleetCandidate], z: list) -> tuple[list, list]:
+    """Start week (constant or IntVar over the window) and optional interval of every candidate."""
+    starts, intervals = [], []
+    for i, c in enumerate(cands):
+        options = c.start_options
+        start = options[0] if len(options) == 1 else model.new_int_var_from_domain(cp_model.Domain.from_values(options), f"t{i}")
+        starts.append(start)
+        intervals.append(model.new_optional_fixed_size_interval_var(start, len(c.weeks), z[i], f"run{i}"))
+    return starts, intervals
+
+
+def add_pool_capacity(model: cp_model.CpModel, fleet: FleetScenario, cands: list[FleetCandidate], z: list, intervals: list,
+                      bought_nodes: dict, owned: dict[str, int], offers: dict[str, GpuOffer], limit: Any) -> None:
+    """Cumulative per GPU pool: runs on the pool hold at most owned + bought GPUs at once; bought ones only after the lead time."""
+    for g in fleet_gpus(fleet):
+        members = [i for i, c in enumerate(cands) if c.gpu == g and c.source == "pool"]
+        if not members:
+            continue
+        node = resolve_gpu(g).gpus_per_node
+        big = sum(cands[i].num_gpus for i in members)
+        buyable = g in offers and offers[g].buy
+        ivs, demands = [intervals[i] for i in members], [cands[i].num_gpus for i in members]
+        if not buyable:
+            relax = limit(f"owned:{g}")
+            model.add_cumulative(ivs, demands, owned.get(g, 0) + big - big * relax)
+            continue
+        lead = offers[g].lead_time_weeks
+        if lead > 0:  # bought nodes arrive after the lead time: a fixed interval [0, lead) holds them until then
+            held = model.new_int_var(0, node * -(-big // node), f"lead_{g}")
+            model.add(held == node * bought_nodes[g]).only_enforce_if(limit(f"lead_time:{g}"))
+            ivs.append(model.new_fixed_size_interval_var(0, min(lead, fleet.horizon_weeks), f"arrival_{g}"))
+            demands.append(held)
+        model.add_cumulative(ivs, demands, owned.get(g, 0) + node * bought_nodes[g])
+
+
+def add_weekly_load(model: cp_model.CpModel, fleet: FleetScenario, cands: list[FleetCandidate], z: list,
+                    bought_nodes: dict, owned: dict[str, int], offers: dict[str, GpuOffer], limit: Any) -> None:
+    """The capacities week by week over the fixed-start candidates: redundant with the cumulatives, a tight linear relaxation.
+
+    A candidate with a choice of start weeks counts only in the weeks every start covers (its
+    compulsory part, [last start, first start + duration)); leaving the rest to the cumulatives
+    keeps each weekly row a valid relaxation. The weekly rows carry the same assumption literals.
+    """
+    active: list[dict[int, list]] = []
+    for i, c in enumerate(cands):
+        first, last = min(c.start_options), max(c.start_options)
+        active.append({t: [z[i]] for t in range(last, first + len(c.weeks))})
+    for g in fleet_gpus(fleet):
+        node = resolve_gpu(g).gpus_per_node
+        offer = offers.get(g)
+        buyable = offer is not None and offer.buy
+        lead = offer.lead_time_weeks if offer is not None else 0
+        for t in range(fleet.horizon_weeks):
+            pool = [c.num_gpus * x for i, c in enumerate(cands) if c.gpu == g and c.source == "pool" for x in active[i].get(t, ())]
+            if pool and not buyable:
+                model.add(sum(pool) <= owned.get(g, 0)).only_enforce_if(limit(f"owned:{g}"))
+            elif pool:
+                model.add(sum(pool) <= owned.get(g, 0) + node * bought_nodes[g])
+                if t < lead:
+                    model.add(sum(pool) <= owned.get(g, 0)).only_enforce_if(limit(f"lead_time:{g}"))
+            rented = [c.num_gpus * x for i, c in enumerate(cands) if c.gpu == g and c.source == "rent" for x in active[i].get(t, ())]
+            if rented and offer is not None and offer.max_rent_gpus is not None:
+                model.add(sum(rented) <= offer.max_rent_gpus).only_enforce_if(limit(f"max_rent:{g}"))
+
+
+def add_rent_caps(model: cp_model.CpModel, cands: list[FleetCandidate], z: list, intervals: list, offers: dict[str, GpuOffer], limit: Any) -> None:
+    """Cumulative per rented GPU type: at most max_rent_gpus rented at once."""
+    for g, offer in offers.items():
+        members = [i for i, c in enumerate(cands) if c.gpu == g and c.source == "rent"]
+        if not members or offer.max_rent_gpus is None:
+            continue
+        big = sum(cands[i].num_gpus for i in members)
+        relax = limit(f"max_rent:{g}")
+        model.add_cumulative([intervals[i] for i in members], [cands[i].num_gpus for i in members], offer.max_rent_gpus + big - big * relax)
+
+
+def _fleet_plan(fleet: FleetScenario, cands: list[FleetCandidate], z: list, starts: list, bought_nodes: dict, capex: dict[str, float],
                 solver: cp_model.CpSolver, proved: bool, assumptions: Assumptions, solve_time_s: float) -> FleetPlan:
-    chosen = [c for i, c in enumerate(cands) if solver.boolean_value(z[i])]
+    chosen = [c.model_copy(update={"weeks": c.weeks_from(int(solver.value(starts[i])))}) for i, c in enumerate(cands) if solver.boolean_value(z[i])]
     assignments, verified = [], True
     for c in chosen:
         w = next(x for x in fleet.workloads if x.name == c.workload)
@@ -396,3 +559,71 @@ def _fleet_plan(fleet: FleetScenario, cands: list[FleetCandidate], z: list, boug
                      bought_gpus=bought, owned_gpus={resolve_gpu(g).name: n for g, n in fleet.owned.items()},
                      peak_rented_gpus=peak_rent, assignments=tuple(assignments), solve_time_s=solve_time_s,
                      candidates=len(cands), verified=verified)
+
+
+# ---- explaining a fleet plan -----------------------------------------------------------------
+
+
+def fleet_timeline(fleet: FleetScenario, plan: FleetPlan) -> tuple[list[str], list[list[str]]]:
+    """Week-by-week table: each workload's GPUs and source, then per GPU type the pool (owned, bought usable, in use) and rented GPUs."""
+    weeks = range(fleet.horizon_weeks)
+    headers = ["", *(f"w{t}" for t in weeks)]
+    rows = []
+    for a in plan.assignments:
+        rows.append([f"{a.workload}", *(f"{a.num_gpus} {a.gpu} {a.source}" if a.weeks[0] <= t < a.weeks[1] else "" for t in weeks)])
+    offers = {resolve_gpu(o.gpu).name: o for o in fleet.offers}
+    for g in sorted({a.gpu for a in plan.assignments} | set(plan.owned_gpus) | set(plan.bought_gpus)):
+        owned, bought = plan.owned_gpus.get(g, 0), plan.bought_gpus.get(g, 0)
+        lead = offers[g].lead_time_weeks if g in offers else 0
+        used = [sum(a.num_gpus for a in plan.assignments if a.gpu == g and a.source == "pool" and a.weeks[0] <= t < a.weeks[1]) for t in weeks]
+        rented = [sum(a.num_gpus for a in plan.assignments if a.gpu == g and a.source == "rent" and a.weeks[0] <= t < a.weeks[1]) for t in weeks]
+        if owned or bought:
+            rows.append([f"{g} pool: owned + bought usable", *(str(owned + (bought if t >= lead else 0)) for t in weeks)])
+            rows.append([f"{g} pool: in use", *(str(u) for u in used)])
+        if any(rented):
+            rows.append([f"{g} rented", *(str(r) for r in rented)])
+    return headers, rows
+
+
+def purchase_reasons(fleet: FleetScenario, plan: FleetPlan) -> list[str]:
+    """One sentence per buyable GPU type: why it was bought, or why not (the utilisation at which buying beats renting)."""
+    assumptions = Assumptions.with_overrides(fleet.assumptions)
+    onprem = {row.gpu: row for row in load_onprem()}
+    hours = fleet.horizon_weeks * HOURS_PER_WEEK
+    out = []
+    for offer in fleet.offers:
+        g = resolve_gpu(offer.gpu).name
+        if not offer.buy:
+            out.append(f"{g}: buying was not offered.")
+            continue
+        if g not in onprem:
+            out.append(f"{g}: not bought, no on-prem purchase row in catalogs/onprem.csv.")
+            continue
+        node = resolve_gpu(g).gpus_per_node
+        fixed = amortised_capex_per_gpu(fleet, g, assumptions) or 0.0
+        power = power_usd_per_gpu_hour(onprem[g].watts_per_gpu_at_wall, assumptions)
+        quote = price_quote(g, Pricing(term=offer.rent_term, provider=offer.rent_provider), assumptions) if offer.rent_term else None
+        rent = offer_for(quote, node).usd_per_gpu_hour if quote else None
+        usable_h = max(0, fleet.horizon_weeks - offer.lead_time_weeks) * HOURS_PER_WEEK
+        ran = sum(a.num_gpus * (min(a.weeks[1], fleet.horizon_weeks) - max(a.weeks[0], offer.lead_time_weeks)) * HOURS_PER_WEEK
+                  for a in plan.assignments if a.gpu == g and a.source == "pool" and a.weeks[1] > offer.lead_time_weeks)
+        if rent is not None and rent > power:
+            threshold = fixed / (rent - power)
+            rule = (f"a bought {g} costs {fixed:,.0f} USD over the {fleet.horizon_weeks}-week horizon (capex share and hosting) plus "
+                    f"{power:.3f} USD per hour of power, so it beats renting at {rent:.2f} USD/GPU-h only when it runs more than "
+                    f"{threshold:,.0f} hours ({threshold / hours:.0%} of the horizon); the lead time of {offer.lead_time_weeks} weeks leaves "
+                    f"{usable_h:,.0f} hours")
+        elif rent is not None:
+            rule = f"renting at {rent:.2f} USD/GPU-h costs less than the power of an owned {g} ({power:.3f} USD/h)"
+        else:
+            rule = f"{g} cannot be rented, so buying is the only way to add {g} beyond the owned ones"
+        bought = plan.bought_gpus.get(g, 0)
+        if bought:
+            out.append(f"Bought {bought} {g} ({bought // node} servers of {node}), usable from week {offer.lead_time_weeks}: "
+                       f"they run {ran / bought:,.0f} hours each on average; {rule}.")
+        elif not any(a.gpu == g for a in plan.assignments):
+            out.append(f"Did not buy {g}: no workload runs on {g} in the cheapest fleet (its plans cost more on {g} than on the "
+                       f"GPUs chosen); {rule}.")
+        else:
+            out.append(f"Did not buy {g}: {rule}.")
+    return out

@@ -89,14 +89,20 @@ def ring_allreduce_s(message_bytes: Num, ranks: Num, bandwidth_gbps: Num, latenc
     return where(ranks <= 1, 0.0, 2.0 * (ranks - 1) / ranks * message_bytes / (bandwidth_gbps * 1e9) + 2 * (ranks - 1) * latency_s)
 
 
-def group_bandwidth_gbps(gpu: GpuSpec, size: Num, stride: Num, gpus_per_node: int) -> Num:
-    """Per-GPU bandwidth of a serving TP group of `size` ranks spaced `stride` apart, GB/s.
+def group_bandwidth_gbps(gpu: GpuSpec, size: Num, stride: Num, gpus_per_node: int, collective: bool = True) -> Num:
+    """Per-GPU bandwidth of a serving group of `size` ranks spaced `stride` apart (the inner parallel degrees), GB/s.
 
-    Inside one node: the scale-up link. Across nodes, one ring per group member on a node, each
-    over its own NIC, capped by the scale-up link (nccl-tests PERFORMANCE.md, 'bus bandwidth').
+    Inside one node: the scale-up link. Across nodes, a ring collective (all-reduce, all-gather,
+    reduce-scatter) runs one ring per group member on a node, each over its own NIC, so it gets
+    the NIC bandwidth times the members per node, capped by the scale-up link (NCCL's
+    multi-node bus bandwidth approaches the node's aggregate NIC rate: nccl-tests PERFORMANCE.md,
+    'bus bandwidth'). Point-to-point sends and all-to-all get one NIC per GPU.
     """
-    members_per_node = np.maximum(1, np.minimum(size, gpus_per_node // stride))
-    across = np.minimum(gpu.scaleup_link_gbps, gpu.network_gbps_per_gpu * members_per_node)
+    if not collective:
+        across = gpu.network_gbps_per_gpu + 0.0 * size
+    else:
+        members_per_node = np.maximum(1, np.minimum(size, gpus_per_node // stride))
+        across = np.minimum(gpu.scaleup_link_gbps, gpu.network_gbps_per_gpu * members_per_node)
     return where(size * stride <= gpus_per_node, gpu.scaleup_link_gbps, across)
 
 

@@ -24,15 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from planner.catalog import GpuSpec, model_entry, resolve_gpu
-from planner.cost import PriceQuote, price_quote
+from planner.catalog import load_onprem
+from planner.cost import (
+    HOURS_PER_MONTH, PriceQuote, break_even_month, hosting_usd_per_gpu_hour, instances_needed, offer_for, power_usd_per_gpu_hour,
+    price_quote, rented_gpus,
+)
+from planner.scenario import Pricing
 from planner.enums import PriceTerm
 from planner.files import write_atomically
-from planner.fleet import FleetPlan, FleetScenario, solve_fleet
+from planner.fleet import FleetPlan, FleetScenario, fleet_timeline, purchase_reasons, solve_fleet
 from planner.errors import InputError, PlannerError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
 from planner.solver import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, plan_cost, plan_throughput, solve
-from planner.units import BYTES_PER_GIB
+from planner.units import BYTES_PER_GIB, HOURS_PER_YEAR
 
 Evaluation = TrainingEvaluation | InferenceEvaluation
 
@@ -82,6 +87,8 @@ class Report:
     pareto_svg: str
     extra_solves: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    plain: str = ""
+    costs: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def training(self) -> bool:
@@ -154,6 +161,10 @@ def _precision(e: Evaluation) -> str:
 
 def _row_from_plan(label: str, plan: Plan, note: str = "", recommended: bool = False) -> ComparisonRow:
     e = plan.evaluation
+    if e.price is not None:
+        servers, k, paid = _servers(e)
+        unit = "servers bought" if e.price.term is PriceTerm.ON_PREM else "instances rented"
+        note = "; ".join(x for x in (note, f"{servers} x {k}-GPU {unit}, {paid} GPUs paid for") if x)
     return ComparisonRow(
         label=label, feasible=True, summary=layout_summary(e), gpu=e.layout.gpu, num_gpus=e.layout.num_gpus, cost=plan_cost(e),
         throughput_tokens_per_s=plan_throughput(e),
@@ -284,6 +295,7 @@ def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["text.parse_math"] = False  # a '$' in a user's name is text, never mathtext to parse
     import matplotlib.pyplot as plt
 
     return plt
@@ -391,6 +403,112 @@ def _recommendation(scenario: Scenario, plan: Plan) -> str:
     return head + body + tail
 
 
+# ---- for the reader who pays ---------------------------------------------------------------
+
+
+def _servers(e: Evaluation) -> tuple[int, int, int]:
+    """(instances or servers, GPUs per instance, GPUs paid for) of a plan: each serving replica rents its own instances."""
+    k = e.price.gpus_per_instance if e.price else 1
+    if isinstance(e, InferenceEvaluation):
+        per_replica = int(instances_needed(e.layout.gpus_per_replica, k))
+        return e.layout.replicas * per_replica, k, e.layout.replicas * per_replica * k
+    count = int(instances_needed(e.layout.num_gpus, k))
+    return count, k, count * k
+
+
+def _setup(e: Evaluation) -> str:
+    lay = e.layout
+    if isinstance(e, InferenceEvaluation):
+        parts = [f"{lay.weight_precision.value.upper()} weights", f"{lay.kv_precision.value.upper()} KV cache", f"tensor-parallel {lay.tp}"]
+        if lay.pp > 1:
+            parts.append(f"pipeline-parallel {lay.pp}")
+        parts.append(f"{lay.replicas} replica{'s' if lay.replicas != 1 else ''} of batch {lay.batch}")
+        return ", ".join(parts)
+    return f"{lay.precision.value.upper()} training with TP {lay.tp} x PP {lay.pp} x DP {lay.dp}, ZeRO-{int(lay.zero)}"
+
+
+def plain_recommendation(scenario: Scenario, plan: Plan) -> str:
+    """One sentence a buyer can act on: rent or buy how many servers of what, at what price, set up how, for how much."""
+    e = plan.evaluation
+    q = e.price
+    servers, k, paid = _servers(e)
+    gpu = e.layout.gpu
+    noun = "server" if servers == 1 else "servers"
+    if q is not None and q.term is PriceTerm.ON_PREM:
+        head = f"Buy {servers} {noun} of {k}x {gpu} ({money(q.usd_per_instance_hour)}/h each as amortised capex, power and hosting)"
+    elif q is not None:
+        where = "" if q.provider == "scenario" else f" ({q.provider} {q.offering}, {q.term.value.replace('_', '-')})"
+        head = f"Rent {servers} {noun} of {k}x {gpu}{where} at {money(q.usd_per_instance_hour)}/h each"
+    else:
+        head = f"Use {paid}x {gpu}"
+    if isinstance(e, InferenceEvaluation):
+        usd_h = e.usd_per_hour or 0.0
+        body = (f", {_setup(e)}, serving {e.fleet_output_tokens_per_s:,.0f} output tokens/s: {money(usd_h)}/h, "
+                f"{money(usd_h * HOURS_PER_MONTH)} a month, {money(usd_h * HOURS_PER_YEAR)} a year.")
+    else:
+        days = e.perf.time_to_train_s / 86400.0
+        body = f" for {days:,.1f} days, {_setup(e)}: {money(e.cost_usd)} for the run."
+    extra = []
+    if paid > e.layout.num_gpus:
+        whole = "servers are bought whole" if q is not None and q.term is PriceTerm.ON_PREM else "instances are rented whole"
+        extra.append(f"{paid - e.layout.num_gpus} of the {paid} GPUs paid for sit idle, because {whole}.")
+    if isinstance(e, TrainingEvaluation) and e.spot is not None:
+        sp = e.spot
+        extra.append(f"On spot, {sp.expected_interruptions:,.1f} expected preemptions (one per {sp.mtbf_s / 3600:,.1f} h of the job) "
+                     f"with a checkpoint every {sp.checkpoint_interval_s / 60:,.0f} min (Young/Daly) add "
+                     f"{(sp.expected_time_s / sp.compute_time_s - 1):.1%} to the time and cost.")
+    if q is not None and q.stale:
+        extra.append(f"The price row is dated {q.as_of}, older than {scenario.resolved_assumptions().price_stale_after_days} days: check it.")
+    if q is not None and q.placeholder:
+        extra.append("The price is a PLACEHOLDER row (allowed by the scenario), not a quoted offer.")
+    return " ".join([head + body, *extra])
+
+
+def payer_costs(scenario: Scenario, plan: Plan) -> list[tuple[str, str, str]]:
+    """Hourly, monthly and annual cost of the plan, and what buying the same GPUs would cost: capex, power, hosting, break-even month."""
+    e = plan.evaluation
+    assumptions = scenario.resolved_assumptions()
+    servers, k, paid = _servers(e)
+    rows: list[tuple[str, str, str]] = []
+    term = scenario.pricing.term
+    if isinstance(e, InferenceEvaluation):
+        usd_h = e.usd_per_hour or 0.0
+        rows += [("cost per hour", money(usd_h), f"{paid} GPUs paid for ({servers} x {k}-GPU instances or servers)"),
+                 ("cost per month", money(usd_h * HOURS_PER_MONTH), "x 730 h, running all month"),
+                 ("cost per year", money(usd_h * HOURS_PER_YEAR), "x 8,760 h")]
+    else:
+        usd_h = (e.cost_usd or 0.0) / (e.perf.time_to_train_s / 3600.0) if e.perf.time_to_train_s else 0.0
+        rows += [("cost of the run", money(e.cost_usd), f"{paid} GPUs paid for over {e.perf.time_to_train_s / 86400:,.1f} days"),
+                 ("cost per month while it runs", money(usd_h * HOURS_PER_MONTH), f"{money(usd_h)}/h x 730 h")]
+    onprem = next((r for r in load_onprem() if r.gpu == e.layout.gpu), None)
+    if onprem is None:
+        rows.append(("buying", "n/a", f"no on-prem row for {e.layout.gpu} in catalogs/onprem.csv"))
+        return rows
+    node = resolve_gpu(e.layout.gpu).gpus_per_node
+    bought_servers = int(instances_needed(e.layout.num_gpus, node))
+    gpus = bought_servers * node
+    capex = gpus * onprem.capex_usd_per_gpu
+    power_month = gpus * power_usd_per_gpu_hour(onprem.watts_per_gpu_at_wall, assumptions) * HOURS_PER_MONTH
+    hosting_month = gpus * hosting_usd_per_gpu_hour(onprem.watts_per_gpu_at_wall, assumptions) * HOURS_PER_MONTH
+    rows += [("buy: capex", money(capex), f"{bought_servers} server{'s' if bought_servers != 1 else ''} of {node}x {e.layout.gpu} at {money(onprem.capex_usd_per_gpu)} per GPU ({onprem.source[:80]})"),
+             ("buy: power per month", money(power_month), f"{gpus} x {onprem.watts_per_gpu_at_wall:g} W x PUE {assumptions.pue:g} x {money(assumptions.usd_per_kwh)}/kWh x 730 h, at full load"),
+             ("buy: hosting per month", money(hosting_month), f"{gpus * onprem.watts_per_gpu_at_wall / 1000:,.1f} kW x {money(assumptions.hosting_usd_per_kw_month)}/kW-month")]
+    rent_quote = e.price if term is not PriceTerm.ON_PREM else price_quote(e.layout.gpu, Pricing(term=PriceTerm.ON_DEMAND), assumptions)
+    if rent_quote is None:
+        rows.append(("buy: break-even against renting", "n/a", f"no on-demand price for {e.layout.gpu}"))
+        return rows
+    rent_quote = offer_for(rent_quote, gpus, min(gpus, node))
+    rent_month = int(rented_gpus(gpus, rent_quote.gpus_per_instance)) * rent_quote.usd_per_gpu_hour * HOURS_PER_MONTH
+    month = break_even_month(capex, power_month + hosting_month, rent_month)
+    rows.append((f"rent {gpus} {e.layout.gpu} per month", money(rent_month),
+                 f"{rent_quote.provider} {rent_quote.offering}, {rent_quote.term.value}, running all month"))
+    rows.append(("buy: break-even against renting",
+                 f"month {month:,.1f}" if month is not None else "never",
+                 "capex / (rent per month - power and hosting per month), if kept busy all month"
+                 + (f"; beyond the {onprem.expected_life_years:g}-year life" if month is not None and month > 12 * onprem.expected_life_years else "")))
+    return rows
+
+
 def _prices(plan: Plan, term_plans: dict[str, Plan], scenario: Scenario) -> list[tuple[str, PriceQuote]]:
     """Distinct price rows behind the report's numbers, each with what used it."""
     out: list[tuple[str, PriceQuote]] = []
@@ -461,7 +579,7 @@ def build_report(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S)
         prices=tuple(_prices(plan, term_plans, scenario)), gpus=tuple(resolve_gpu(g) for g in gpu_names),
         assumptions=tuple(_assumption_rows(scenario)), provenance=tuple(_provenance(scenario, plan, generated, extra)),
         memory_svg=memory_chart(plan.evaluation), pareto_svg=pareto_chart(plan), extra_solves=extra,
-        notes=tuple(plan.evaluation.memory.notes),
+        notes=tuple(plan.evaluation.memory.notes), plain=plain_recommendation(scenario, plan), costs=tuple(payer_costs(scenario, plan)),
     )
 
 
@@ -510,7 +628,12 @@ def blocks(report: Report | FleetReport | StudyReport) -> list[Block]:
         out.append(("p", s.description))
     out.append(("p", f"Model {plan.model}, {plan.kind}; objective {plan.objective.value}; pricing term {s.pricing.term.value}. "
                      f"Generated {report.generated_utc} UTC."))
-    out += [("h2", "Recommendation"), ("callout", report.recommendation)]
+    out += [("h2", "Recommendation")]
+    if report.plain:
+        out.append(("callout", report.plain))
+    out += [("callout", report.recommendation)]
+    if report.costs:
+        out += [("h2", "What it costs"), ("table", ["item", "amount", "how"], [list(r) for r in report.costs], set())]
     out += [("h2", "Best plan per GPU type"), _comparison_table(report.by_gpu, "GPU", training)]
     out += [("h2", "Best plan per pricing term"), _comparison_table(report.by_term, "term", training), ("p", ON_PREM_NOTE)]
     out += [("h2", "Per-card memory of the recommended plan"), ("chart", "Per-card memory breakdown", report.memory_svg), _memory_table(e)]
@@ -524,8 +647,10 @@ def blocks(report: Report | FleetReport | StudyReport) -> list[Block]:
     out += [("h2", "Sensitivity"), ("p", "Each what-if is a fresh solve of the scenario with one input changed."),
             _comparison_table(report.sensitivity, "what-if", training)]
     out += [("h2", "Assumptions, sources and dates"), ("h3", "Prices used"),
-            ("table", ["used by", "GPU", "term", "$/GPU-h", "provider", "offering", "source", "as of"],
-             [[u, q.gpu, q.term.value, money(q.usd_per_gpu_hour), q.provider, q.offering, q.source, q.as_of] for u, q in report.prices], set())]
+            ("table", ["used by", "GPU", "term", "$/GPU-h", "GPUs/instance", "provider", "offering", "source", "as of", "flags"],
+             [[u, q.gpu, q.term.value, money(q.usd_per_gpu_hour), str(q.gpus_per_instance), q.provider, q.offering, q.source, q.as_of,
+               ", ".join(f for f, on in (("PLACEHOLDER", q.placeholder), ("STALE: older than the price_stale_after_days assumption", q.stale)) if on)]
+              for u, q in report.prices], set())]
     out += [("h3", "GPU catalog rows"),
             ("table", ["GPU", "name", "memory GiB", "HBM GB/s", "bf16 TFLOP/s", "specs source", "as of"],
              [[g.name, g.display_name, f"{g.memory_gib:g}", f"{g.hbm_bandwidth_gbps:g}", _num(g.bf16_dense_tflops), g.specs_source, g.as_of]
@@ -566,6 +691,10 @@ def fleet_blocks(report: FleetReport) -> list[Block]:
     out += [("h2", "Workloads"), ("table", ["workload", "plan", "source", "GPUs", "weeks", "power or rent"],
                                   [[a.workload, a.plan, a.source, str(a.num_gpus), f"{a.weeks[0]}-{a.weeks[1]}", money(a.cost_usd)]
                                    for a in p.assignments], set())]
+    headers, timeline = fleet_timeline(f, p)
+    out += [("h2", "Timeline"), ("p", "Workloads by week (GPUs, type, source), then each GPU pool by source."),
+            ("table", headers, timeline, set())]
+    out += [("h2", "Why each purchase was or was not made")] + [("p", reason) for reason in purchase_reasons(f, p)]
     out += [("p", "Pool = owned plus bought GPUs: workloads active in the same week never share a GPU; bought GPUs count from "
                   "their lead time on and cost capex x horizon / life; pool GPU-hours pay wall power x PUE x $/kWh; rented "
                   "GPU-hours pay the catalog price of the offer's term.")]
@@ -607,6 +736,9 @@ def build_study_report(study_file: Path, workers: int | None = None) -> StudyRep
     labels = [", ".join(f"{a.split('.')[-1]}={r[i]}" for i, a in enumerate(axes)) for r in rows]
     values = [float(v.replace(",", "")) if (v := r[len(axes) + 3]) else 0.0 for r in rows]
     ax.barh(range(len(rows)), values, color=["#4c72b0" if r[len(axes)] in ("optimal", "feasible") else "#c44e52" for r in rows])
+    for i, r in enumerate(rows):
+        if r[len(axes)] not in ("optimal", "feasible"):
+            ax.text(0, i, " NO PLAN", color="#c44e52", va="center", fontsize=8, fontweight="bold")
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
     unit = next((r[len(axes) + 4] for r in rows if r[len(axes) + 4]), "")
@@ -619,13 +751,38 @@ def build_study_report(study_file: Path, workers: int | None = None) -> StudyRep
                        chart_svg=svg, summary=summary, generated_utc=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"))
 
 
+def study_pivot(report: StudyReport) -> Block | None:
+    """The cases as a pivot table: the last axis across, the other axes down; a cell is the objective, or why there is no plan."""
+    axes = list(report.axes)
+    if not axes:
+        return None
+    n = len(axes)
+    status_at, plan_at, value_at, unit_at, reason_at = n, n + 1, n + 3, n + 4, n + 5
+    across = list(dict.fromkeys(r[n - 1] for r in report.rows)) if n > 1 else ["objective"]
+    down = list(dict.fromkeys(tuple(r[: n - 1]) if n > 1 else (r[0],) for r in report.rows))
+    cells: dict[tuple[tuple[str, ...], str], str] = {}
+    for r in report.rows:
+        key = (tuple(r[: n - 1]) if n > 1 else (r[0],), r[n - 1] if n > 1 else "objective")
+        if r[status_at] in ("optimal", "feasible") and r[value_at]:
+            cells[key] = f"{r[value_at]} {r[unit_at]} ({_short(r[plan_at])})"
+        else:
+            cells[key] = f"NO PLAN ({r[status_at]}): {r[reason_at][:90]}"
+    first = " / ".join(a.split(".")[-1] for a in (axes[:-1] if n > 1 else axes))
+    headers = [first, *((f"{axes[-1].split('.')[-1]} = {c}" for c in across) if n > 1 else across)]
+    body = [[" / ".join(d), *(cells.get((d, c), "") for c in across)] for d in down]
+    return ("table", headers, body, set())
+
+
 def study_blocks(report: StudyReport) -> list[Block]:
-    """The study view: summary, objective chart, one row per case."""
+    """The study view: summary, pivot table (axes as rows and columns, infeasible cases named), objective chart, one row per case."""
     out: list[Block] = [("h1", f"What-if study: {report.name}")]
     if report.description:
         out.append(("p", report.description))
     out.append(("p", f"Generated {report.generated_utc} UTC. Each case is a fresh CP-SAT solve of the base scenario with the axis values applied."))
     out += [("h2", "Summary"), ("table", ["item", "value"], [list(r) for r in report.summary], set())]
+    pivot = study_pivot(report)
+    if pivot is not None:
+        out += [("h2", "Objective by axis values"), ("p", "Rows and columns are the study's axes; a cell is the best plan's objective, or NO PLAN and why."), pivot]
     out += [("h2", "Objective by case"), ("chart", "Objective by case", report.chart_svg)]
     out += [("h2", "Cases"), ("table", list(report.headers), [list(r) for r in report.rows], set())]
     return out
@@ -685,9 +842,15 @@ def render_html(report: Report | FleetReport | StudyReport) -> str:
     return "\n".join(parts) + "\n"
 
 
+_UNSAFE_LINK = re.compile(r"\b(?:javascript|vbscript)\s*:|\bdata:[\w/+.-]*[;,]|(?<![\w:])//(?=[\w.-])", re.I)
+
+
 def _md(text: str) -> str:
-    """Markdown-safe text: pipes escaped (tables), < and > as entities (no raw HTML), newlines folded."""
-    t = _plain(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    """Markdown-safe text: pipes escaped (tables), < and > as entities (no raw HTML), brackets escaped (no link syntax),
+    javascript:/vbscript: schemes, data: URIs and protocol-relative //host links dropped, newlines folded."""
+    t = _UNSAFE_LINK.sub("", _plain(text))
+    t = t.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    t = t.replace("[", "\\[").replace("]", "\\]")
     return " ".join(t.split())
 
 

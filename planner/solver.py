@@ -23,8 +23,8 @@ from planner.errors import InfeasibleError, InputError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
 from planner.memory import state_bytes_total, weight_bytes_per_param
 from planner.modelspec import ModelSpec
-from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload, check_catalog_names
-from planner.space import Space, build_space, gpu_cap, node_size
+from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload, check_catalog_names, fp8_conflict
+from planner.space import Space, build_space, gpu_cap, node_size, prune_dominated
 from planner.units import BYTES_PER_GB, BYTES_PER_GIB
 
 if TYPE_CHECKING:  # OR-Tools (and the pandas it imports) load only when a table is solved
@@ -49,6 +49,7 @@ class Alternative(BaseModel):
 
     gpu: str = Field(description="GPU id.")
     feasible: bool = Field(description="A plan exists on this GPU type within the limits.")
+    objective_value: float | None = Field(default=None, description="The scenario's objective for this plan (what --top ranks by).")
     summary: str = Field(description="Layout, GPUs and the objective's figures, or the reason there is none.")
     num_gpus: int | None = Field(default=None, description="GPUs of the best plan.")
     cost: float | None = Field(default=None, description="Training: $ for the run; serving: $/hour.")
@@ -57,15 +58,23 @@ class Alternative(BaseModel):
 
 
 class ParetoPoint(BaseModel):
-    """One point of the cost vs throughput (or time) frontier."""
+    """One point of the cost vs speed frontier: training trades cost against time to train, serving against TPOT."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cost: float = Field(description="Training: $ for the run; serving: $/hour.")
     throughput_tokens_per_s: float = Field(description="Tokens/s.")
-    time_to_train_days: float | None = Field(default=None, description="Training only.")
+    time_to_train_days: float | None = Field(default=None, description="Training only: the traded speed metric.")
+    tpot_s: float | None = Field(default=None, description="Serving only: time per output token, the traded speed metric.")
+    speed_metric: Literal["time_to_train_days", "tpot_s"] = Field(default="time_to_train_days",
+                                                                   description="The field cost is traded against (lower is better).")
     num_gpus: int = Field(description="GPUs.")
     summary: str = Field(description="The plan in one line.")
+
+    @property
+    def speed(self) -> float:
+        """The traded speed metric's value (lower is better)."""
+        return float(getattr(self, self.speed_metric) or 0.0)
 
 
 class Plan(BaseModel):
@@ -471,13 +480,34 @@ def weights_floor(scenario: Scenario, model: ModelSpec, space: Space) -> str:
     need_gb = model.total_params * bpp / BYTES_PER_GB
     biggest = max(space.gpus, key=lambda g: g.memory_gib)
     limit = scenario.search.max_gpus or max(scenario.constraints.inventory.values() or [0])
-    offer = limit * biggest.memory_gib * BYTES_PER_GIB / BYTES_PER_GB
+    a = scenario.resolved_assumptions()
+    card_gb = biggest.memory_gib * BYTES_PER_GIB / BYTES_PER_GB
+    if isinstance(workload, InferenceWorkload):
+        usable_gb = card_gb * a.gpu_memory_utilization - a.runtime_reserve_gib_inference * BYTES_PER_GIB / BYTES_PER_GB
+        how = (f"gpu_memory_utilization {a.gpu_memory_utilization:g} of the card, less a "
+               f"{a.runtime_reserve_gib_inference:g} GiB runtime reserve")
+    else:
+        usable_gb = card_gb * (1 - a.allocator_fragmentation_fraction) - a.runtime_reserve_gib_training * BYTES_PER_GIB / BYTES_PER_GB
+        how = (f"the card less {a.allocator_fragmentation_fraction:g} fragmentation and a "
+               f"{a.runtime_reserve_gib_training:g} GiB runtime reserve")
+    usable_gb = max(usable_gb, 0.0)
     return (f"{model.name} needs {need_gb:,.0f} GB for {label} alone; "
-            f"{limit} x {biggest.name} ({biggest.memory_gib:g} GiB) offer {offer:,.0f} GB.")
+            f"{limit} x {biggest.name} offer {limit * card_gb:,.0f} GB, of which {limit * usable_gb:,.0f} GB is usable "
+            f"({usable_gb / card_gb:.0%} per card: {how}), before activations and KV cache.")
 
 
 def explain_no_fit(scenario: Scenario, model: ModelSpec, space: Space) -> str:
-    """Why no configuration fits in memory at all."""
+    """Why no configuration is left: no GPU has a price for the term, or nothing fits in memory."""
+    if space.gpus and len(space.unpriced_gpus) == len(space.gpus):
+        names = ", ".join(space.unpriced_gpus)
+        source = f"the price file {scenario.pricing.price_file}" if scenario.pricing.price_file else "the price catalog"
+        provider = f" from provider {scenario.pricing.provider!r}" if scenario.pricing.provider else ""
+        return (f"{scenario.name}: no GPU in the search has a {scenario.pricing.term.value} price{provider} in {source} "
+                f"({names}); memory was not the problem.\n"
+                f"  To fix: choose another pricing.term or provider, give pricing.usd_per_gpu_hour, or allow GPUs that have prices.")
+    conflict = fp8_conflict(scenario)
+    if conflict:
+        return f"{scenario.name}: {conflict}; memory was not the problem."
     parts = [f"{scenario.name}: no configuration of {model.name} fits in memory within the search space "
              f"({space.structural_count} legal layouts evaluated)."]
     if space.unpriced_gpus:
@@ -498,16 +528,17 @@ def _gpu_limited(scenario: Scenario) -> bool:
     return isinstance(scenario.workload, TrainingWorkload) and bool(scenario.search.max_gpus or scenario.constraints.inventory)
 
 
-def _alternative(e: Evaluation) -> Alternative:
+def _alternative(e: Evaluation, objective: Objective) -> Alternative:
     return Alternative(
         gpu=e.layout.gpu, feasible=True, summary=layout_summary(e), num_gpus=e.layout.num_gpus, cost=plan_cost(e),
+        objective_value=objective_of(e, objective)[0],
         throughput_tokens_per_s=plan_throughput(e),
         time_to_train_days=e.perf.time_to_train_s / 86400.0 if isinstance(e, TrainingEvaluation) else None,
     )
 
 
 def alternatives_per_gpu(scenario: Scenario, space: Space, rows: list[Evaluation], time_limit_s: float) -> list[Alternative]:
-    """The best plan on each GPU type, or why there is none (memory, price, or which limit)."""
+    """The best plan on each GPU type, best objective first (ties: fewer GPUs, then catalog order), then the GPU types with none and why."""
     out = []
     for gpu in space.gpus:
         if gpu.name in space.unpriced_gpus:
@@ -523,8 +554,10 @@ def alternatives_per_gpu(scenario: Scenario, space: Space, rows: list[Evaluation
         if plan is None:
             out.append(Alternative(gpu=gpu.name, feasible=False, summary=f"violates {', '.join(core) or 'the load'}"))
         else:
-            out.append(_alternative(plan))
-    return out
+            out.append(_alternative(plan, scenario.objective))
+    sign = -1.0 if scenario.objective is Objective.MAX_THROUGHPUT else 1.0
+    order = {id(a): i for i, a in enumerate(out)}
+    return sorted(out, key=lambda a: (not a.feasible, sign * (a.objective_value or 0.0), a.num_gpus or 0, order[id(a)]))
 
 
 def pareto_frontier(scenario: Scenario, rows: list[Evaluation], time_limit_s: float, points: int = 12) -> list[ParetoPoint]:
@@ -542,7 +575,8 @@ def pareto_frontier(scenario: Scenario, rows: list[Evaluation], time_limit_s: fl
         training = isinstance(e, TrainingEvaluation)
         frontier.append(ParetoPoint(cost=plan_cost(e), throughput_tokens_per_s=plan_throughput(e), num_gpus=e.layout.num_gpus,
                                     time_to_train_days=e.perf.time_to_train_s / 86400.0 if training else None,
-                                    summary=layout_summary(e)))
+                                    tpot_s=None if training else e.perf.tpot_s,
+                                    speed_metric="time_to_train_days" if training else "tpot_s", summary=layout_summary(e)))
         if training:
             faster = current.constraints.model_copy(update={"deadline_days": e.perf.time_to_train_s / 86400.0 * (1 - 1e-3)})
             current = current.model_copy(update={"constraints": faster})
@@ -550,8 +584,22 @@ def pareto_frontier(scenario: Scenario, rows: list[Evaluation], time_limit_s: fl
             w = current.workload
             slo = w.slo.model_copy(update={"tpot_s": e.perf.tpot_s * (1 - 1e-3)})
             current = current.model_copy(update={"workload": w.model_copy(update={"slo": slo})})
-    # Ties on (rounded) cost are broken by GPUs, not speed: keep only points no later, faster point matches on cost.
-    return [p for i, p in enumerate(frontier) if not any(q.cost <= p.cost for q in frontier[i + 1:])]
+    return nondominated(frontier)
+
+
+def nondominated(points: list[ParetoPoint]) -> list[ParetoPoint]:
+    """The points no other point beats or equals on both cost and the speed metric (lower is better for both), cheapest first.
+
+    The epsilon-constraint steps can return a dominated point (cost ties broken by GPUs, a
+    FEASIBLE step under the time limit), so the frontier is filtered exactly, not assumed.
+    """
+    kept = [p for p in points if not any(q is not p and q.cost <= p.cost and q.speed <= p.speed and (q.cost < p.cost or q.speed < p.speed)
+                                         for q in points)]
+    unique: list[ParetoPoint] = []
+    for p in sorted(kept, key=lambda p: (p.cost, p.speed)):
+        if not any(u.cost == p.cost and u.speed == p.speed for u in unique):
+            unique.append(p)
+    return unique
 
 
 # ---- entry point ---------------------------------------------------------------------------

@@ -333,13 +333,11 @@ def count_training_layouts(scenario: Scenario, model: ModelSpec, gpus: list[tupl
 
 def check_search_size(scenario: Scenario, model: ModelSpec, gpus: list[tuple[GpuSpec, int]], explain: bool = False) -> None:
     """Refuse, before starting, a training search larger than MAX_LAYOUTS_SEARCHED: the count and how to narrow it."""
+    from planner.guards import too_large
+
     count = count_training_layouts(scenario, model, gpus, explain, stop_above=MAX_LAYOUTS_SEARCHED)
     if count > MAX_LAYOUTS_SEARCHED:
-        raise InputError(
-            f"search: more than {MAX_LAYOUTS_SEARCHED:,} legal layouts (counted {count:,} before stopping) for {model.name}; "
-            f"this planner evaluates at most {MAX_LAYOUTS_SEARCHED:,} per search. Narrow it with search.gpus, search.tp, search.pp, "
-            f"search.micro_batches, search.zero_stages, search.max_gpus or a smaller workload.global_batch_tolerance."
-        )
+        raise too_large(scenario, MAX_LAYOUTS_SEARCHED, f"counted {count:,} before stopping, {len(gpus)} priced GPU types")
 
 
 @dataclass
@@ -497,7 +495,7 @@ def dominance_values(table: Table) -> np.ndarray:
     lay = table.layout
     if table.training:
         n = table.num_gpus
-        time = table.perf["time_to_train_s"]
+        time = table.cost["time_to_train_s"] if table.price else table.perf["time_to_train_s"]
         cost = table.cost["cost_usd"] if table.price else n * time / SECONDS_PER_HOUR
         return np.column_stack([n.astype(float), cost, time])
     gpus = (lay["tp"] * lay["pp"]).astype(float)

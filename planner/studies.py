@@ -10,7 +10,14 @@ becomes a row with its reason; the study never stops for one case.
 
 With an output file (.csv or .parquet) the whole table is rewritten atomically (temp file in
 the same folder, then `os.replace`) as cases finish, and a rerun skips the case ids already
-in the file: an interrupted study resumes where it stopped.
+in the file: an interrupted study resumes where it stopped. A case id hashes everything that
+decides the case's answer (its resolved scenario, the catalogs' content, files it names, the
+time limit), so a resumed study recomputes every case whose base, catalog or limit changed.
+Two runs writing one output at once are refused (an advisory lock beside the file).
+
+A study file's `scheduler:` is ignored unless the caller opts in (`allow_file_scheduler`, the
+CLI's `--allow-study-scheduler`): a file someone hands you must not pick the host that
+receives the work and sends back pickled replies.
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from planner.errors import InfeasibleError, InputError, PlannerError
-from planner.files import write_atomically
+from planner.files import check_writable, exclusive_lock, read_text_file, shorten, write_atomically
 from planner.evaluate import TrainingEvaluation
-from planner.scenario import Scenario, parse_scenario, read_structured_file, validation_message
+from planner.scenario import (
+    Scenario, parse_scenario, read_structured_file, reject_bools, resolve_relative_paths, validation_message,
+)
 from planner.solver import DEFAULT_TIME_LIMIT_S, Plan, layout_summary, solve
 from planner.units import BYTES_PER_GIB
 
@@ -58,6 +67,12 @@ RESULT_COLUMNS = (
 FLUSH_INTERVAL_S = 1.0
 """Least time between two rewrites of the output file while a study runs."""
 
+MAX_CASES = 10_000
+"""Most cases one study may hold; a larger grid is refused with its size and how to narrow it."""
+
+MAX_AXIS_VALUES = 1_000
+"""Most values one axis may list."""
+
 
 # ---- the study file ------------------------------------------------------------------------
 
@@ -65,9 +80,9 @@ FLUSH_INTERVAL_S = 1.0
 class Study(BaseModel):
     """A study: a base scenario and the variations to solve."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str = Field(min_length=1, description="Short name of the study.")
+    name: str = Field(min_length=1, max_length=200, description="Short name of the study.")
     description: str = Field(default="", description="What the study wants to find out.")
     base: str | dict[str, Any] = Field(
         description="Base scenario: a path relative to the study file, or an inline scenario mapping (load_study inlines a path).")
@@ -75,8 +90,9 @@ class Study(BaseModel):
         default=None, description="Dotted scenario field path -> values; the study solves the full grid product.")
     cases: list[dict[str, Any]] | None = Field(
         default=None, description="Explicit cases, each a mapping of dotted scenario field path -> value.")
-    scheduler: str | None = Field(default=None, description="dask scheduler address (tcp://host:port); None = local processes.")
-    time_limit_s: float | None = Field(default=None, gt=0, description="CP-SAT time limit per case, seconds (None = 20 s).")
+    scheduler: str | None = Field(default=None, description="dask scheduler address (tcp://host:port); used only with the "
+                                  "caller's opt-in (--allow-study-scheduler), else local processes.")
+    time_limit_s: float | None = Field(default=None, gt=0, le=86_400, description="CP-SAT time limit per case, seconds (None = 20 s).")
 
     @model_validator(mode="after")
     def _axes_or_cases(self) -> Study:
@@ -86,9 +102,16 @@ class Study(BaseModel):
             if not path:
                 raise ValueError("an axis needs a dotted scenario field path as its key")
             if not values:
-                raise ValueError(f"axis {path!r} needs at least one value")
+                raise ValueError(f"axis {shorten(path, 60)} needs at least one value")
+            if len(values) > MAX_AXIS_VALUES:
+                raise ValueError(f"axis {shorten(path, 60)} lists {len(values):,} values, more than {MAX_AXIS_VALUES:,}; split the study")
         if self.cases is not None and (not self.cases or any(not case for case in self.cases)):
             raise ValueError("cases must be a non-empty list of non-empty mappings")
+        count = math.prod(len(v) for v in self.axes.values()) if self.axes is not None else len(self.cases or [])
+        if count > MAX_CASES:
+            sizes = " x ".join(str(len(v)) for v in self.axes.values()) if self.axes is not None else str(count)
+            raise ValueError(f"the study has {count:,} cases ({sizes}), more than {MAX_CASES:,}; "
+                             f"narrow an axis or split the study into several files")
         return self
 
 
@@ -169,23 +192,45 @@ def parse_study(data: Any, origin: str = "study", root: Path | None = None) -> S
     if not isinstance(data, dict):
         raise InputError(f"{origin}: expected a mapping of study fields at the top level.")
     try:
+        reject_bools(Study, data)
+    except InputError as err:
+        raise InputError(f"{origin}: {err}") from None
+    try:
         study = Study.model_validate(data)
     except ValidationError as err:
         raise InputError(validation_message(err, origin)) from None
+    root = root or Path.cwd()
     base = study.base
     base_origin = f"{origin}: base"
     if isinstance(base, str):
-        base_path = (root or Path.cwd()) / base
+        base_path = root / base
         base = read_structured_file(base_path)
         base_origin = str(base_path)
         if not isinstance(base, dict):
             raise InputError(f"{base_path}: expected a mapping of scenario fields at the top level.")
+        base = resolve_relative_paths(base, base_path.parent)  # paths in the base file are relative to that file
+    else:
+        base = resolve_relative_paths(base, root)
     base = {"name": study.name, **base}
     parse_scenario(base, base_origin)
     paths = list(study.axes or {}) or list(dict.fromkeys(key for case in study.cases or [] for key in case))
     for path in paths:
         check_path(path, base, origin)
-    return study.model_copy(update={"base": base})
+    update: dict[str, Any] = {"base": base}
+    if study.axes is not None:  # path values in axes and cases are relative to the study file
+        update["axes"] = {p: [_anchored(p, v, root) for v in values] for p, values in study.axes.items()}
+    else:
+        update["cases"] = [{p: _anchored(p, v, root) for p, v in case.items()} for case in study.cases or []]
+    return study.model_copy(update=update)
+
+
+def _anchored(path: str, value: Any, root: Path) -> Any:
+    """An axis value that names a file (workload.model as a path, pricing.price_file) made relative to the study file."""
+    if path == "workload.model":
+        return resolve_relative_paths({"workload": {"model": value}}, root)["workload"]["model"]
+    if path == "pricing.price_file":
+        return resolve_relative_paths({"pricing": {"price_file": value}}, root)["pricing"]["price_file"]
+    return value
 
 
 def load_study(path: str | Path) -> Study:
@@ -194,18 +239,59 @@ def load_study(path: str | Path) -> Study:
     return parse_study(read_structured_file(path), str(path), path.parent)
 
 
-def case_id_of(values: dict[str, Any]) -> str:
-    """Stable 12-hex-digit id of a case: SHA-256 of its axis values as canonical JSON."""
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def catalog_version() -> str:
+    """SHA-256 of every file under catalogs/ (names and bytes): changes whenever a catalog row, config or assumption does."""
+    from planner.catalog import CATALOG_DIR
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in CATALOG_DIR.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(CATALOG_DIR)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _file_version(name: Any) -> str:
+    """SHA-256 of a file a case names (a config.json or a price CSV), or '' when it is not a readable file."""
+    if not isinstance(name, str):
+        return ""
+    try:
+        return hashlib.sha256(read_text_file(Path(name).expanduser()).encode()).hexdigest()
+    except InputError:
+        return ""
+
+
+def case_id_of(values: dict[str, Any], scenario: dict[str, Any] | None = None, time_limit_s: float | None = None,
+               catalogs: str = "") -> str:
+    """Stable 12-hex-digit id of a case: SHA-256 of everything that decides its answer, as canonical JSON.
+
+    That is the axis values, the resolved scenario (base with the values applied; its name and
+    description left out, they change no number), the catalogs' content version, the content of
+    files the scenario names, and the time limit. Without a scenario it hashes the values only.
+    """
+    if scenario is None:
+        return hashlib.sha256(_canonical(values).encode()).hexdigest()[:12]
+    decisive = {k: v for k, v in scenario.items() if k not in ("name", "description")}
+    workload = scenario.get("workload") if isinstance(scenario.get("workload"), dict) else {}
+    pricing = scenario.get("pricing") if isinstance(scenario.get("pricing"), dict) else {}
+    files = [_file_version(workload.get("model")), _file_version(pricing.get("price_file"))]
+    text = _canonical({"values": values, "scenario": decisive, "catalogs": catalogs, "files": files, "time_limit_s": time_limit_s})
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def expand_cases(study: Study) -> list[Case]:
-    """Every case of a study, in grid order (last axis fastest) or list order; duplicates are an `InputError`."""
+def expand_cases(study: Study, time_limit_s: float | None = None) -> list[Case]:
+    """Every case of a study, in grid order (last axis fastest) or list order; duplicates are an `InputError`.
+
+    `time_limit_s` (default: the study's, else 20 s) enters each case id, as it can change a case's answer.
+    """
     if isinstance(study.base, str):
         study = parse_study(study.model_dump(), study.name)
     base = study.base
     assert isinstance(base, dict)
+    limit = time_limit_s or study.time_limit_s or DEFAULT_TIME_LIMIT_S
+    catalogs = catalog_version()
     if study.axes is not None:
         paths = list(study.axes)
         combos: Iterable[dict[str, Any]] = (dict(zip(paths, combo)) for combo in itertools.product(*study.axes.values()))
@@ -214,13 +300,14 @@ def expand_cases(study: Study) -> list[Case]:
     cases: list[Case] = []
     seen: dict[str, int] = {}
     for index, values in enumerate(combos):
-        case_id = case_id_of(values)
-        if case_id in seen:
-            raise InputError(f"{study.name}: case {index} repeats case {seen[case_id]} ({values}); remove the duplicate value.")
-        seen[case_id] = index
+        key = case_id_of(values)
+        if key in seen:
+            raise InputError(f"{study.name}: case {index} repeats case {seen[key]} ({shorten(values)}); remove the duplicate value.")
+        seen[key] = index
         scenario = base
         for path, value in values.items():
             scenario = set_path(scenario, path, value)
+        case_id = case_id_of(values, scenario, limit, catalogs)
         cases.append(Case(index=index, case_id=case_id, values=dict(values), scenario=scenario))
     return cases
 
@@ -366,19 +453,44 @@ def read_table(path: Path) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     kept = [c for c in RESULT_COLUMNS if c in frame.columns and c != "case_id"]
     for record in frame[["case_id", *kept]].astype(object).itertuples(index=False, name=None):
-        row = {column: _plain(value) for column, value in zip(kept, record[1:])}
+        row = {column: _unneutralise(_plain(value)) for column, value in zip(kept, record[1:])}
         if row.get("status") in STATUSES and not str(row.get("reason") or "").startswith("worker failed"):
             rows[str(record[0])] = row  # a case whose worker died is retried on resume
     return rows
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""First characters that make a spreadsheet read a CSV text cell as a formula (OWASP CSV injection)."""
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells that start like a formula get a leading apostrophe (numbers are left alone)."""
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+            continue
+        out[column] = series.astype(object).map(
+            lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v)
+    return out
+
+
+def _unneutralise(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES):
+        return value[1:]
+    return value
+
+
 def write_table(frame: pd.DataFrame, path: Path) -> None:
-    """Write the table atomically: a temp file in the same folder, flushed, then `os.replace` over `path`."""
+    """Write the table atomically: a temp file in the same folder, flushed, then `os.replace` over `path`.
+
+    CSV text cells that a spreadsheet would run as a formula are written with a leading apostrophe.
+    """
     def write(stream: BinaryIO) -> None:
         if path.suffix.lower() == ".parquet":
             frame.to_parquet(stream, index=False)
         else:
-            stream.write(frame.to_csv(index=False).encode())
+            stream.write(neutralise_formulas(frame).to_csv(index=False).encode())
 
     write_atomically(path, write)
 
@@ -418,11 +530,40 @@ def grouped_chunks(pending: list[Case], workers: int, most: int = 50) -> list[li
     return chunks
 
 
+def _die_with_parent() -> None:
+    """Pool worker initializer: the worker is killed when the process that started it dies (even by SIGKILL).
+
+    Linux: prctl(PR_SET_PDEATHSIG, SIGKILL); elsewhere a daemon thread polls the parent's pid.
+    """
+    import signal
+    import sys
+    import threading
+
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
+            return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _run_pool(pending: list[Case], workers: int, time_limit_s: float, done: Callable[[Case, dict[str, Any]], None],
               started: Callable[[], None]) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent)
     try:
         futures = {pool.submit(solve_cases, [case.scenario for case in chunk], time_limit_s): chunk
                    for chunk in grouped_chunks(pending, workers)}
@@ -476,28 +617,90 @@ def _progress(name: str, total: int, completed: int, failures: int) -> Any:
     return progress
 
 
+def _oversized_cases(cases: list[Case]) -> dict[str, dict[str, Any]]:
+    """Error rows for the cases whose search exceeds `planner.guards.MAX_LAYOUTS`: counted here, never sent to a worker.
+
+    A case that does not parse is left to `solve_case`, which reports it in its row.
+    """
+    from planner.catalog import resolve_model
+    from planner.guards import check_search_size
+
+    models: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for case in cases:
+        try:
+            scenario = parse_scenario(case.scenario, "case")
+            name = scenario.workload.model
+            if name not in models:
+                models[name] = resolve_model(name)
+            check_search_size(scenario, models[name])
+        except InputError as err:
+            if "layouts to evaluate" in str(err):
+                row: dict[str, Any] = dict.fromkeys(c for c in RESULT_COLUMNS if c != "case_id")
+                row.update(status="error", reason=_reason(err), solve_time_s=0.0)
+                out[case.case_id] = row
+        except PlannerError:
+            continue
+    return out
+
+
+def check_scheduler_address(address: str) -> str:
+    """A dask scheduler address must look like [tcp|tls|ws|wss|inproc]://host:port; anything else fails at once, not after a timeout."""
+    import re
+
+    if not re.fullmatch(r"(?:(?:tcp|tls|ws|wss|ucx)://)?[A-Za-z0-9._\-\[\]:]+:\d{1,5}", address or "") \
+            or not 0 < int(address.rsplit(":", 1)[1]) < 65536:
+        raise InputError(f"--scheduler: {shorten(address)} is not a dask scheduler address like tcp://host:8786.")
+    return address
+
+
 def run_study(study: Study, workers: int | None = None, scheduler: Any = None, output: Path | str | None = None,
-              progress: bool = False, time_limit_s: float | None = None) -> pd.DataFrame:
+              progress: bool = False, time_limit_s: float | None = None, allow_file_scheduler: bool = False) -> pd.DataFrame:
     """Solve every case of a study and return the table (one row per case, in case order).
 
     workers: local processes (default os.cpu_count(); 1 = serially in this process).
-    scheduler: a dask scheduler address or a `distributed.Client`; defaults to the study's.
+    scheduler: a dask scheduler address or a `distributed.Client`. The study file's own
+    `scheduler:` is used only with `allow_file_scheduler=True` (else it is an `InputError`).
     output: .csv or .parquet, rewritten atomically as cases finish; case ids already in it are
-    not recomputed. time_limit_s: per case; defaults to the study's, else 20 s.
+    not recomputed; two runs on one output are refused. time_limit_s: per case; defaults to
+    the study's, else 20 s.
     """
     output = Path(output) if output is not None else None
     if output is not None and output.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"{output}: the study output must end in .csv or .parquet.")
     if output is not None and not output.parent.is_dir():
         raise InputError(f"{output}: folder {output.parent} does not exist.")
+    if output is not None:
+        check_writable(output)
+    if time_limit_s is not None and not (0 < time_limit_s <= 86_400):
+        raise InputError(f"--time-limit: must be between 0 and 86400 seconds (got {time_limit_s!r}).")
+    if scheduler is None and study.scheduler is not None:
+        if not allow_file_scheduler:
+            raise InputError(f"{study.name}: scheduler: the study file names a dask scheduler ({shorten(study.scheduler)}); "
+                             f"a scheduler is taken only from --scheduler, or with --allow-study-scheduler.")
+        scheduler = study.scheduler
+    if isinstance(scheduler, str):
+        check_scheduler_address(scheduler)
+    if output is None:
+        return _run_study(study, workers, scheduler, None, progress, time_limit_s)
+    with exclusive_lock(output):
+        return _run_study(study, workers, scheduler, output, progress, time_limit_s)
+
+
+def _run_study(study: Study, workers: int | None, scheduler: Any, output: Path | None, progress: bool,
+               time_limit_s: float | None) -> pd.DataFrame:
     limit = time_limit_s or study.time_limit_s or DEFAULT_TIME_LIMIT_S
-    scheduler = scheduler if scheduler is not None else study.scheduler
-    cases = expand_cases(study)
+    cases = expand_cases(study, limit)
     ids = {c.case_id for c in cases}
     rows: dict[str, dict[str, Any]] = {}
     if output is not None and output.exists():
         rows = {case_id: row for case_id, row in read_table(output).items() if case_id in ids}
     pending = [c for c in cases if c.case_id not in rows]
+    oversized = _oversized_cases(pending)
+    for case in pending:
+        if case.case_id in oversized:
+            rows[case.case_id] = oversized[case.case_id]
+    pending = [c for c in pending if c.case_id not in oversized]
     bar = _progress(study.name, len(cases), len(rows), sum(r["status"] in ("infeasible", "error") for r in rows.values())) \
         if progress else None
     state = {"dirty": False, "flushed": time.monotonic()}

@@ -72,6 +72,6 @@ def test_a_search_too_large_is_refused_with_its_count_exit_2(tmp_path: Path, mon
     path.write_text((ROOT / "scenarios" / "llama-3.1-70b-pretrain.yaml").read_text())
     result = CliRunner().invoke(app, ["solve", str(path)])
     assert result.exit_code == 2, result.output
-    assert "more than 1,000 legal layouts" in result.output and "Narrow it with search.gpus" in result.output
+    assert "more than 1,000 layouts to evaluate" in result.output and "narrow search.gpus" in result.output
     assert "Traceback" not in result.output
     assert yaml.safe_load(path.read_text())  # the input is untouched

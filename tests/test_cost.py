@@ -152,29 +152,33 @@ def test_term_filter_spot_vs_on_demand():
 
 
 def test_provider_filter_is_case_insensitive():
-    quote = price_quote("H100-SXM", Pricing(term="spot", provider="runpod"), ASSUMPTIONS)
+    quote = price_quote("H100-SXM", Pricing(term="spot", provider="nebius"), ASSUMPTIONS)
     assert quote is not None
-    assert quote.provider == "RunPod" and quote.usd_per_gpu_hour == _cheapest("H100-SXM", "spot", "RunPod")
+    assert quote.provider == "Nebius" and quote.usd_per_gpu_hour == _cheapest("H100-SXM", "spot", "Nebius")
     assert price_quote("H100-SXM", Pricing(provider="NoSuchCloud"), ASSUMPTIONS) is None
 
 
 def test_on_prem_is_amortised_capex_plus_power():
-    """capex / (life x 8760 h) + watts x PUE x $/kWh / 1000, x multiplier, from catalogs/onprem.csv."""
+    """capex / (life x 8760 h) + watts x PUE x $/kWh / 1000 + hosting (kW x $/kW-month / 730 h), x multiplier, from catalogs/onprem.csv."""
     with (CATALOG_DIR / "onprem.csv").open(newline="") as handle:
         rows = {r["gpu"]: r for r in csv.DictReader(handle)}
     assert rows, "onprem.csv is empty"
     for gpu, row in rows.items():
         capex, life, watts = float(row["capex_usd_per_gpu"]), float(row["expected_life_years"]), float(row["watts_per_gpu_at_wall"])
-        expected = capex / (life * 8760.0) + watts * ASSUMPTIONS.pue * ASSUMPTIONS.usd_per_kwh / 1000.0
+        expected = (capex / (life * 8760.0) + watts * ASSUMPTIONS.pue * ASSUMPTIONS.usd_per_kwh / 1000.0
+                    + watts / 1000.0 * ASSUMPTIONS.hosting_usd_per_kw_month / 730.0)
         quote = price_quote(gpu, Pricing(term="on_prem", price_multiplier=1.25), ASSUMPTIONS)
         assert quote is not None and quote.provider == "on-prem", gpu
         assert quote.usd_per_gpu_hour == pytest.approx(1.25 * expected, rel=1e-12), gpu
         assert quote.term is PriceTerm.ON_PREM
     # H100-SXM by hand: $40,000 over 5 y + 1275 W x 1.3 x $0.10/kWh
-    assert onprem_usd_per_gpu_hour(40_000, 5, 1275, Assumptions.with_overrides({"pue": 1.3, "usd_per_kwh": 0.10})) == pytest.approx(
+    assert onprem_usd_per_gpu_hour(40_000, 5, 1275, Assumptions.with_overrides({"pue": 1.3, "usd_per_kwh": 0.10, "hosting_usd_per_kw_month": 0})) == pytest.approx(
         40_000 / 43_800 + 1.275 * 1.3 * 0.10, rel=1e-12)
+    # hosting by hand: 1.275 kW x $150/kW-month / 730 h
+    with_hosting = Assumptions.with_overrides({"pue": 1.3, "usd_per_kwh": 0.10, "hosting_usd_per_kw_month": 150})
+    assert onprem_usd_per_gpu_hour(40_000, 5, 1275, with_hosting) == pytest.approx(40_000 / 43_800 + 1.275 * 1.3 * 0.10 + 1.275 * 150 / 730, rel=1e-12)
     # the electricity assumptions are honoured
-    cheap_power = Assumptions.with_overrides({"usd_per_kwh": 0.0})
+    cheap_power = Assumptions.with_overrides({"usd_per_kwh": 0.0, "hosting_usd_per_kw_month": 0})
     quote = price_quote("H100-SXM", Pricing(term="on_prem"), cheap_power)
     assert quote is not None
     assert quote.usd_per_gpu_hour == pytest.approx(float(rows["H100-SXM"]["capex_usd_per_gpu"]) / (float(rows["H100-SXM"]["expected_life_years"]) * 8760.0))
@@ -185,6 +189,8 @@ def test_on_prem_gpu_without_a_row_has_no_price():
 
 
 PRICE_COLUMNS = ["gpu", "provider", "offering", "region", "term", "usd_per_gpu_hour", "source", "as_of"]
+"""A user's price file in the original eight columns still loads (one GPU per instance, not a placeholder)."""
+CATALOG_COLUMNS = ["gpu", "provider", "offering", "region", "term", "usd_per_gpu_hour", "gpus_per_instance", "placeholder", "source", "as_of"]
 
 
 def _write_price_file(path: Path, rows: list[dict[str, object]]) -> Path:
@@ -198,7 +204,7 @@ def _write_price_file(path: Path, rows: list[dict[str, object]]) -> Path:
 
 def test_user_price_file_replaces_the_catalog(tmp_path):
     with (CATALOG_DIR / "prices.csv").open(newline="") as handle:
-        assert csv.DictReader(handle).fieldnames == PRICE_COLUMNS, "the catalog's columns changed; update PRICE_COLUMNS"
+        assert csv.DictReader(handle).fieldnames == CATALOG_COLUMNS, "the catalog's columns changed; update CATALOG_COLUMNS"
     path = _write_price_file(tmp_path / "my_prices.csv", [
         dict(gpu="H100-SXM", provider="MyCloud", offering="8x H100 box", region="eu", term="on_demand", usd_per_gpu_hour=0.99,
              source="our contract", as_of="2026-01-01"),

@@ -249,7 +249,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path: Path, monkeypatch
         raise OSError("disk full")
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(InputError, match="disk full"):  # one line naming the file, exit code 2 in the CLI
         study_mod.write_table(pd.DataFrame({"a": [1]}), out)
     assert out.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv"]

@@ -1,0 +1,654 @@
+"""Load-aware serving: iteration time of a continuous-batching engine and its steady state under load.
+
+Engines modelled: vLLM's scheduler (continuous batching, Yu et al. 2022 'Orca', OSDI, Sec. 4.2:
+iteration-level scheduling; Kwon et al. 2023, PagedAttention, Sec. 4.5) with chunked prefill
+(Agrawal et al. 2024, 'Taming Throughput-Latency Tradeoff in LLM Inference with Sarathi-Serve',
+OSDI, Sec. 4.1-4.3: decode tokens first, then prompt chunks up to a token budget per
+iteration; vLLM's `max_num_batched_tokens`, SGLang's `chunked_prefill_size`), and the
+disaggregated prefill/decode split of DistServe (Zhong et al. 2024, OSDI, Sec. 3-4).
+
+Every function takes numpy columns (one element per layout) or scalars and broadcasts, so the
+evaluator can score a whole space at once. An iteration costs, per pipeline stage and card,
+
+    t_stage = fixed + max(weights read + KV read, FLOPs / rate) + per-token communication
+
+the roofline of Pope et al. 2022 (Sec. 2.2) that `planner.perf.decode_step_s` uses for a bare
+decode step; `iteration_cost` derives the coefficients from the same memory and perf terms so
+that a decode-only iteration equals `decode_step_s` (tested).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from planner.catalog import GpuSpec
+from planner.enums import KvPrecision, WeightPrecision
+from planner.layout import InferenceLayout
+from planner.memory import kv_bytes_per_token_per_card, kv_tokens_that_fit, serving_stage_bytes
+from planner.modelspec import ModelSpec
+from planner.perf import group_bandwidth_gbps, matmul_ceiling_tflops, serve_compute_dtype
+from planner.scenario import Assumptions, InferenceWorkload
+from planner.units import FLOPS_PER_TFLOP
+
+Array = NDArray[np.float64]
+
+DEFAULT_MAX_SEQUENCES = 256
+"""vLLM `max_num_seqs` default (vLLM engine arguments): the scheduler's cap on running sequences."""
+
+
+def _f(x: ArrayLike) -> Array:
+    return np.asarray(x, dtype=float)
+
+
+# ---- per-iteration cost ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IterationCost:
+    """Coefficients of one engine iteration, per pipeline stage and card (numpy columns or floats).
+
+    `iteration_time_s` turns them into the time of one scheduler iteration in which every running
+    sequence advances (one round through all `pp` stages).
+    """
+
+    fixed_s: ArrayLike
+    """Per stage and iteration: collective latencies and engine overhead (independent of tokens)."""
+    dense_weight_read_s: ArrayLike
+    """Per stage: reading the card's non-expert weights from HBM once."""
+    expert_weight_read_s: ArrayLike
+    """Per stage: reading all routed experts held by the card (scaled by the share a batch touches)."""
+    routed_experts: ArrayLike
+    """Routed experts per MoE layer (0 = dense model)."""
+    experts_per_token: ArrayLike
+    """Top-k experts per token."""
+    compute_s_per_token: ArrayLike
+    """Per stage: matmul FLOPs of one token (2 x active params / cards) over the sustained rate."""
+    attention_s_per_context_token: ArrayLike
+    """Per stage: attention FLOPs of one query token against one cached token over the rate."""
+    kv_read_s_per_context_token: ArrayLike
+    """Per stage: reading one cached token's K/V (the card's share) from HBM."""
+    comm_s_per_token: ArrayLike
+    """Per stage: bandwidth part of TP all-reduces, EP all-to-all and PP sends, per token."""
+    pp: ArrayLike
+    """Pipeline stages of the replica."""
+    chunk_tokens: ArrayLike
+    """Token budget per iteration (vLLM max_num_batched_tokens; Sarathi-Serve chunk size)."""
+    kv_capacity_tokens: ArrayLike
+    """KV-cache tokens the replica holds (whole blocks after weights, workspace and reserve)."""
+    max_sequences: ArrayLike
+    """Scheduler cap on running sequences (vLLM max_num_seqs)."""
+
+    def take(self, index: int) -> IterationCost:
+        """The coefficients of one layout as floats (for the simulator)."""
+        shape = _shape(self)
+        values = {}
+        for f in fields(self):
+            column = np.broadcast_to(_f(getattr(self, f.name)), shape)
+            values[f.name] = float(column[index]) if shape else float(column)
+        return IterationCost(**values)
+
+
+def _shape(cost: IterationCost) -> tuple[int, ...]:
+    return np.broadcast_shapes(*(np.shape(getattr(cost, f.name)) for f in fields(cost)))
+
+
+def experts_touched_fraction(cost: IterationCost, tokens: ArrayLike) -> Array:
+    """Share of a card's routed experts an iteration of `tokens` reads: 1 - (1 - k/E)^tokens (uniform routing).
+
+    As `planner.perf.expected_experts_touched`; 0 for dense models.
+    """
+    e, k = _f(cost.routed_experts), _f(cost.experts_per_token)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = 1.0 - np.power(1.0 - np.where(e > 0, k / np.maximum(e, 1.0), 0.0), _f(tokens))
+    return np.where(e > 0, frac, 0.0)
+
+
+def stage_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tokens: ArrayLike, prefill_tokens: ArrayLike,
+                 prefill_context_tokens: ArrayLike = 0.0, tokens_per_decode_seq: ArrayLike = 1.0) -> Array:
+    """One stage of one iteration: fixed + max(weights + KV read, compute) + per-token communication.
+
+    `decode_context_tokens` is the sum of the decode sequences' contexts (KV read once per step,
+    Pope et al. 2022 Sec. 2.2); `prefill_context_tokens` the sum over prefill-chunk tokens of the
+    tokens they attend to (causal attention, L s^2 (q+o) for a whole prompt as in
+    `perf.prefill_flops`). Speculative verification runs `tokens_per_decode_seq` tokens per
+    sequence through the weights against one KV read (Leviathan et al. 2023, Sec. 3).
+    """
+    s = _f(tokens_per_decode_seq)
+    tokens = _f(decode_seqs) * s + _f(prefill_tokens)
+    memory = (_f(cost.dense_weight_read_s) + _f(cost.expert_weight_read_s) * experts_touched_fraction(cost, tokens)
+              + _f(cost.kv_read_s_per_context_token) * _f(decode_context_tokens))
+    compute = (_f(cost.compute_s_per_token) * tokens
+               + _f(cost.attention_s_per_context_token) * (_f(decode_context_tokens) * s + _f(prefill_context_tokens)))
+    return _f(cost.fixed_s) + np.maximum(memory, compute) + _f(cost.comm_s_per_token) * tokens
+
+
+def iteration_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tokens: ArrayLike, prefill_tokens: ArrayLike,
+                     prefill_context_tokens: ArrayLike = 0.0, tokens_per_decode_seq: ArrayLike = 1.0, pipelined: bool = True) -> Array:
+    """Time for every running sequence to advance one step (one inter-token interval).
+
+    pp = 1: one stage. pp > 1 with `pipelined` (vLLM runs `pp` virtual engines, one micro-batch
+    each; GPipe, Huang et al. 2019, Sec. 2.2): the batch is split into pp micro-batches that
+    stream through the stages, so a round costs pp stage-times at 1/pp of the work each; each
+    card re-reads its weights once per micro-batch. Not pipelined: the whole batch passes the pp
+    stages one after another (pp stage-times at the full work; what `perf.decode_step_s` models).
+    """
+    pp = _f(cost.pp)
+    share = 1.0 / pp if pipelined else 1.0
+    return pp * stage_time_s(cost, _f(decode_seqs) * share, _f(decode_context_tokens) * share, _f(prefill_tokens) * share,
+                             _f(prefill_context_tokens) * share, tokens_per_decode_seq)
+
+
+def _rate_flops(gpu: GpuSpec, weight_precision: WeightPrecision, assumptions: Assumptions) -> float:
+    return matmul_ceiling_tflops(gpu, serve_compute_dtype(weight_precision, gpu), assumptions) * assumptions.prefill_kernel_efficiency * FLOPS_PER_TFLOP
+
+
+def iteration_cost(model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions, *,
+                   prompt_tokens: int = 1024, output_tokens: int = 256, gpus_per_node: int | None = None,
+                   max_sequences: int = DEFAULT_MAX_SEQUENCES, engine_overhead_s: float = 0.0) -> IterationCost:
+    """Coefficients of a TP x PP replica (experts split over its TP ranks) from the roofline terms of perf/memory.
+
+    Weights and KV bytes per card: `memory.serving_stage_bytes`, `memory.kv_bytes_per_token_per_card`;
+    rate: `perf.matmul_ceiling_tflops` x prefill_kernel_efficiency; HBM: decode_hbm_efficiency x
+    datasheet; TP: two ring all-reduces of 2h bytes per token per layer (Shoeybi et al. 2019,
+    Sec. 3; Patarasuk & Yuan 2009); PP: one 2h/tp-byte send per token per stage boundary.
+    KV capacity: `memory.kv_tokens_that_fit`. `engine_overhead_s` is a per-iteration scheduler
+    and sampler cost (ASSUMPTION, 0 by default so that decode-only iterations equal
+    `perf.decode_step_s`; the lead should move it into catalogs/assumptions.yaml).
+    """
+    node = gpus_per_node or gpu.gpus_per_node
+    tp, pp = layout.tp, layout.pp
+    body, embed, experts = serving_stage_bytes(model, layout.weight_precision, tp, pp, assumptions)
+    kv_token, _ = kv_bytes_per_token_per_card(model, layout.kv_precision, tp, pp)
+    workload = InferenceWorkload(kind="inference", model=model.name, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                                 concurrent_sequences=1)
+    return iteration_cost_columns(
+        model, assumptions, tp=tp, pp=pp, weight_bytes_per_card=body + embed, expert_bytes_per_card=experts,
+        kv_bytes_per_token_per_card=kv_token, hbm_gbps=gpu.hbm_bandwidth_gbps,
+        matmul_flops_per_s=_rate_flops(gpu, layout.weight_precision, assumptions),
+        tp_link_gbps=group_bandwidth_gbps(gpu, tp, 1, node), pp_link_gbps=group_bandwidth_gbps(gpu, pp, tp, node, collective=False),
+        kv_capacity_tokens=kv_tokens_that_fit(model, layout, gpu, assumptions, workload), max_sequences=max_sequences,
+        engine_overhead_s=engine_overhead_s,
+    )
+
+
+def iteration_cost_columns(model: ModelSpec, assumptions: Assumptions, *, tp: ArrayLike, pp: ArrayLike, weight_bytes_per_card: ArrayLike,
+                           expert_bytes_per_card: ArrayLike, kv_bytes_per_token_per_card: ArrayLike, hbm_gbps: ArrayLike,
+                           matmul_flops_per_s: ArrayLike, tp_link_gbps: ArrayLike, pp_link_gbps: ArrayLike, kv_capacity_tokens: ArrayLike,
+                           max_sequences: ArrayLike = DEFAULT_MAX_SEQUENCES, engine_overhead_s: ArrayLike = 0.0) -> IterationCost:
+    """`IterationCost` columns from the evaluator's per-layout columns (one model; every argument a column or scalar).
+
+    weight_bytes_per_card: all weights on the most loaded card (16-bit embeddings included);
+    expert_bytes_per_card: the routed-expert part of it; matmul_flops_per_s: the sustained
+    rate (matmul ceiling x prefill_kernel_efficiency); hbm_gbps: datasheet GB/s (x
+    decode_hbm_efficiency here); tp_link_gbps / pp_link_gbps: `perf.group_bandwidth_gbps` of
+    the TP group and of the PP point-to-point. Formulas as in `iteration_cost`.
+    """
+    tp_a, pp_a = _f(tp), _f(pp)
+    hbm = _f(hbm_gbps) * 1e9 * assumptions.decode_hbm_efficiency
+    rate = _f(matmul_flops_per_s)
+    layers = np.ceil(model.num_layers / pp_a)
+    allreduce_lat = np.where(tp_a > 1, layers * 2 * 2 * (tp_a - 1) * assumptions.collective_latency_s, 0.0)
+    allreduce_tok = np.where(tp_a > 1, layers * 2 * 2.0 * (tp_a - 1) / tp_a * 2.0 * model.hidden_size / (_f(tp_link_gbps) * 1e9), 0.0)
+    pp_tok = np.where(pp_a > 1, 2.0 * model.hidden_size / tp_a / (_f(pp_link_gbps) * 1e9), 0.0)
+    experts = _f(expert_bytes_per_card)
+    return IterationCost(
+        fixed_s=allreduce_lat + _f(engine_overhead_s),
+        dense_weight_read_s=(_f(weight_bytes_per_card) - experts) / hbm,
+        expert_weight_read_s=experts / hbm,
+        routed_experts=float(model.n_routed_experts),
+        experts_per_token=float(model.experts_per_token),
+        compute_s_per_token=2.0 * model.matmul_params_per_token / (tp_a * pp_a) / rate,
+        attention_s_per_context_token=2.0 * model.num_layers * (model.q_dim + model.o_dim) / (tp_a * pp_a) / rate,
+        kv_read_s_per_context_token=_f(kv_bytes_per_token_per_card) / hbm,
+        comm_s_per_token=allreduce_tok + pp_tok,
+        pp=pp_a,
+        chunk_tokens=float(assumptions.prefill_chunk_tokens),
+        kv_capacity_tokens=_f(kv_capacity_tokens),
+        max_sequences=_f(max_sequences),
+    )
+
+
+def moe_iteration_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, *, weight_precision: WeightPrecision,
+                       kv_precision: KvPrecision, attention_tp: int, attention_dp: int, ep: int,
+                       gpus_per_node: int | None = None, dispatch_bytes_per_element: float = 1.0,
+                       max_sequences_per_dp_rank: int = DEFAULT_MAX_SEQUENCES, engine_overhead_s: float = 0.0) -> IterationCost:
+    """Coefficients of an MoE replica with data-parallel attention and expert parallelism EP != TP.
+
+    As SGLang (`--enable-dp-attention --ep-size`) and TensorRT-LLM (attention DP, MoE EP) run
+    DeepSeek-V3 (DeepSeek-V3 report, arXiv:2412.19437, Sec. 3.4: attention TP4 x DP, experts
+    EP32 across nodes for prefill, EP320 for decode): the replica has N = attention_tp x
+    attention_dp = ep cards. Attention weights and the dense layers are split by attention_tp
+    and replicated over attention_dp; each DP rank keeps the KV of its own 1/dp of the
+    sequences (MLA latent replicated over attention_tp). Routed experts are split over ep
+    cards. Each MoE layer dispatches every token to k experts and combines them: two
+    all-to-alls of k x h elements per token, a share (ep-1)/ep leaving the card, over NVLink
+    inside a node and the NIC across nodes (DeepEP; `dispatch_bytes_per_element` 1 = fp8
+    dispatch as DeepSeek-V3 Sec. 3.3; the combine is bf16). Coefficients are per card for the
+    replica's global batch, balanced over DP ranks and experts.
+    """
+    weight_precision, kv_precision = WeightPrecision(weight_precision), KvPrecision(kv_precision)
+    cards = attention_tp * attention_dp
+    if cards != ep:
+        raise ValueError(f"attention_tp x attention_dp = {cards} must equal ep = {ep}")
+    node = gpus_per_node or gpu.gpus_per_node
+    body, embed, experts_on_tp = serving_stage_bytes(model, weight_precision, attention_tp, 1, assumptions)
+    expert_bytes_all = experts_on_tp * attention_tp  # all routed experts at this precision
+    hbm = gpu.hbm_bandwidth_gbps * 1e9 * assumptions.decode_hbm_efficiency
+    rate = _rate_flops(gpu, weight_precision, assumptions)
+    kv_token, _ = kv_bytes_per_token_per_card(model, kv_precision, attention_tp, 1)
+    tp_bw = group_bandwidth_gbps(gpu, attention_tp, 1, node) * 1e9
+    ep_bw = group_bandwidth_gbps(gpu, ep, 1, node, collective=False) * 1e9
+    layers, moe_layers = model.num_layers, model.num_moe_layers
+    allreduce_lat = 0.0 if attention_tp == 1 else layers * 2 * 2 * (attention_tp - 1) * assumptions.collective_latency_s
+    allreduce_tok = 0.0 if attention_tp == 1 else layers * 2 * 2.0 * (attention_tp - 1) / attention_tp * 2.0 * model.hidden_size / tp_bw / attention_dp
+    a2a_lat = 0.0 if ep == 1 else moe_layers * 2 * assumptions.collective_latency_s
+    a2a_tok = 0.0 if ep == 1 else moe_layers * model.experts_per_token * model.hidden_size * (dispatch_bytes_per_element + 2.0) * (ep - 1) / ep / ep_bw / ep
+    expert_params_active = model.num_moe_layers * model.experts_per_token * model.expert_params
+    dense_active = model.matmul_params_per_token - expert_params_active
+    compute_tok = (2.0 * dense_active / cards + 2.0 * expert_params_active / ep) / rate
+    capacity = gpu.memory_bytes * assumptions.gpu_memory_utilization
+    weights_card = body + embed - experts_on_tp + expert_bytes_all / ep
+    free = capacity - weights_card - assumptions.runtime_reserve_gib_inference * 2**30
+    kv_tokens = max(0.0, free // (kv_token * assumptions.kv_block_tokens) * assumptions.kv_block_tokens) * attention_dp
+    return IterationCost(
+        fixed_s=allreduce_lat + a2a_lat + engine_overhead_s,
+        dense_weight_read_s=(body + embed - experts_on_tp) / hbm,
+        expert_weight_read_s=expert_bytes_all / ep / hbm,
+        routed_experts=float(model.n_routed_experts),
+        experts_per_token=float(model.experts_per_token),
+        compute_s_per_token=compute_tok,
+        attention_s_per_context_token=2.0 * layers * (model.q_dim + model.o_dim) / cards / rate,
+        kv_read_s_per_context_token=kv_token / attention_dp / hbm,
+        comm_s_per_token=allreduce_tok + a2a_tok,
+        pp=1.0,
+        chunk_tokens=float(assumptions.prefill_chunk_tokens * attention_dp),
+        kv_capacity_tokens=float(kv_tokens),
+        max_sequences=float(max_sequences_per_dp_rank * attention_dp),
+    )
+
+
+def stack_costs(costs: list[IterationCost]) -> IterationCost:
+    """Many layouts' coefficients as one IterationCost of numpy columns."""
+    return IterationCost(**{f.name: np.array([float(getattr(c, f.name)) for c in costs]) for f in fields(IterationCost)})
+
+
+# ---- workload summary ---------------------------------------------------------------------------
+
+
+def expected_tokens_per_step(proposed_tokens: ArrayLike, acceptance_rate: ArrayLike) -> Array:
+    """Tokens a speculative step yields: (1 - a^(k+1)) / (1 - a) (Leviathan et al. 2023, ICML, Eq. 1); k+1 when a = 1."""
+    k, a = _f(proposed_tokens), _f(acceptance_rate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = (1.0 - np.power(a, k + 1.0)) / (1.0 - a)
+    return np.where(a >= 1.0, k + 1.0, value)
+
+
+# ---- steady state of one colocated replica ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SteadyState:
+    """Load-aware figures of one replica at an arrival rate (numpy columns; NaN where infeasible)."""
+
+    feasible: NDArray[np.bool_]
+    """Stable (a fixed point exists) and within KV capacity, max sequences and the chunk budget."""
+    itl_mean_s: Array
+    """Mean time between decode steps seen by a decoding sequence (one token per step without speculation)."""
+    tpot_mean_s: Array
+    """Mean time per output token: itl_mean_s / tokens per step (speculative decoding gives > 1 token per step)."""
+    itl_p50_s: Array
+    itl_p90_s: Array
+    itl_p99_s: Array
+    ttft_mean_s: Array
+    ttft_p50_s: Array
+    ttft_p90_s: Array
+    ttft_p99_s: Array
+    e2e_mean_s: Array
+    decode_seqs_in_flight: Array
+    """Little's law: rate x output / tokens-per-step x ITL (= output_tokens_per_s x ITL / tokens-per-step)."""
+    requests_in_system: Array
+    """rate x (TTFT + decode residence): sequences holding KV."""
+    output_tokens_per_s: Array
+    prefill_iteration_share: Array
+    """Share of iterations that carry a prefill chunk."""
+    prefill_utilisation: Array
+    """Share of the prefill capacity (chunk budget) in use: the M/G/1 rho of TTFT queueing."""
+    kv_tokens_in_use: Array
+
+
+def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
+               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 45) -> tuple[Array, ...]:
+    """Bisection for the mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`)."""
+
+    def terms(t: Array) -> tuple[Array, ...]:
+        decode = rate * output / tokens_per_step * t
+        ctx = decode * (prompt + output / 2.0)
+        budget = np.maximum(_f(cost.chunk_tokens) - decode * verify_tokens, 1e-9)
+        one = np.minimum(prompt, budget)
+        t_one = iteration_time_s(cost, decode, ctx, one, one * prompt / 2.0, verify_tokens, pipelined)
+        chunk0 = np.maximum(np.minimum(budget, np.maximum(one, (1.0 + rate * t_one) * prompt)), 1e-9)  # prompts arriving meanwhile join
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pi = np.minimum(1.0, rate * prompt * t / chunk0)
+        chunk = np.maximum(np.where(pi < 1.0, chunk0, rate * prompt * t), 1e-9)
+        t_d = iteration_time_s(cost, decode, ctx, 0.0, 0.0, verify_tokens, pipelined)
+        pctx = chunk * prompt / 2.0
+        t_p = iteration_time_s(cost, decode, ctx, chunk, pctx, verify_tokens, pipelined)
+        return decode, ctx, budget, chunk, pi, t_d, t_p, t_one
+
+    t_lo = iteration_time_s(cost, 0.0, 0.0, 0.0, 0.0, verify_tokens, pipelined) * np.ones_like(rate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        seq_cap = np.minimum(_f(cost.max_sequences), _f(cost.kv_capacity_tokens) / kv_tokens_per_seq)
+        t_cap = seq_cap * tokens_per_step / (rate * output)  # decode seqs reach the cap
+        t_chunk = _f(cost.chunk_tokens) / (rate * (prompt + output * verify_tokens / tokens_per_step))  # prefill exceeds the budget
+    t_hi = np.minimum(t_cap, t_chunk)
+
+    def gap(t: Array) -> Array:
+        _, _, _, _, pi, t_d, t_p, _ = terms(t)
+        return pi * t_p + (1.0 - pi) * t_d - t
+
+    feasible = (t_hi > t_lo) & (gap(np.where(t_hi > t_lo, t_hi, t_lo)) < 0)
+    lo, hi = t_lo.copy(), np.where(feasible, t_hi, t_lo)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        up = gap(mid) > 0
+        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+    t = hi
+    return (feasible, t, *terms(t))
+
+
+def _uniform_plus_exponential_quantile(q: Array, width: Array, mean: Array, iterations: int = 50) -> Array:
+    """Quantile of U(0, width) + Exp(mean), by bisection on its closed-form CDF."""
+    q = np.clip(q, 0.0, 1.0 - 1e-12)
+
+    def cdf(w: Array) -> Array:
+        a = np.maximum(width, 1e-15)
+        inside = (w - mean * (1.0 - np.exp(-w / mean))) / a
+        beyond = 1.0 - mean * (np.exp(-np.maximum(w - a, 0.0) / mean) - np.exp(-w / mean)) / a
+        return np.where(w < a, inside, beyond)
+
+    lo = np.zeros_like(q)
+    hi = width + mean * (np.log(1.0 / (1.0 - q)) + 1.0)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        below = cdf(mid) < q
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return hi
+
+
+def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
+                 prompt_second_moment: ArrayLike | None = None, prefix_hit_rate: ArrayLike = 0.0,
+                 tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0, pipelined: bool = True,
+                 percentiles: bool = True) -> SteadyState:
+    """TTFT, ITL, in-flight sequences and throughput of one colocated replica at `rate_rps` (Poisson arrivals).
+
+    Fixed point (fluid, Little's law): decode sequences B = rate x O / tau x T, where T is the
+    mean iteration time and tau the tokens per decode step (1 without speculation). A share pi
+    of iterations carries prefill chunks (Sarathi-Serve Sec. 4.2: decodes first, then chunks
+    up to the budget C - B): with chunk c0 = min(C - B, (1 + rate t_1) P) (t_1: an iteration
+    with one prompt; prompts arriving meanwhile join), pi = rate P T / c0; once pi reaches
+    1 every iteration carries rate P T prefill tokens. T = pi t_p + (1 - pi) t_d, with t_d,
+    t_p the iteration times without and with a chunk (`iteration_time_s`). Infeasible (not a
+    number) when no fixed point exists below the KV capacity (P + O tokens reserved per
+    sequence, TensorRT-LLM's GUARANTEED_NO_EVICT policy), max_sequences, or the chunk budget.
+
+    ITL percentiles: the two-point mixture {t_d w.p. 1 - pi, t_p w.p. pi} (each iteration gives
+    every decode sequence one step). TTFT = half a decode-only iteration when arriving in one
+    (renewal residual) + queueing for prefill + ceil(P / (C - B)) chunk iterations of the prompt
+    (with the decode batch). Queueing: M/G/1 on prefill work (Pollaczek-Khinchine, Kleinrock
+    1975 Vol. 1 Eq. 5.105); prompts arriving during a prefill iteration join the next one
+    (chunk (1 + rate t_1) P up to the budget), so the service per prompt is P t_p / chunk and
+    rho = rate E[S] is the share of time spent in prefill. Wait percentiles: W = 0 with
+    probability 1 - rho, else the residual of the prompt in service, uniform on
+    [0, E[S^2]/E[S]], plus an exponential queue with the remaining mean (Kingman's
+    heavy-traffic exponential tail); the M/G/1 mean is kept exactly. The decode-iteration
+    residual enters p50 at its mean and p90/p99 at its maximum. Prefix-cache
+    hits remove a share of the prompt from prefill (not from the KV footprint).
+    """
+    rate = _f(rate_rps)
+    prompt_all, output = _f(prompt_tokens), _f(output_tokens)
+    prompt = prompt_all * (1.0 - _f(prefix_hit_rate))
+    tau, verify = _f(tokens_per_step), _f(verify_tokens)
+    rate, prompt, output, prompt_all = np.broadcast_arrays(rate, prompt, output, prompt_all)
+    prompt_all = np.asarray(prompt_all, dtype=float)
+    feasible, t, decode, ctx, budget, chunk, pi, t_d, t_p, t_one = _solve_itl(cost, rate, prompt, output, tau, verify, pipelined, prompt_all + output)
+    # KV footprint counts the whole prompt (cached prefixes still occupy blocks).
+    chunks_per_prompt = np.ceil(prompt / budget)
+    own = chunks_per_prompt * t_one
+    # Prefill server: a prompt occupies its chunk iterations (time share of prefill iterations = rate x S);
+    # once every iteration carries prefill (pi = 1) prompts share iterations and the budget is the server.
+    per_token = t_p / chunk
+    service = prompt * per_token
+    moment2 = _f(prompt_second_moment) * (1.0 - _f(prefix_hit_rate)) ** 2 if prompt_second_moment is not None else prompt**2
+    second = moment2 * per_token**2
+    rho = rate * service
+    wait_mean = rate * second / (2.0 * np.maximum(1.0 - rho, 1e-12))
+    residual = (1.0 - pi) * t_d / 2.0  # arriving during a decode-only iteration (prefill residuals are in the M/G/1 wait)
+    ttft_mean = residual + wait_mean + own
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        width = np.where(service > 0, second / service, 0.0)  # residual of the prompt in service: uniform on [0, E[S^2]/E[S]]
+        excess = np.maximum(np.where(rho > 0, wait_mean / rho, 0.0) - width / 2.0, 1e-12)  # queue behind it: exponential
+
+    def wait_q(q: float) -> Array:
+        if not percentiles:  # feasibility and means only (rate searches)
+            return np.full_like(rho, np.nan)
+        return np.where(rho > 1.0 - q, _uniform_plus_exponential_quantile(1.0 - (1.0 - q) / np.maximum(rho, 1e-12), width, excess), 0.0)
+
+    def itl_q(q: float) -> Array:
+        return np.where(q <= 1.0 - pi, t_d, t_p)
+
+    in_system = rate * (ttft_mean + output / tau * t)
+    kv_in_use = in_system * (prompt_all + output)
+    feasible = feasible & (rho < 1.0) & (kv_in_use <= _f(cost.kv_capacity_tokens)) & (in_system <= _f(cost.max_sequences))
+    nan = np.where(feasible, 1.0, np.nan)
+    return SteadyState(
+        feasible=feasible,
+        itl_mean_s=t * nan, tpot_mean_s=t / tau * nan, itl_p50_s=itl_q(0.5) * nan, itl_p90_s=itl_q(0.9) * nan, itl_p99_s=itl_q(0.99) * nan,
+        ttft_mean_s=ttft_mean * nan,
+        ttft_p50_s=(own + wait_q(0.5) + residual) * nan, ttft_p90_s=(own + wait_q(0.9) + 2.0 * residual) * nan,
+        ttft_p99_s=(own + wait_q(0.99) + 2.0 * residual) * nan,
+        e2e_mean_s=(ttft_mean + (output - 1.0) / tau * t) * nan,
+        decode_seqs_in_flight=decode * nan, requests_in_system=in_system * nan,
+        output_tokens_per_s=rate * output * nan, prefill_iteration_share=pi * nan, prefill_utilisation=rho * nan,
+        kv_tokens_in_use=kv_in_use * nan,
+    )
+
+
+def max_rate_rps(cost: IterationCost, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *, iterations: int = 32,
+                 **kwargs: object) -> Array:
+    """Largest stable arrival rate of a replica (bisection on `steady_state(...).feasible`), requests/s."""
+    prompt, output = np.broadcast_arrays(_f(prompt_tokens), _f(output_tokens))
+    shape = np.broadcast_shapes(prompt.shape, _shape(cost))
+    hi = np.full(shape, 1.0)
+    for _ in range(60):
+        ok = steady_state(cost, hi, prompt, output, percentiles=False, **kwargs).feasible  # type: ignore[arg-type]
+        if not ok.any():
+            break
+        hi = np.where(ok, hi * 2.0, hi)
+    lo = np.zeros(shape)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        ok = steady_state(cost, mid, prompt, output, percentiles=False, **kwargs).feasible  # type: ignore[arg-type]
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    return lo
+
+
+def utilisation(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, **kwargs: object) -> Array:
+    """Offered load over the replica's capacity: rate / max_rate_rps (Kleinrock 1975, Sec. 2.1, rho = lambda / mu)."""
+    return _f(rate_rps) / max_rate_rps(cost, prompt_tokens, output_tokens, **kwargs)
+
+
+# ---- disaggregated prefill and decode -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DisaggregatedState:
+    """Figures of x prefill + y decode replicas at a total arrival rate (DistServe)."""
+
+    feasible: NDArray[np.bool_]
+    ttft_p50_s: Array
+    ttft_p90_s: Array
+    ttft_p99_s: Array
+    itl_p50_s: Array
+    itl_p90_s: Array
+    itl_p99_s: Array
+    kv_transfer_s: Array
+    decode: SteadyState
+
+
+def kv_transfer_s(prompt_tokens: ArrayLike, kv_bytes_per_token: ArrayLike, link_gbps: ArrayLike) -> Array:
+    """Moving a prompt's KV cache from the prefill to the decode replica: P x bytes/token / bandwidth (DistServe Sec. 4.3)."""
+    return _f(prompt_tokens) * _f(kv_bytes_per_token) / (_f(link_gbps) * 1e9)
+
+
+def disaggregated_state(prefill: IterationCost, decode: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike,
+                        output_tokens: ArrayLike, prefill_replicas: ArrayLike, decode_replicas: ArrayLike,
+                        kv_bytes_per_token: ArrayLike, link_gbps: ArrayLike, *, prompt_second_moment: ArrayLike | None = None,
+                        tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0) -> DisaggregatedState:
+    """x prefill replicas (prompt-only engines, output 1 token) and y decode replicas (no prefill interference).
+
+    DistServe (Zhong et al. 2024, Sec. 3.1): TTFT = queueing + prefill on a prefill replica at
+    rate/x (the same M/G/1 model as `steady_state`, with one-token outputs) + KV transfer;
+    decode ITL = the fixed point of `steady_state` on a decode replica at rate/y with no
+    prompt work (prefix_hit_rate 1), its KV footprint still P + O per sequence.
+    """
+    rate = _f(rate_rps)
+    pre = steady_state(prefill, rate / _f(prefill_replicas), prompt_tokens, 1.0, prompt_second_moment=prompt_second_moment)
+    dec = steady_state(decode, rate / _f(decode_replicas), prompt_tokens, output_tokens, prefix_hit_rate=1.0,
+                       tokens_per_step=tokens_per_step, verify_tokens=verify_tokens)
+    move = kv_transfer_s(prompt_tokens, kv_bytes_per_token, link_gbps)
+    feasible = pre.feasible & dec.feasible
+    return DisaggregatedState(
+        feasible=feasible, ttft_p50_s=pre.ttft_p50_s + move, ttft_p90_s=pre.ttft_p90_s + move, ttft_p99_s=pre.ttft_p99_s + move,
+        itl_p50_s=dec.itl_p50_s, itl_p90_s=dec.itl_p90_s, itl_p99_s=dec.itl_p99_s, kv_transfer_s=move, decode=dec,
+    )
+
+
+def _meets(state: SteadyState | DisaggregatedState, percentile: int, ttft_slo_s: float | None, tpot_slo_s: float | None) -> NDArray[np.bool_]:
+    ok = np.asarray(state.feasible, dtype=bool).copy()
+    if ttft_slo_s is not None:
+        ok &= np.nan_to_num(getattr(state, f"ttft_p{percentile}_s"), nan=np.inf) <= ttft_slo_s
+    if tpot_slo_s is not None:
+        ok &= np.nan_to_num(getattr(state, f"itl_p{percentile}_s"), nan=np.inf) <= tpot_slo_s
+    return ok
+
+
+@dataclass(frozen=True)
+class PoolSizing:
+    """Replicas and GPUs a load needs, colocated or disaggregated (0 replicas = none up to the limit)."""
+
+    colocated_replicas: int
+    colocated_gpus: int
+    prefill_replicas: int
+    decode_replicas: int
+    disaggregated_gpus: int
+
+    @property
+    def disaggregate(self) -> bool:
+        """True when the disaggregated pools need fewer GPUs than colocated replicas (and exist)."""
+        if self.disaggregated_gpus == 0:
+            return False
+        return self.colocated_gpus == 0 or self.disaggregated_gpus < self.colocated_gpus
+
+
+def size_pools(cost: IterationCost, gpus_per_replica: int, rate_rps: float, prompt_tokens: float, output_tokens: float, *,
+               kv_bytes_per_token: float, link_gbps: float, percentile: int = 90, ttft_slo_s: float | None = None,
+               tpot_slo_s: float | None = None, max_replicas: int = 256, prefill_cost: IterationCost | None = None,
+               prefill_gpus_per_replica: int | None = None) -> PoolSizing:
+    """Fewest replicas meeting the SLOs: n colocated, or x prefill + y decode (DistServe Sec. 4.1 sizes the two independently).
+
+    Colocated: the smallest n with `steady_state` at rate/n meeting TTFT and TPOT at the
+    percentile. Disaggregated: the smallest x meeting TTFT (prefill + KV transfer) and the
+    smallest y meeting TPOT; x and y do not interact (decode sees no prompts).
+    """
+    n = np.arange(1, max_replicas + 1, dtype=float)
+    colo = steady_state(cost, rate_rps / n, prompt_tokens, output_tokens)
+    ok = _meets(colo, percentile, ttft_slo_s, tpot_slo_s)
+    n_colo = int(n[ok][0]) if ok.any() else 0
+    pcost = prefill_cost or cost
+    pgpus = prefill_gpus_per_replica or gpus_per_replica
+    pre = steady_state(pcost, rate_rps / n, prompt_tokens, 1.0)
+    move = kv_transfer_s(prompt_tokens, kv_bytes_per_token, link_gbps)
+    ttft = np.nan_to_num(getattr(pre, f"ttft_p{percentile}_s"), nan=np.inf) + move
+    pre_ok = pre.feasible & (ttft <= (ttft_slo_s if ttft_slo_s is not None else np.inf))
+    dec = steady_state(cost, rate_rps / n, prompt_tokens, output_tokens, prefix_hit_rate=1.0)
+    dec_ok = _meets(dec, percentile, None, tpot_slo_s)
+    x = int(n[pre_ok][0]) if pre_ok.any() else 0
+    y = int(n[dec_ok][0]) if dec_ok.any() else 0
+    disagg = x * pgpus + y * gpus_per_replica if x and y else 0
+    return PoolSizing(colocated_replicas=n_colo, colocated_gpus=n_colo * gpus_per_replica, prefill_replicas=x, decode_replicas=y,
+                      disaggregated_gpus=disagg)
+
+
+def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
+                    percentile: int = 90, ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
+                    max_replicas: int = 4096, **kwargs: object) -> NDArray[np.int64]:
+    """Fewest replicas per layout (numpy column) that carry `rate_rps` in total with the SLOs met at the percentile.
+
+    Each replica takes rate / n (a load balancer spreading Poisson arrivals keeps them Poisson).
+    Latency falls as n grows, so the smallest n is found by bisection over integers, all layouts
+    at once; 0 where even `max_replicas` do not meet the SLOs (e.g. a TPOT below the bare decode
+    step). This is the coefficient the solver needs in place of `ceil(target / throughput)`.
+    `tpot_slo_s` is compared with the inter-token latency per token (ITL / tokens per step).
+    """
+    tau = _f(kwargs.get("tokens_per_step", 1.0))  # type: ignore[arg-type]
+
+    def ok(n: Array) -> NDArray[np.bool_]:
+        state = steady_state(cost, _f(rate_rps) / n, prompt_tokens, output_tokens, **kwargs)  # type: ignore[arg-type]
+        good = np.asarray(state.feasible, dtype=bool).copy()
+        if ttft_slo_s is not None:
+            good &= np.nan_to_num(getattr(state, f"ttft_p{percentile}_s"), nan=np.inf) <= ttft_slo_s
+        if tpot_slo_s is not None:
+            good &= np.nan_to_num(getattr(state, f"itl_p{percentile}_s") / tau, nan=np.inf) <= tpot_slo_s
+        return good
+
+    shape = np.broadcast_shapes(_shape(cost), np.shape(rate_rps), np.shape(prompt_tokens), np.shape(output_tokens))
+    hi = np.full(shape, float(max_replicas))
+    possible = ok(hi)
+    lo = np.zeros(shape)  # lo fails (0 replicas), hi succeeds
+    while True:
+        gap = (hi - lo) > 1
+        if not gap.any():
+            break
+        mid = np.where(gap, np.floor((lo + hi) / 2.0), hi)
+        good = ok(np.maximum(mid, 1.0))
+        hi = np.where(gap & good, mid, hi)
+        lo = np.where(gap & ~good, mid, lo)
+    return np.where(possible, hi, 0).astype(np.int64)
+
+
+def iteration_time_scalar_s(cost: IterationCost, decode_seqs: float, decode_context_tokens: float, prefill_tokens: float,
+                            prefill_context_tokens: float = 0.0, tokens_per_decode_seq: float = 1.0, pipelined: bool = True) -> float:
+    """`iteration_time_s` for one layout in plain floats (the simulator's inner loop; equal to it, tested)."""
+    pp = float(cost.pp)  # type: ignore[arg-type]
+    share = 1.0 / pp if pipelined else 1.0
+    d, dc, p, pc = decode_seqs * share, decode_context_tokens * share, prefill_tokens * share, prefill_context_tokens * share
+    tokens = d * tokens_per_decode_seq + p
+    e = float(cost.routed_experts)  # type: ignore[arg-type]
+    touched = 1.0 - (1.0 - float(cost.experts_per_token) / e) ** tokens if e > 0 else 0.0  # type: ignore[arg-type]
+    memory = float(cost.dense_weight_read_s) + float(cost.expert_weight_read_s) * touched + float(cost.kv_read_s_per_context_token) * dc  # type: ignore[arg-type]
+    compute = float(cost.compute_s_per_token) * tokens + float(cost.attention_s_per_context_token) * (dc * tokens_per_decode_seq + pc)  # type: ignore[arg-type]
+    return pp * (float(cost.fixed_s) + max(memory, compute) + float(cost.comm_s_per_token) * tokens)  # type: ignore[arg-type]
+
+
+def rate_for_concurrency(cost: IterationCost, concurrency: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
+                         iterations: int = 50, **kwargs: object) -> Array:
+    """Arrival rate at which a closed loop of `concurrency` users keeps that many requests in the system.
+
+    Little's law, N = rate x (TTFT + O x ITL / tau) (Little 1961), solved for the rate by
+    bisection below `max_rate_rps`; NaN where N exceeds what the replica holds stably.
+    """
+    n = _f(concurrency)
+    hi = max_rate_rps(cost, prompt_tokens, output_tokens, **kwargs) * np.ones_like(n)
+    lo = np.zeros_like(hi)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        state = steady_state(cost, mid, prompt_tokens, output_tokens, percentiles=False, **kwargs)  # type: ignore[arg-type]
+        below = np.nan_to_num(state.requests_in_system, nan=np.inf) < n
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    state = steady_state(cost, lo, prompt_tokens, output_tokens, percentiles=False, **kwargs)  # type: ignore[arg-type]
+    return np.where(np.abs(state.requests_in_system / n - 1.0) < 0.02, lo, np.nan)
