@@ -3,6 +3,10 @@
 Rows are MosaicML llm-foundry A100 (shared/reference) and H100 BF16/FP8 benchmark tables and
 NVIDIA NeMo / Megatron-Bridge performance summaries (H100, B200; dense and MoE), each with its
 source and locator in the CSV. Errors are on tokens/s/GPU of rows left out of the fit (5-fold).
+The planner's evaluator (perf.training_perf_columns, what the solver and verification use) runs the
+same code (planner.speed.training_design with the shipped calibration):
+test_the_planner_evaluator_is_the_calibrated_model checks its step time equals the calibration's
+prediction on every published run it can express, so these errors are the evaluator's errors.
 """
 
 from __future__ import annotations
