@@ -453,6 +453,10 @@ def dominance_values(table: Table) -> np.ndarray:
                             -table.perf["output_tokens_per_s"], -lay["batch"].astype(float), table.perf["ttft_s"], table.perf["tpot_s"]])
 
 
+DOMINANCE_BLOCK_ROWS = 256
+"""Rows compared at once by `dominance_keep` beyond three columns (memory: block x kept rows x columns booleans)."""
+
+
 def dominance_keep(values: np.ndarray) -> np.ndarray:
     """Rows (a boolean mask, enumeration order kept) that no other row beats or equals on every column.
 
@@ -460,7 +464,7 @@ def dominance_keep(values: np.ndarray) -> np.ndarray:
     earlier one is <= on every column (of equal rows the first is kept). Swapping a dominated
     row for its dominator keeps every limit satisfied and no objective worse, so the optimum is
     unchanged: the pruning is exact, not a heuristic. Three columns use a staircase (bisection,
-    O(n log n)); more columns compare against the kept rows.
+    O(n log n)); more columns compare blocks of rows against the kept rows at once (numpy).
     """
     n = len(values)
     keep = np.zeros(n, dtype=bool)
@@ -482,14 +486,22 @@ def dominance_keep(values: np.ndarray) -> np.ndarray:
             costs[at:end] = [c]
             times[at:end] = [t]
         return keep
-    rows = values.tolist()
-    kept: list[list[float]] = []
-    for i in order.tolist():
-        row = rows[i]
-        if any(all(k <= v for k, v in zip(other, row)) for other in kept):
-            continue
-        keep[i] = True
-        kept.append(row)
+    # A row is dropped when any earlier row in that order is <= on every column: by transitivity that is the same as
+    # comparing with the kept rows only. Blocks of rows are compared at once with the rows kept before the block and
+    # with the earlier rows of the block itself.
+    ordered = values[order]
+    kept_sorted = np.zeros(n, dtype=bool)
+    kept = ordered[:0]
+    for start in range(0, n, DOMINANCE_BLOCK_ROWS):
+        block = ordered[start:start + DOMINANCE_BLOCK_ROWS]
+        size = len(block)
+        within = (block[np.newaxis, :, :] <= block[:, np.newaxis, :]).all(axis=2)  # [i, j]: row j <= row i everywhere
+        dropped = (within & np.tri(size, k=-1, dtype=bool)).any(axis=1)
+        for first in range(0, len(kept), DOMINANCE_BLOCK_ROWS * 16):
+            dropped |= (kept[np.newaxis, first:first + DOMINANCE_BLOCK_ROWS * 16, :] <= block[:, np.newaxis, :]).all(axis=2).any(axis=1)
+        kept_sorted[start:start + size] = ~dropped
+        kept = np.concatenate([kept, block[~dropped]])
+    keep[order[kept_sorted]] = True
     return keep
 
 
