@@ -182,13 +182,29 @@ def _names(name: str, aliases: tuple[str, ...]) -> set[str]:
     return {name.lower(), *(a.lower() for a in aliases)}
 
 
+_NAME_INDEX: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def _name_index(rows: tuple[Any, ...]) -> dict[str, Any]:
+    """Lower-case name and alias -> the first catalog row that has it, built once per loaded catalog tuple."""
+    held = _NAME_INDEX.get(id(rows))
+    if held is None or held[0] is not rows:
+        index: dict[str, Any] = {}
+        for row in rows:
+            for key in _names(row.name, row.aliases):
+                index.setdefault(key, row)
+        if len(_NAME_INDEX) >= 16:
+            _NAME_INDEX.clear()
+        held = _NAME_INDEX[id(rows)] = (rows, index)
+    return held[1]
+
+
 def resolve_gpu(name: str, where: str = "gpu") -> GpuSpec:
     """The catalog GPU named `name` or one of its aliases (case-insensitive)."""
     gpus = load_gpus()
-    key = name.strip().lower()
-    for gpu in gpus:
-        if key in _names(gpu.name, gpu.aliases):
-            return gpu
+    found = _name_index(gpus).get(name.strip().lower())
+    if found is not None:
+        return found
     raise UnknownNameError("GPU", name, [g.name for g in gpus], where, {a: g.name for g in gpus for a in g.aliases})
 
 
@@ -201,14 +217,14 @@ _MODEL_CACHE: OrderedDict[tuple[Any, ...], ModelSpec] = OrderedDict()
 
 
 def _load_config_cached(path: Path, where: str, name: str | None = None) -> ModelSpec:
-    """`load_config_json` (renamed to `name` when given), cached on the path as given and resolved, inode, size, mtime
-    and ctime: the same immutable `ModelSpec` object while the file is unchanged. Errors are never cached."""
+    """`load_config_json` (renamed to `name` when given), cached on the path as given and the file it resolves to
+    (device, inode: `stat` follows links), size, mtime and ctime: the same immutable `ModelSpec` object while the file
+    is unchanged. Errors are never cached."""
     try:
-        resolved = path.resolve()
-        info = resolved.stat()
-    except (OSError, RuntimeError):
+        info = path.stat()
+    except OSError:
         info = None
-    key = (str(path), str(resolved), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, name) if info else None
+    key = (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, name) if info else None
     if key is not None and key in _MODEL_CACHE:
         _MODEL_CACHE.move_to_end(key)
         return _MODEL_CACHE[key]
@@ -238,8 +254,7 @@ def resolve_model(name_or_path: str, where: str = "model") -> ModelSpec:
 def model_entry(name: str, where: str = "model") -> ModelEntry:
     """The catalog index row of a model."""
     entries = load_model_entries()
-    key = name.strip().lower()
-    for entry in entries:
-        if key in _names(entry.name, entry.aliases):
-            return entry
+    found = _name_index(entries).get(name.strip().lower())
+    if found is not None:
+        return found
     raise UnknownNameError("model", name, [e.name for e in entries], where, {a: e.name for e in entries for a in e.aliases})

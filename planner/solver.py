@@ -263,30 +263,36 @@ EXACT_OBJECTIVE = 2**53
 reports objective values and bounds as doubles)."""
 
 
-def _expression_range(model: cp_model.CpModel, expr: cp_model.LinearExpr) -> tuple[float, float]:
-    """(least, greatest) value of a linear expression over its variables' domains (a bound: constraints are ignored)."""
-    model.minimize(expr)
-    objective = model.proto.objective
-    low = high = float(objective.offset)
-    for ref, coeff in zip(objective.vars, objective.coeffs):
-        domain = list(model.proto.variables[ref if ref >= 0 else -ref - 1].domain)  # the proto's lists take no negative index
-        lb, ub = (domain[0], domain[-1]) if ref >= 0 else (-domain[-1], -domain[0])
+def _expression_range(expr: cp_model.LinearExpr | int) -> tuple[float, float] | None:
+    """(least, greatest) value of a linear expression over its variables' domains (a bound: constraints are ignored);
+    None when OR-Tools cannot flatten it."""
+    from ortools.sat.python import cp_model_helper
+
+    if isinstance(expr, int):
+        return float(expr), float(expr)
+    try:
+        flat = cp_model_helper.FlatIntExpr(expr)
+    except TypeError:
+        return None
+    low = high = float(flat.offset)
+    for var, coeff in zip(flat.vars, flat.coeffs):
+        lb, ub = var.domain.min(), var.domain.max()
         low += min(coeff * lb, coeff * ub)
         high += max(coeff * lb, coeff * ub)
-    model.clear_objective()
     return low, high
 
 
-def one_phase_objective(model: cp_model.CpModel, primary: cp_model.LinearExpr, maximise: bool,
-                        tiebreak: cp_model.LinearExpr) -> cp_model.LinearExpr | None:
+def one_phase_objective(primary: cp_model.LinearExpr, maximise: bool, tiebreak: cp_model.LinearExpr) -> cp_model.LinearExpr | None:
     """`primary` weighted above `tiebreak` in one objective to minimise, or None when the weighted values could leave the
     exactly representable integers (`EXACT_OBJECTIVE`).
 
     With the weight larger than the tie-break's whole range, a smaller weighted value means a better primary value, or
     the same primary value and a smaller tie-break: its proved optimum is the two-phase lexicographic optimum.
     """
-    p_low, p_high = _expression_range(model, primary)
-    t_low, t_high = _expression_range(model, tiebreak)
+    ranges = _expression_range(primary), _expression_range(tiebreak)
+    if ranges[0] is None or ranges[1] is None:
+        return None
+    (p_low, p_high), (t_low, t_high) = ranges
     weight = int(t_high - t_low) + 1
     if weight * max(abs(p_low), abs(p_high)) + max(abs(t_low), abs(t_high)) >= EXACT_OBJECTIVE:
         return None
@@ -307,7 +313,7 @@ def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, m
     from ortools.sat.python import cp_model
 
     spent = 0.0
-    weighted = one_phase_objective(model, primary, maximise, tiebreak) if one_phase else None
+    weighted = one_phase_objective(primary, maximise, tiebreak) if one_phase else None
     if weighted is not None:
         model.minimize(weighted)
         single = reproducible_solver(time_limit_s, workers)

@@ -59,12 +59,19 @@ class Space:
     gpus: list[GpuSpec] = field(default_factory=list)
     pruned: bool = False
     _rows: list[TrainingEvaluation | InferenceEvaluation] | None = None
+    _table_rows: list[list[TrainingEvaluation | InferenceEvaluation]] = field(default_factory=list)
 
     @property
     def rows(self) -> list[TrainingEvaluation | InferenceEvaluation]:
-        """Every row of the tables as an evaluation object (built once, on first use)."""
+        """Every row of the tables as an evaluation object (built once, on first use; shared with other cases of the
+        same priced table, `priced_table`)."""
         if self._rows is None:
-            self._rows = [table.evaluation_at(i) for table in self.tables for i in range(len(table))]
+            self._rows = []
+            for index, table in enumerate(self.tables):
+                shared = self._table_rows[index] if index < len(self._table_rows) else []
+                if len(shared) != len(table):
+                    shared[:] = [table.evaluation_at(i) for i in range(len(table))]
+                self._rows += shared
         return self._rows
 
     @property
@@ -426,9 +433,31 @@ def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, 
             best = evaluated.misfit_ratio
             space.closest_misfit = evaluated.misfit.priced(quote).evaluation_at(0)
         if evaluated.table is not None and len(evaluated.table):
-            table = evaluated.table.priced(quote)
-            space.tables.append(_pruned(table) if prune else table)
+            table, rows = priced_table(evaluated.table, quote, key, prune)
+            space.tables.append(table)
+            space._table_rows.append(rows)
     return space
+
+
+PRICED_CACHE_ENTRIES = 64
+"""Priced GPU tables kept per process, so that study cases differing only in limits or objective share them."""
+_PRICED_CACHE: OrderedDict[tuple[str, PriceQuote], tuple[Table, list[TrainingEvaluation | InferenceEvaluation]]] = OrderedDict()
+
+
+def priced_table(evaluated: Table, quote: PriceQuote, key: str, prune: bool) -> tuple[Table, list[TrainingEvaluation | InferenceEvaluation]]:
+    """A GPU type's evaluated table (`table_key` `key`) at a price, pruned when asked, with the list its evaluation
+    objects go into (`Space.rows`), from the per-process cache: the table depends only on the evaluated table and the
+    quote (frozen, compared field by field), and the objects are frozen, so cases share both."""
+    cache_key = (key, quote)
+    if cache_key in _PRICED_CACHE:
+        _PRICED_CACHE.move_to_end(cache_key)
+        return _PRICED_CACHE[cache_key]
+    table = evaluated.priced(quote)
+    entry: tuple[Table, list[TrainingEvaluation | InferenceEvaluation]] = (_pruned(table) if prune else table, [])
+    _PRICED_CACHE[cache_key] = entry
+    while len(_PRICED_CACHE) > PRICED_CACHE_ENTRIES:
+        _PRICED_CACHE.popitem(last=False)
+    return entry
 
 
 # ---- exact dominance pruning ---------------------------------------------------------------

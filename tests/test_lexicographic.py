@@ -56,5 +56,5 @@ def test_one_phase_refused_beyond_exact_doubles() -> None:
     model = cp_model.CpModel()
     big = model.new_int_var(0, 2**40, "big")
     wide = model.new_int_var(0, 2**20, "wide")
-    assert one_phase_objective(model, big, False, wide) is None
-    assert one_phase_objective(model, wide, False, wide) is not None
+    assert one_phase_objective(big, False, wide) is None
+    assert one_phase_objective(wide, False, wide) is not None
