@@ -439,7 +439,7 @@ def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, 
     return space
 
 
-PRICED_CACHE_ENTRIES = 64
+PRICED_CACHE_ENTRIES = 32
 """Priced GPU tables kept per process, so that study cases differing only in limits or objective share them."""
 _PRICED_CACHE: OrderedDict[tuple[str, PriceQuote], tuple[Table, list[TrainingEvaluation | InferenceEvaluation]]] = OrderedDict()
 
