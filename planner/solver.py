@@ -1,7 +1,8 @@
 """Solve a scenario: build the table, encode it, solve with CP-SAT, verify, explain.
 
 Solves are reproducible: a time limit, a fixed worker count and a fixed seed, and ties broken
-by a second lexicographic phase (fewer GPUs, then the row order). OPTIMAL (proved) and
+by a second lexicographic phase (fewer GPUs, then the row order; on small tables both phases
+are first tried as one weighted objective, whose proved optimum is the same plan). OPTIMAL (proved) and
 FEASIBLE (time limit hit, with the gap) are reported as different statuses. Every plan is
 re-evaluated by `planner.evaluate` and checked against the limits before it is returned.
 """
