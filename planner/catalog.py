@@ -8,6 +8,8 @@ each row's aliases, with did-you-mean suggestions on a miss.
 from __future__ import annotations
 
 import csv
+import time
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -180,34 +182,79 @@ def _names(name: str, aliases: tuple[str, ...]) -> set[str]:
     return {name.lower(), *(a.lower() for a in aliases)}
 
 
+_NAME_INDEX: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def _name_index(rows: tuple[Any, ...]) -> dict[str, Any]:
+    """Lower-case name and alias -> the first catalog row that has it, built once per loaded catalog tuple."""
+    held = _NAME_INDEX.get(id(rows))
+    if held is None or held[0] is not rows:
+        index: dict[str, Any] = {}
+        for row in rows:
+            for key in _names(row.name, row.aliases):
+                index.setdefault(key, row)
+        if len(_NAME_INDEX) >= 16:
+            _NAME_INDEX.clear()
+        held = _NAME_INDEX[id(rows)] = (rows, index)
+    return held[1]
+
+
 def resolve_gpu(name: str, where: str = "gpu") -> GpuSpec:
     """The catalog GPU named `name` or one of its aliases (case-insensitive)."""
     gpus = load_gpus()
-    key = name.strip().lower()
-    for gpu in gpus:
-        if key in _names(gpu.name, gpu.aliases):
-            return gpu
+    found = _name_index(gpus).get(name.strip().lower())
+    if found is not None:
+        return found
     raise UnknownNameError("GPU", name, [g.name for g in gpus], where, {a: g.name for g in gpus for a in g.aliases})
 
 
+MODEL_CACHE_ENTRIES = 64
+"""Parsed model specs kept per process (`resolve_model`), so a study does not re-read a config.json for every case."""
+MODEL_CACHE_SETTLE_NS = 2_000_000_000
+"""A config.json modified less than this long ago is not cached: a rewrite within one timestamp tick keeps size and
+mtime, so only files that have settled are trusted to be unchanged while their stat is."""
+_MODEL_CACHE: OrderedDict[tuple[Any, ...], ModelSpec] = OrderedDict()
+
+
+def _load_config_cached(path: Path, where: str, name: str | None = None) -> ModelSpec:
+    """`load_config_json` (renamed to `name` when given), cached on the path as given and the file it resolves to
+    (device, inode: `stat` follows links), size, mtime and ctime: the same immutable `ModelSpec` object while the file
+    is unchanged. Errors are never cached."""
+    try:
+        info = path.stat()
+    except OSError:
+        info = None
+    key = (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, name) if info else None
+    if key is not None and key in _MODEL_CACHE:
+        _MODEL_CACHE.move_to_end(key)
+        return _MODEL_CACHE[key]
+    spec = load_config_json(path, where)
+    if name is not None:
+        spec = spec.model_copy(update={"name": name})
+    if key is not None and time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > MODEL_CACHE_SETTLE_NS:
+        _MODEL_CACHE[key] = spec
+        while len(_MODEL_CACHE) > MODEL_CACHE_ENTRIES:
+            _MODEL_CACHE.popitem(last=False)
+    return spec
+
+
 def resolve_model(name_or_path: str, where: str = "model") -> ModelSpec:
-    """A catalog model by name or alias, or a user's own config.json by path."""
+    """A catalog model by name or alias, or a user's own config.json by path (parsed once while the file is unchanged)."""
     path = Path(name_or_path).expanduser()
     try:
         is_file = path.is_file()
     except OSError:
         is_file = False
     if name_or_path.endswith(".json") or is_file:
-        return load_config_json(path, where)
+        return _load_config_cached(path, where)
     entry = model_entry(name_or_path, where)
-    return load_config_json(CATALOG_DIR / "models" / entry.config_file).model_copy(update={"name": entry.name})
+    return _load_config_cached(CATALOG_DIR / "models" / entry.config_file, "", entry.name)
 
 
 def model_entry(name: str, where: str = "model") -> ModelEntry:
     """The catalog index row of a model."""
     entries = load_model_entries()
-    key = name.strip().lower()
-    for entry in entries:
-        if key in _names(entry.name, entry.aliases):
-            return entry
+    found = _name_index(entries).get(name.strip().lower())
+    if found is not None:
+        return found
     raise UnknownNameError("model", name, [e.name for e in entries], where, {a: e.name for e in entries for a in e.aliases})

@@ -1,7 +1,8 @@
 """Solve a scenario: build the table, encode it, solve with CP-SAT, verify, explain.
 
 Solves are reproducible: a time limit, a fixed worker count and a fixed seed, and ties broken
-by a second lexicographic phase (fewer GPUs, then the row order). OPTIMAL (proved) and
+by a second lexicographic phase (fewer GPUs, then the row order; on small tables both phases
+are first tried as one weighted objective, whose proved optimum is the same plan). OPTIMAL (proved) and
 FEASIBLE (time limit hit, with the gap) are reported as different statuses. Every plan is
 re-evaluated by `planner.evaluate` and checked against the limits before it is returned.
 """
@@ -260,15 +261,69 @@ class Lexicographic:
         return self.status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
 
 
+EXACT_OBJECTIVE = 2**53
+"""Largest objective magnitude of a one-phase lexicographic solve: integers up to here are exact as doubles (CP-SAT
+reports objective values and bounds as doubles)."""
+
+
+def _expression_range(expr: cp_model.LinearExpr | int) -> tuple[float, float] | None:
+    """(least, greatest) value of a linear expression over its variables' domains (a bound: constraints are ignored);
+    None when OR-Tools cannot flatten it."""
+    from ortools.sat.python import cp_model_helper
+
+    if isinstance(expr, int):
+        return float(expr), float(expr)
+    try:
+        flat = cp_model_helper.FlatIntExpr(expr)
+    except TypeError:
+        return None
+    low = high = float(flat.offset)
+    for var, coeff in zip(flat.vars, flat.coeffs):
+        lb, ub = var.domain.min(), var.domain.max()
+        low += min(coeff * lb, coeff * ub)
+        high += max(coeff * lb, coeff * ub)
+    return low, high
+
+
+def one_phase_objective(primary: cp_model.LinearExpr, maximise: bool, tiebreak: cp_model.LinearExpr) -> cp_model.LinearExpr | None:
+    """`primary` weighted above `tiebreak` in one objective to minimise, or None when the weighted values could leave the
+    exactly representable integers (`EXACT_OBJECTIVE`).
+
+    With the weight larger than the tie-break's whole range, a smaller weighted value means a better primary value, or
+    the same primary value and a smaller tie-break: its proved optimum is the two-phase lexicographic optimum.
+    """
+    ranges = _expression_range(primary), _expression_range(tiebreak)
+    if ranges[0] is None or ranges[1] is None:
+        return None
+    (p_low, p_high), (t_low, t_high) = ranges
+    weight = int(t_high - t_low) + 1
+    if weight * max(abs(p_low), abs(p_high)) + max(abs(t_low), abs(t_high)) >= EXACT_OBJECTIVE:
+        return None
+    return (-weight if maximise else weight) * primary + tiebreak
+
+
 def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, maximise: bool, tiebreak: cp_model.LinearExpr,
-                        hints: list[cp_model.IntVar], time_limit_s: float, workers: int = SOLVER_WORKERS) -> Lexicographic:
+                        hints: list[cp_model.IntVar], time_limit_s: float, workers: int = SOLVER_WORKERS,
+                        one_phase: bool = False) -> Lexicographic:
     """Optimise `primary`, then minimise `tiebreak` among solutions with the same primary value (deterministic ties).
 
     When phase 1 only hits the time limit, phase 2 keeps the primary at least as good, and the
-    gap of phase 1 is reported.
+    gap of phase 1 is reported. With `one_phase` (for a tie-break that determines the solution the
+    caller reads, so the lexicographic optimum is unique), both are first solved as one weighted
+    objective (`one_phase_objective`); only a proved optimum of it is used, else (infeasible, as
+    phase 1 also names the conflicting assumptions; time limit; too large) the two phases run.
     """
     from ortools.sat.python import cp_model
 
+    spent = 0.0
+    weighted = one_phase_objective(primary, maximise, tiebreak) if one_phase else None
+    if weighted is not None:
+        model.minimize(weighted)
+        single = reproducible_solver(time_limit_s, workers)
+        if single.solve(model) == cp_model.OPTIMAL:
+            return Lexicographic(cp_model.OPTIMAL, single, single, True, 0.0, single.wall_time)
+        spent = single.wall_time
+        model.clear_objective()
     if maximise:
         model.maximize(primary)
     else:
@@ -276,7 +331,7 @@ def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, m
     first = reproducible_solver(time_limit_s, workers)
     status = first.solve(model)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return Lexicographic(status, first, first, False, 0.0, first.wall_time)
+        return Lexicographic(status, first, first, False, 0.0, spent + first.wall_time)
     proved = status == cp_model.OPTIMAL
     best = round(first.objective_value)
     gap = 0.0 if proved else abs(best - first.best_objective_bound) / max(abs(best), 1e-9)
@@ -292,7 +347,7 @@ def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, m
         model.add_hint(var, first.boolean_value(var))
     second = reproducible_solver(time_limit_s, workers)
     status2 = second.solve(model)
-    wall = first.wall_time + second.wall_time
+    wall = spent + first.wall_time + second.wall_time
     if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return Lexicographic(status, second, first, proved and status2 == cp_model.OPTIMAL, gap, wall)
     return Lexicographic(status, first, first, proved, gap, wall)
@@ -307,7 +362,9 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     expr, maximise = _objective_expr(enc, scenario.objective)
     # Ties: fewer GPUs, then the earliest row.
     tiebreak = enc.gpus * len(rows) + sum(r * x for r, x in enumerate(enc.x))
-    result = solve_lexicographic(enc.model, expr, maximise, tiebreak, enc.x, time_limit_s, solver_workers(len(rows)))
+    # The tie-break fixes the chosen row and its GPUs (so its replicas): one weighted solve gives the same plan.
+    result = solve_lexicographic(enc.model, expr, maximise, tiebreak, enc.x, time_limit_s, solver_workers(len(rows)),
+                                 one_phase=len(rows) <= SMALL_TABLE_ROWS)
     if result.status == cp_model.INFEASIBLE:
         core = set(result.first.sufficient_assumptions_for_infeasibility())
         keys = [lim.key for lim in enc.limits if lim.literal.index in core]

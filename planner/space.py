@@ -59,12 +59,19 @@ class Space:
     gpus: list[GpuSpec] = field(default_factory=list)
     pruned: bool = False
     _rows: list[TrainingEvaluation | InferenceEvaluation] | None = None
+    _table_rows: list[list[TrainingEvaluation | InferenceEvaluation]] = field(default_factory=list)
 
     @property
     def rows(self) -> list[TrainingEvaluation | InferenceEvaluation]:
-        """Every row of the tables as an evaluation object (built once, on first use)."""
+        """Every row of the tables as an evaluation object (built once, on first use; shared with other cases of the
+        same priced table, `priced_table`)."""
         if self._rows is None:
-            self._rows = [table.evaluation_at(i) for table in self.tables for i in range(len(table))]
+            self._rows = []
+            for index, table in enumerate(self.tables):
+                shared = self._table_rows[index] if index < len(self._table_rows) else []
+                if len(shared) != len(table):
+                    shared[:] = [table.evaluation_at(i) for i in range(len(table))]
+                self._rows += shared
         return self._rows
 
     @property
@@ -476,9 +483,31 @@ def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, 
             best = evaluated.misfit_ratio
             space.closest_misfit = evaluated.misfit.priced(quote).evaluation_at(0)
         if evaluated.table is not None and len(evaluated.table):
-            table = evaluated.table.priced(quote)
-            space.tables.append(_pruned(table) if prune else table)
+            table, rows = priced_table(evaluated.table, quote, key, prune)
+            space.tables.append(table)
+            space._table_rows.append(rows)
     return space
+
+
+PRICED_CACHE_ENTRIES = 32
+"""Priced GPU tables kept per process, so that study cases differing only in limits or objective share them."""
+_PRICED_CACHE: OrderedDict[tuple[str, PriceQuote], tuple[Table, list[TrainingEvaluation | InferenceEvaluation]]] = OrderedDict()
+
+
+def priced_table(evaluated: Table, quote: PriceQuote, key: str, prune: bool) -> tuple[Table, list[TrainingEvaluation | InferenceEvaluation]]:
+    """A GPU type's evaluated table (`table_key` `key`) at a price, pruned when asked, with the list its evaluation
+    objects go into (`Space.rows`), from the per-process cache: the table depends only on the evaluated table and the
+    quote (frozen, compared field by field), and the objects are frozen, so cases share both."""
+    cache_key = (key, quote)
+    if cache_key in _PRICED_CACHE:
+        _PRICED_CACHE.move_to_end(cache_key)
+        return _PRICED_CACHE[cache_key]
+    table = evaluated.priced(quote)
+    entry: tuple[Table, list[TrainingEvaluation | InferenceEvaluation]] = (_pruned(table) if prune else table, [])
+    _PRICED_CACHE[cache_key] = entry
+    while len(_PRICED_CACHE) > PRICED_CACHE_ENTRIES:
+        _PRICED_CACHE.popitem(last=False)
+    return entry
 
 
 # ---- exact dominance pruning ---------------------------------------------------------------
@@ -503,6 +532,10 @@ def dominance_values(table: Table) -> np.ndarray:
                             -table.perf["output_tokens_per_s"], -lay["batch"].astype(float), table.perf["ttft_s"], table.perf["tpot_s"]])
 
 
+DOMINANCE_BLOCK_ROWS = 256
+"""Rows compared at once by `dominance_keep` beyond three columns (memory: block x kept rows x columns booleans)."""
+
+
 def dominance_keep(values: np.ndarray) -> np.ndarray:
     """Rows (a boolean mask, enumeration order kept) that no other row beats or equals on every column.
 
@@ -510,7 +543,7 @@ def dominance_keep(values: np.ndarray) -> np.ndarray:
     earlier one is <= on every column (of equal rows the first is kept). Swapping a dominated
     row for its dominator keeps every limit satisfied and no objective worse, so the optimum is
     unchanged: the pruning is exact, not a heuristic. Three columns use a staircase (bisection,
-    O(n log n)); more columns compare against the kept rows.
+    O(n log n)); more columns compare blocks of rows against the kept rows at once (numpy).
     """
     n = len(values)
     keep = np.zeros(n, dtype=bool)
@@ -532,14 +565,22 @@ def dominance_keep(values: np.ndarray) -> np.ndarray:
             costs[at:end] = [c]
             times[at:end] = [t]
         return keep
-    rows = values.tolist()
-    kept: list[list[float]] = []
-    for i in order.tolist():
-        row = rows[i]
-        if any(all(k <= v for k, v in zip(other, row)) for other in kept):
-            continue
-        keep[i] = True
-        kept.append(row)
+    # A row is dropped when any earlier row in that order is <= on every column: by transitivity that is the same as
+    # comparing with the kept rows only. Blocks of rows are compared at once with the rows kept before the block and
+    # with the earlier rows of the block itself.
+    ordered = values[order]
+    kept_sorted = np.zeros(n, dtype=bool)
+    kept = ordered[:0]
+    for start in range(0, n, DOMINANCE_BLOCK_ROWS):
+        block = ordered[start:start + DOMINANCE_BLOCK_ROWS]
+        size = len(block)
+        within = (block[np.newaxis, :, :] <= block[:, np.newaxis, :]).all(axis=2)  # [i, j]: row j <= row i everywhere
+        dropped = (within & np.tri(size, k=-1, dtype=bool)).any(axis=1)
+        for first in range(0, len(kept), DOMINANCE_BLOCK_ROWS * 16):
+            dropped |= (kept[np.newaxis, first:first + DOMINANCE_BLOCK_ROWS * 16, :] <= block[:, np.newaxis, :]).all(axis=2).any(axis=1)
+        kept_sorted[start:start + size] = ~dropped
+        kept = np.concatenate([kept, block[~dropped]])
+    keep[order[kept_sorted]] = True
     return keep
 
 

@@ -617,30 +617,51 @@ def _progress(name: str, total: int, completed: int, failures: int) -> Any:
     return progress
 
 
+def _guard_key(scenario: dict[str, Any]) -> str:
+    """What a case's layout count (and its message) depends on: the case without its pricing, objective, budget and
+    deadline, which the count never reads (`planner.guards.count_layouts`: workload, search, inventory, max_gpus)."""
+    data = {k: v for k, v in scenario.items() if k not in ("pricing", "objective")}
+    if isinstance(data.get("constraints"), dict):
+        data["constraints"] = {k: v for k, v in data["constraints"].items() if k not in ("budget_usd", "deadline_days")}
+    return json.dumps(data, sort_keys=True, default=str)
+
+
 def _oversized_cases(cases: list[Case]) -> dict[str, dict[str, Any]]:
     """Error rows for the cases whose search exceeds `planner.guards.MAX_LAYOUTS`: counted here, never sent to a worker.
 
-    A case that does not parse is left to `solve_case`, which reports it in its row.
+    A case that does not parse is left to `solve_case`, which reports it in its row. Cases that differ only in what
+    the count does not read (`_guard_key`: a price or limit study) are counted once; within an oversized group each
+    case is still parsed, so only the cases that parse get the row.
     """
     from planner.catalog import resolve_model
     from planner.guards import check_search_size
 
     models: dict[str, Any] = {}
+    within: set[str] = set()
+    oversized: dict[str, str] = {}
     out: dict[str, dict[str, Any]] = {}
     for case in cases:
+        key = _guard_key(case.scenario)
+        if key in within:
+            continue
         try:
             scenario = parse_scenario(case.scenario, "case")
-            name = scenario.workload.model
-            if name not in models:
-                models[name] = resolve_model(name)
-            check_search_size(scenario, models[name])
+            if key not in oversized:
+                name = scenario.workload.model
+                if name not in models:
+                    models[name] = resolve_model(name)
+                check_search_size(scenario, models[name])
+                within.add(key)
+                continue
         except InputError as err:
-            if "layouts to evaluate" in str(err):
-                row: dict[str, Any] = dict.fromkeys(c for c in RESULT_COLUMNS if c != "case_id")
-                row.update(status="error", reason=_reason(err), solve_time_s=0.0)
-                out[case.case_id] = row
+            if "layouts to evaluate" not in str(err):
+                continue
+            oversized[key] = _reason(err)
         except PlannerError:
             continue
+        row: dict[str, Any] = dict.fromkeys(c for c in RESULT_COLUMNS if c != "case_id")
+        row.update(status="error", reason=oversized[key], solve_time_s=0.0)
+        out[case.case_id] = row
     return out
 
 
