@@ -22,7 +22,7 @@ from planner.errors import InputError
 from planner.evaluate import evaluate_inference, evaluate_training
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.prices import catalog_gpu, import_skypilot
-from planner.scenario import Assumptions, InferenceWorkload, Pricing, TrainingWorkload, load_scenario
+from planner.scenario import Assumptions, InferenceWorkload, Pricing, Scenario, TrainingWorkload, load_scenario
 from planner.space import candidate_gpus
 
 SKYPILOT = Path(__file__).parent / "data" / "skypilot"
@@ -333,3 +333,21 @@ def test_a_tensor_parallel_group_is_not_split_across_rented_instances(tmp_path):
     assert e.price.gpus_per_instance == 8 and e.usd_per_hour == pytest.approx(24.0)
     single = evaluate_inference(model, workload, layout.model_copy(update={"tp": 1}), gpu, ASSUMPTIONS, quote, 8)
     assert single.price.gpus_per_instance == 1 and single.usd_per_hour == pytest.approx(1.0)
+
+
+def test_the_solver_charges_whole_instances_over_its_columns(tmp_path):
+    """The plan `solve` returns (built from the column table, then verified) pays for whole 8-GPU instances."""
+    from planner.solver import solve
+
+    scenario = Scenario.model_validate({
+        "name": "whole-instances", "objective": "min_cost",
+        "workload": {"kind": "inference", "model": "deepseek-llm-7b", "prompt_tokens": 512, "output_tokens": 128,
+                     "target_output_tokens_per_s": 500},
+        "search": {"gpus": ["H100-SXM"], "weight_precisions": ["bf16"], "kv_precisions": ["bf16"], "tp": [1, 2]},
+        "pricing": {"price_file": _price_file(tmp_path, [("H100-SXM", 8, 3.0, "on_demand")])},
+    })
+    plan = solve(scenario, alternatives=False)
+    e = plan.evaluation
+    paid = e.layout.replicas * 8 * -(-e.layout.gpus_per_replica // 8)
+    assert e.price.gpus_per_instance == 8 and e.usd_per_hour == pytest.approx(paid * 3.0, rel=1e-12)
+    assert e.usd_per_hour >= 24.0  # never a fraction of an instance
