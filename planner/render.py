@@ -49,8 +49,13 @@ def speed_cost_table(e: Evaluation) -> Table:
             table.add_row("cost", f"${e.cost_usd:,.0f}")
     else:
         p = e.perf
-        table.add_row("TTFT / TPOT", f"{p.ttft_s * 1000:,.1f} ms / {p.tpot_s * 1000:,.2f} ms ({p.decode_bound}-bound decode)")
-        table.add_row("throughput", f"{e.fleet_output_tokens_per_s:,.0f} output tokens/s ({p.output_tokens_per_s:,.0f} per replica)")
+        table.add_row("load per replica", f"{p.request_rate_rps:,.3g} requests/s, {p.decode_seqs_in_flight:,.1f} sequences in flight, "
+                      f"utilisation {p.utilisation:.0%} ({p.replicas_needed} replica(s) needed)")
+        table.add_row(f"TTFT p{p.percentile} / p50", f"{p.ttft_s * 1000:,.1f} ms / {p.ttft_p50_s * 1000:,.1f} ms")
+        table.add_row(f"TPOT p{p.percentile} / p50 / mean", f"{p.tpot_s * 1000:,.2f} ms / {p.tpot_p50_s * 1000:,.2f} ms / {p.tpot_mean_s * 1000:,.2f} ms "
+                      f"(bare decode step of a full batch {p.decode_step_s * 1000:,.2f} ms, {p.decode_bound}-bound)")
+        table.add_row("throughput", f"{e.fleet_output_tokens_per_s:,.0f} output tokens/s ({p.output_tokens_per_s:,.0f} per replica "
+                      f"= sequences in flight / mean ITL)")
         if e.usd_per_hour is not None:
             table.add_row("cost", f"${e.usd_per_hour:,.2f}/hour, ${e.usd_per_million_output_tokens:,.3f} per million output tokens")
     if e.price is not None:
@@ -85,12 +90,12 @@ def print_plan(console: Console, plan: Plan, top: int = 0) -> None:
                 table.add_row(a.gpu, f"[red]{a.summary}[/red]", "-", "-", "-", "-")
         console.print(table)
     if plan.pareto:
-        table = Table(title="Pareto frontier (cost vs speed)")
-        for col in ("cost", "tokens/s", "days", "GPUs", "plan"):
+        metric = plan.pareto[0].metric
+        table = Table(title=f"Pareto frontier (cost vs {metric})")
+        for col in ("cost", metric, "tokens/s", "GPUs", "plan"):
             table.add_column(col)
         for p in plan.pareto:
-            table.add_row(f"{p.cost:,.2f}", f"{p.throughput_tokens_per_s:,.0f}",
-                          f"{p.time_to_train_days:,.2f}" if p.time_to_train_days is not None else "-", str(p.num_gpus), p.summary)
+            table.add_row(f"{p.cost:,.2f}", f"{p.metric_value:,.2f}", f"{p.throughput_tokens_per_s:,.0f}", str(p.num_gpus), p.summary)
         console.print(table)
 
 
