@@ -156,3 +156,31 @@ def test_plans_of_30_random_serving_scenarios_meet_their_slos_in_simulation() ->
     assert max(abs(e) for e in itl_err) <= 0.15, itl_err
     assert max(abs(e) for e in ttft_err) <= 0.40, ttft_err  # busy prefill: the M/G/1 view (tests/test_serving_load.py, README)
     assert float(np.median(np.abs(ttft_err))) <= 0.15, ttft_err
+
+
+def test_an_unreachable_tpot_is_explained_with_the_best_value_under_load() -> None:
+    from planner.errors import InfeasibleError
+
+    import yaml
+
+    data = yaml.safe_load((SCENARIOS / "llama-3.1-70b-chat.yaml").read_text())
+    data["workload"]["traffic"]["slo"]["tpot_s"] = 0.004
+    with pytest.raises(InfeasibleError) as err:
+        solve(parse_scenario(data), time_limit_s=5.0, alternatives=False)
+    text = str(err.value)
+    assert "TPOT p90 <= 4 ms: best reachable" in text, text
+    best_ms = float(text.split("best reachable ")[1].split(" ms")[0].replace(",", ""))
+    assert best_ms > 4.0
+
+
+def test_short_form_slo_defaults_to_p90_and_the_load_is_stated_once() -> None:
+    short = parse_scenario({"name": "s", "workload": {"kind": "inference", "model": "llama-3.1-8b", "prompt_tokens": 500, "output_tokens": 100,
+                                                       "target_output_tokens_per_s": 1000, "slo": {"tpot_s": 0.05}}})
+    traffic = short.workload.resolved_traffic()
+    assert traffic.slo.percentile == 90 and traffic.request_rate_rps == pytest.approx(10.0)
+    with pytest.raises(InputError, match="state the load once"):
+        parse_scenario({"name": "s", "workload": {"kind": "inference", "model": "llama-3.1-8b", "target_output_tokens_per_s": 1000,
+                                                  "traffic": {"request_rate_rps": 5, "prompt": {"fixed": 10}, "output": {"fixed": 10}}}})
+    with pytest.raises(InputError, match="percentile"):
+        parse_scenario({"name": "s", "workload": {"kind": "inference", "model": "llama-3.1-8b", "prompt_tokens": 5, "output_tokens": 5,
+                                                  "concurrent_sequences": 4, "slo": {"tpot_s": 0.05, "percentile": 95}}})
