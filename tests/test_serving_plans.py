@@ -184,3 +184,22 @@ def test_short_form_slo_defaults_to_p90_and_the_load_is_stated_once() -> None:
     with pytest.raises(InputError, match="percentile"):
         parse_scenario({"name": "s", "workload": {"kind": "inference", "model": "llama-3.1-8b", "prompt_tokens": 5, "output_tokens": 5,
                                                   "concurrent_sequences": 4, "slo": {"tpot_s": 0.05, "percentile": 95}}})
+
+
+def test_the_evaluator_pipelines_pp_serving_pp2_capacity_close_to_tp2() -> None:
+    """PP2 replicas stream micro-batches through their stages (serving.iteration_time_s): the evaluator's stable rate of a
+    PP2 layout is close to TP2's (not half, as serial stages would give)."""
+    from planner.evaluate import evaluate_inference
+    from planner.layout import InferenceLayout
+    from planner.scenario import InferenceWorkload
+
+    model, gpu = resolve_model("llama-3.1-70b"), resolve_gpu("H100-SXM")
+    workload = InferenceWorkload(kind="inference", model=model.name, prompt_tokens=2000, output_tokens=300, target_output_tokens_per_s=300.0)
+    a = load_scenario(SCENARIOS / "llama-3.1-70b-chat.yaml").resolved_assumptions()
+    capacity = {}
+    for tp, pp in ((2, 1), (1, 2)):
+        layout = InferenceLayout(gpu=gpu.name, weight_precision="fp8", kv_precision="fp8", tp=tp, pp=pp, batch=256)
+        perf = evaluate_inference(model, workload, layout, gpu, a, None).perf
+        capacity[(tp, pp)] = perf.request_rate_rps / perf.utilisation
+    assert capacity[(1, 2)] >= 0.85 * capacity[(2, 1)], capacity
+    assert capacity[(1, 2)] <= 1.15 * capacity[(2, 1)], capacity
