@@ -553,18 +553,35 @@ def simulate_cmd(
         else:
             from planner.solver import solve
 
-            layout = solve(scenario, time_limit_s=time_limit).evaluation.layout  # type: ignore[union-attr]
-        g = resolve_gpu(layout.gpu)
+            plan = solve(scenario, time_limit_s=time_limit).evaluation
+        traffic = workload.resolved_traffic()
         model = resolve_model(workload.model)
-        prompt, output = workload.prompt_tokens, workload.output_tokens
-        cost = iteration_cost(model, layout, g, scenario.resolved_assumptions(), prompt_tokens=prompt, output_tokens=output)
-        fleet_rate = rate if rate is not None else (workload.target_output_tokens_per_s or 0.0) / output
+        prompt, output = traffic.prompt.mean_tokens(), traffic.output.mean_tokens()
+        spec = {"prompt_second_moment": traffic.prompt.second_moment(), "prefix_hit_rate": traffic.prefix_cache_hit_rate,
+                "tokens_per_step": traffic.tokens_per_step, "verify_tokens": traffic.verify_tokens}
+        if gpu is not None:
+            g = resolve_gpu(layout.gpu)
+            cost = iteration_cost(model, layout, g, scenario.resolved_assumptions(), prompt_tokens=workload.prompt_tokens,
+                                  output_tokens=workload.output_tokens)
+            fleet_rate = rate if rate is not None else traffic.request_rate_rps or 0.0
+        else:
+            from planner.perf import serving_cost
+            from planner.space import node_size
+
+            layout = plan.layout  # type: ignore[union-attr]
+            g = resolve_gpu(layout.gpu)
+            # the plan's own per-iteration cost (batch slots, KV reserve) and the fleet rate its replica count was sized for
+            cost = serving_cost(model, workload, layout, g, scenario.resolved_assumptions(), node_size(scenario, g))
+            fleet_rate = rate if rate is not None else plan.perf.request_rate_rps * plan.perf.replicas_needed  # type: ignore[union-attr]
         if fleet_rate <= 0:
-            raise InputError("--rate: the scenario has no target_output_tokens_per_s; give --rate in requests/s.")
+            raise InputError("--rate: the scenario states a concurrency, not a rate; give --rate in requests/s.")
         per_replica = fleet_rate / layout.replicas
-        arrivals = trace_requests(trace) if trace is not None else poisson_requests(per_replica, requests, prompt, output, seed)
-        result = simulate(cost, arrivals, progress=True)
-        state = steady_state(cost, per_replica, prompt, output)
+        rng = np.random.default_rng(seed)
+        arrivals = trace_requests(trace) if trace is not None else poisson_requests(
+            per_replica, requests, traffic.prompt.sample(requests, rng), traffic.output.sample(requests, rng), seed)
+        result = simulate(cost, arrivals, progress=True, tokens_per_step=spec["tokens_per_step"], verify_tokens=spec["verify_tokens"],
+                          prefix_hit_rate=spec["prefix_hit_rate"])
+        state = steady_state(cost, per_replica, prompt, output, **spec)
         out.print(f"[bold]{model.name}[/bold] on {layout.replicas} x {layout.gpu} TP{layout.tp} PP{layout.pp} "
                   f"({layout.weight_precision.value} weights, {layout.kv_precision.value} KV); {per_replica:.3g} requests/s per replica, "
                   f"max stable {float(max_rate_rps(cost, prompt, output)):.3g}; {result.requests} requests, seed {seed}")

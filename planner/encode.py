@@ -101,12 +101,12 @@ def add_replicas(model: cp_model.CpModel, x: list[cp_model.IntVar], max_replicas
     return k
 
 
-def add_load(model: cp_model.CpModel, k: list[cp_model.IntVar], rows: list[InferenceEvaluation], target_tps: float | None,
+def add_load(model: cp_model.CpModel, k: list[cp_model.IntVar], x: list[cp_model.IntVar], rows: list[InferenceEvaluation],
              concurrency: int | None) -> None:
-    """The replicas together serve the required output tokens/s and concurrent sequences."""
-    if target_tps is not None:
-        model.add(weighted(k, [scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") for e in rows])
-                  >= scaled(target_tps, "tokens_per_s", "need"))
+    """The replicas carry the load: at least the configuration's `perf.replicas_needed` (the load-aware count of
+    `planner.serving.replicas_needed` at the workload's rate and SLOs), and enough sequence slots for the concurrency."""
+    for e, kr, xr in zip(rows, k, x):
+        model.add(kr >= max(1, e.perf.replicas_needed) * xr)
     if concurrency is not None:
         model.add(weighted(k, [e.layout.batch for e in rows]) >= concurrency)
 
@@ -130,14 +130,14 @@ def encode_training(rows: list[TrainingEvaluation]) -> Encoding:
     return Encoding(model=model, x=x, k=None, gpus=gpus, cost=cost, time=time, throughput=tps, cost_unit="usd")
 
 
-def encode_inference(rows: list[InferenceEvaluation], max_replicas: list[int], target_tps: float | None, concurrency: int | None) -> Encoding:
+def encode_inference(rows: list[InferenceEvaluation], max_replicas: list[int], concurrency: int | None) -> Encoding:
     """Variables and expressions for a serving table: a configuration and its replica count."""
     model = PlannerCpModel()
     x = add_choice(model, len(rows))
     k = add_replicas(model, x, max_replicas)
-    add_load(model, k, rows, target_tps, concurrency)
+    add_load(model, k, x, rows, concurrency)
     gpus = weighted(k, [e.layout.gpus_per_replica for e in rows])
-    cost = weighted(k, [scaled(e.usd_per_hour or 0.0, "usd_per_hour") for e in rows])
+    cost = weighted(k, [scaled((e.usd_per_hour or 0.0) / e.layout.replicas, "usd_per_hour") for e in rows])  # per replica
     tps = weighted(k, [scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") for e in rows])
     # $ per million output tokens of a configuration does not depend on its replica count: a linear term in x.
     per_mtok = sum(scaled(usd_per_million_tokens(e.usd_per_hour / e.layout.replicas, e.perf.output_tokens_per_s), "usd_per_mtok") * xr
@@ -175,8 +175,9 @@ def add_deadline(enc: Encoding, deadline_days: float) -> None:
     add_limit(enc, "deadline", f"deadline = {deadline_days:g} days", enc.time, scaled(deadline_days * 86400.0, "s", "limit"))
 
 
-def add_slo(enc: Encoding, rows: list[InferenceEvaluation], key: str, limit_s: float) -> None:
-    """The chosen configuration meets a latency SLO (TTFT or TPOT)."""
+def add_slo(enc: Encoding, rows: list[InferenceEvaluation], key: str, limit_s: float, percentile: int) -> None:
+    """The chosen configuration meets a latency SLO (TTFT or TPOT) at the percentile, under its load (the figures of
+    `perf.inference_perf_columns` at rate / replicas_needed; a layout that cannot meet it shows its best reachable value)."""
     values = [e.perf.ttft_s if key == "ttft" else e.perf.tpot_s for e in rows]
     expr = weighted(enc.x, [scaled(v, "latency_s") for v in values])
-    add_limit(enc, key, f"SLO {key} <= {limit_s * 1000:g} ms", expr, scaled(limit_s, "latency_s", "limit"))
+    add_limit(enc, key, f"{key.upper()} p{percentile} <= {limit_s * 1000:g} ms", expr, scaled(limit_s, "latency_s", "limit"))

@@ -89,6 +89,30 @@ def ring_allreduce_s(message_bytes: Num, ranks: Num, bandwidth_gbps: Num, latenc
     return where(ranks <= 1, 0.0, 2.0 * (ranks - 1) / ranks * message_bytes / (bandwidth_gbps * 1e9) + 2 * (ranks - 1) * latency_s)
 
 
+def allreduce_ring_share(message_bytes: Num, assumptions: Assumptions) -> Num:
+    """Share of the ring latency a serving all-reduce of `message_bytes` pays: 0 up to the one-shot size, 1 from the
+    custom all-reduce's largest size, linear between (`serving_allreduce_s`)."""
+    lo, hi = assumptions.serving_oneshot_max_bytes, max(assumptions.serving_custom_allreduce_max_bytes, assumptions.serving_oneshot_max_bytes + 1.0)
+    return np.clip((message_bytes - lo) / (hi - lo), 0.0, 1.0)
+
+
+def serving_allreduce_s(message_bytes: Num, ranks: Num, bandwidth_gbps: Num, assumptions: Assumptions) -> Num:
+    """All-reduce of the serving path: the 2(n-1)/n x bytes volume over the per-rank bandwidth (Patarasuk & Yuan 2009)
+    plus a latency that depends on the message size.
+
+    Small messages (decode of modest batches, a few KB per layer) go through a one-shot custom
+    kernel, every rank writing its shard to all peers in one round (TensorRT-LLM
+    `customAllReduceKernels.cu` ONESHOT; vLLM `custom_all_reduce.cuh` one-stage): one
+    `serving_allreduce_latency_s`, not 2(n-1) ring hops. From `serving_oneshot_max_bytes` to
+    `serving_custom_allreduce_max_bytes` the latency moves linearly to the NCCL ring's 2(n-1)
+    hops of `collective_latency_s`, which larger messages pay (`allreduce_ring_share`).
+    """
+    ring = 2 * (ranks - 1) * assumptions.collective_latency_s
+    one = assumptions.serving_allreduce_latency_s
+    latency = one + (ring - one) * allreduce_ring_share(message_bytes, assumptions)
+    return where(ranks <= 1, 0.0, 2.0 * (ranks - 1) / ranks * message_bytes / (bandwidth_gbps * 1e9) + latency)
+
+
 def group_bandwidth_gbps(gpu: GpuSpec, size: Num, stride: Num, gpus_per_node: int, collective: bool = True) -> Num:
     """Per-GPU bandwidth of a serving group of `size` ranks spaced `stride` apart (the inner parallel degrees), GB/s.
 
@@ -247,15 +271,26 @@ def training_perf(
 
 
 class InferencePerf(BaseModel):
-    """Predicted speed of one serving replica at its batch."""
+    """Predicted speed of one serving replica at the load it carries (`planner.serving.steady_state`), with the bare
+    decode-step terms as breakdown."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ttft_s: float = Field(description="Time to first token of one request (prefill), seconds.")
-    tpot_s: float = Field(description="Time per output token at the replica's batch, seconds.")
-    decode_step_s: float = Field(description="One decode step of the whole batch, seconds.")
-    output_tokens_per_s: float = Field(description="Steady-state output tokens/s of one replica.")
-    decode_bound: str = Field(description="memory or compute: what limits a decode step.")
+    percentile: int = Field(description="Percentile of the SLO figures (ttft_s, tpot_s): 50, 90 or 99.")
+    replicas_needed: int = Field(description="Fewest replicas meeting the load and SLOs (0: not even stable); the replica's load is rate / this.")
+    request_rate_rps: float = Field(description="Arrival rate one replica carries (fleet rate / replicas_needed), requests/s.")
+    ttft_s: float = Field(description="Time to first token at the SLO percentile under load, seconds.")
+    ttft_p50_s: float = Field(description="Median time to first token under load, seconds.")
+    tpot_s: float = Field(description="Time per output token (inter-token latency / tokens per step) at the SLO percentile, seconds.")
+    tpot_p50_s: float = Field(description="Median time per output token, seconds.")
+    tpot_mean_s: float = Field(description="Mean time per output token, seconds.")
+    itl_mean_s: float = Field(description="Mean iteration (inter-token) time seen by a decoding sequence, seconds.")
+    decode_seqs_in_flight: float = Field(description="Sequences decoding at once (Little's law).")
+    output_tokens_per_s: float = Field(description="Output tokens/s of one replica = sequences in flight x tokens per step / ITL.")
+    utilisation: float = Field(description="Replica load over the largest stable rate (rho = lambda / mu).")
+    decode_step_s: float = Field(description="Breakdown: one bare decode step of a full batch (no prefill, no queueing), seconds.")
+    saturated_output_tokens_per_s: float = Field(description="Breakdown: offline max-throughput of a full batch (prefill of the batch, then the decode steps).")
+    decode_bound: str = Field(description="memory or compute: what limits a bare decode step.")
 
 
 def expected_experts_touched(model: ModelSpec, tokens: Num) -> Num:
@@ -291,7 +326,8 @@ def decode_step_columns(
 
     Bytes read per card: the weights on the card (for MoE only the experts the batch touches)
     and the KV cache of the batch at `context_tokens` (Pope et al. 2022, Sec. 2.2, memory-
-    bound decoding). TP adds two all-reduces per layer (Shoeybi et al. 2019, Sec. 3). PP
+    bound decoding). TP adds two all-reduces per layer (Shoeybi et al. 2019, Sec. 3), small-message
+    one-shot all-reduces (`serving_allreduce_s`); the engine adds `engine_overhead_s` per step. PP
     stages run one after another for a given token. `memory` supplies the weight, expert and
     KV-per-token columns of `inference_memory_columns`. Output: decode_step_s, decode_memory_s,
     decode_compute_s, decode_tp_comm_s (per stage).
@@ -309,8 +345,8 @@ def decode_step_columns(
     t_compute = flops / rate
     layers_per_stage = -(-model.num_layers // pp)
     bw = group_bandwidth_gbps(gpu, tp, 1, node)
-    tp_comm = layers_per_stage * 2 * ring_allreduce_s(2.0 * b * model.hidden_size, tp, bw, assumptions.collective_latency_s)
-    stage = np.maximum(t_mem, t_compute) + tp_comm
+    tp_comm = layers_per_stage * 2 * serving_allreduce_s(2.0 * b * model.hidden_size, tp, bw, assumptions)
+    stage = np.maximum(t_mem, t_compute) + tp_comm + assumptions.engine_overhead_s / pp
     return {"decode_step_s": stage * pp, "decode_memory_s": t_mem, "decode_compute_s": t_compute, "decode_tp_comm_s": tp_comm}
 
 
@@ -319,32 +355,107 @@ def prefill_columns(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, co
     return requests * prefill_flops(model, prompt_tokens) / (cols["tp"] * serving_rate_columns(gpu, cols["weight_precision"], assumptions))
 
 
+def serving_cost_columns(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns,
+                         memory: Columns, gpus_per_node: int | None = None):  # -> serving.IterationCost
+    """The `serving.IterationCost` columns of serving layouts, from their memory columns: the one per-iteration cost.
+
+    Each replica runs at most `batch` sequences (vLLM max_num_seqs) with KV reserved for batch x
+    (prompt + output) tokens, what `inference_memory_columns` sized the card for.
+    """
+    from planner.serving import iteration_cost_columns
+
+    node = gpus_per_node or gpu.gpus_per_node
+    tp, pp, b = cols["tp"], cols["pp"], cols["batch"]
+    assert workload.prompt_tokens is not None and workload.output_tokens is not None
+    return iteration_cost_columns(
+        model, assumptions, tp=tp, pp=pp, weight_bytes_per_card=memory["weights"] + memory["embeddings_16bit"],
+        expert_bytes_per_card=memory["expert_bytes"] if model.is_moe else 0.0, kv_bytes_per_token_per_card=memory["kv_bytes_per_token"],
+        hbm_gbps=gpu.hbm_bandwidth_gbps, matmul_flops_per_s=serving_rate_columns(gpu, cols["weight_precision"], assumptions),
+        tp_link_gbps=group_bandwidth_gbps(gpu, tp, 1, node), pp_link_gbps=group_bandwidth_gbps(gpu, pp, tp, node, collective=False),
+        kv_capacity_tokens=b * (workload.prompt_tokens + workload.output_tokens) * (1.0 + 1e-9), max_sequences=b,
+    )
+
+
+MAX_REPLICAS = 4096
+"""Most replicas of one layout the serving model considers (`serving.replicas_needed`)."""
+
+
 def inference_perf_columns(
     model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns, memory: Columns,
     gpus_per_node: int | None = None,
 ) -> Columns:
-    """TTFT, TPOT and steady-state throughput of many serving replicas; one column per `InferencePerf` field
-    (decode_bound as a boolean column `decode_memory_bound`), plus the decode components.
+    """Load-aware serving figures of many replica layouts; one column per `InferencePerf` field (decode_bound as a
+    boolean column `decode_memory_bound`), plus the bare decode-step components.
 
-    With continuous batching, a batch of b requests costs one prefill of b prompts and
-    `output_tokens` decode steps at the mean context prompt + output/2 (Kwon et al. 2023,
-    Sec. 6; Agrawal et al. 2024, Sarathi-Serve, Sec. 2): throughput = b x output / that time.
-    TTFT = prefill of one prompt + one decode step.
+    The fleet's arrival rate comes from the workload (`InferenceWorkload.resolved_traffic`); a
+    closed loop of N users is turned into a rate per layout (ceil(N / usable slots) replicas,
+    each holding its users: `serving.rate_for_concurrency`, Little 1961). `serving.replicas_needed`
+    gives the fewest replicas meeting the SLOs at their percentile (or, when none can, the
+    fewest that are stable, with the figures at MAX_REPLICAS: the best the layout reaches);
+    each replica carries rate / replicas and its TTFT, ITL, sequences in flight and
+    throughput are `serving.steady_state` there (continuous batching with chunked prefill:
+    Yu et al. 2022 Orca; Agrawal et al. 2024 Sarathi-Serve). Throughput = sequences in flight
+    x tokens per step / mean ITL exactly. Breakdown: the bare decode step of a full batch
+    (`decode_step_columns`) and the offline max-throughput of a full batch (one prefill of the
+    batch and `output_tokens` steps at the mean context; Kwon et al. 2023, Sec. 6).
     """
+    from planner import serving
+
+    traffic = workload.resolved_traffic()
+    slo = traffic.slo
+    p_mean, o_mean = traffic.prompt.mean_tokens(), traffic.output.mean_tokens()
+    kwargs = dict(prompt_second_moment=traffic.prompt.second_moment(), prefix_hit_rate=traffic.prefix_cache_hit_rate,
+                  tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens)
+    cost = serving_cost_columns(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
+    b = cols["batch"].astype(float)
+    if traffic.request_rate_rps is not None:
+        rate = np.full(len(b), traffic.request_rate_rps)
+        floor = np.ones(len(b))
+    else:
+        assert traffic.concurrency is not None
+        beta = serving.SLOT_STAFFING_BETA  # users a replica of b slots holds with the slot margin of `serving.steady_state`
+        usable = np.maximum(((-beta + np.sqrt(beta**2 + 4.0 * b)) / 2.0) ** 2 * (1.0 - 1e-6), 1e-9)
+        floor = np.ceil(traffic.concurrency / usable)
+        rate = np.nan_to_num(serving.rate_for_concurrency(cost, traffic.concurrency / floor, p_mean, o_mean, iterations=24, **kwargs) * floor,
+                             nan=0.0)
+    rate = np.maximum(rate, 1e-12)
+    capacity = serving.max_rate_rps(cost, p_mean, o_mean, iterations=16, **kwargs)
+    # stability alone: ceil(rate / capacity), one more where the bisected capacity sits a hair above the true one
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k_stable = np.where(capacity > 0, np.ceil(rate / capacity), 0.0)
+    k_stable = np.where((k_stable > 0) & (k_stable <= MAX_REPLICAS), k_stable, 0.0)
+    stable = serving.steady_state(cost, rate / np.maximum(k_stable, 1.0), p_mean, o_mean, percentiles=False, **kwargs).feasible
+    k_stable = np.where((k_stable > 0) & ~stable & (k_stable < MAX_REPLICAS), k_stable + 1, k_stable).astype(np.int64)
+    k_slo = serving.replicas_needed(cost, rate, p_mean, o_mean, percentile=slo.percentile, ttft_slo_s=slo.ttft_s, tpot_slo_s=slo.tpot_s,
+                                    max_replicas=MAX_REPLICAS, at_least=np.maximum(k_stable, 1), **kwargs)
+    reachable = k_slo > 0
+    replicas = np.where(reachable, np.maximum(k_slo, floor), np.where(k_stable > 0, np.maximum(k_stable, floor), 0)).astype(np.int64)
+    per_replica = rate / np.where(reachable, np.maximum(k_slo, floor), MAX_REPLICAS)
+    state = serving.steady_state(cost, per_replica, p_mean, o_mean, **kwargs)
+    tau = traffic.tokens_per_step
     p, o = workload.prompt_tokens, workload.output_tokens
+    assert p is not None and o is not None
     decode = decode_step_columns(model, gpu, assumptions, cols, memory, p + o / 2.0, gpus_per_node)
-    step = decode["decode_step_s"]
-    cycle = prefill_columns(model, gpu, assumptions, cols, p, cols["batch"]) + o * step
-    ttft = prefill_columns(model, gpu, assumptions, cols, p, 1) + step
-    return {**decode, "ttft_s": ttft, "tpot_s": step, "output_tokens_per_s": cols["batch"] * o / cycle,
+    cycle = prefill_columns(model, gpu, assumptions, cols, p, cols["batch"]) + o * decode["decode_step_s"]
+    pct = slo.percentile
+    return {**decode, "percentile": np.full(len(b), pct), "replicas_needed": replicas, "request_rate_rps": per_replica,
+            "ttft_s": getattr(state, f"ttft_p{pct}_s"), "ttft_p50_s": state.ttft_p50_s,
+            "tpot_s": getattr(state, f"itl_p{pct}_s") / tau, "tpot_p50_s": state.itl_p50_s / tau, "tpot_mean_s": state.tpot_mean_s,
+            "itl_mean_s": state.itl_mean_s, "decode_seqs_in_flight": state.decode_seqs_in_flight,
+            "output_tokens_per_s": state.decode_seqs_in_flight * tau / state.itl_mean_s,
+            "utilisation": per_replica / np.where(capacity > 0, capacity, np.nan),
+            "saturated_output_tokens_per_s": cols["batch"] * o / cycle,
             "decode_memory_bound": decode["decode_memory_s"] >= decode["decode_compute_s"]}
+
+
+PERF_INT_FIELDS = ("percentile", "replicas_needed")
 
 
 def inference_perf_at(perf: Columns, i: int) -> InferencePerf:
     """Row `i` of `inference_perf_columns` as an InferencePerf."""
-    return InferencePerf(ttft_s=float(perf["ttft_s"][i]), tpot_s=float(perf["tpot_s"][i]), decode_step_s=float(perf["decode_step_s"][i]),
-                         output_tokens_per_s=float(perf["output_tokens_per_s"][i]),
-                         decode_bound="memory" if perf["decode_memory_bound"][i] else "compute")
+    values = {name: (int(perf[name][i]) if name in PERF_INT_FIELDS else float(perf[name][i]))
+              for name in InferencePerf.model_fields if name != "decode_bound"}
+    return InferencePerf(**values, decode_bound="memory" if perf["decode_memory_bound"][i] else "compute")
 
 
 def decode_step_s(
@@ -368,6 +479,15 @@ def _weights_only_memory(model: ModelSpec, gpu: GpuSpec, assumptions: Assumption
 def prefill_s(model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions, prompt_tokens: int, requests: int) -> float:
     """Prefill time of `requests` prompts on one replica (`prefill_columns`)."""
     return float(prefill_columns(model, gpu, assumptions, inference_columns([layout]), prompt_tokens, requests)[0])
+
+
+def serving_cost(model: ModelSpec, workload: InferenceWorkload, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions,
+                 gpus_per_node: int | None = None):  # -> serving.IterationCost
+    """The per-iteration cost of one serving layout, exactly as the evaluator uses it (`serving_cost_columns`), as floats:
+    what the simulator replays a plan with."""
+    cols = inference_columns([layout])
+    memory = inference_memory_columns(model, workload, gpu, assumptions, cols)
+    return serving_cost_columns(model, workload, gpu, assumptions, cols, memory, gpus_per_node).take(0)
 
 
 def inference_perf(

@@ -62,8 +62,13 @@ def speed_cost_table(e: Evaluation) -> Table:
             table.add_row("cost", f"${e.cost_usd:,.0f}")
     else:
         p = e.perf
-        table.add_row("TTFT / TPOT", f"{p.ttft_s * 1000:,.1f} ms / {p.tpot_s * 1000:,.2f} ms ({p.decode_bound}-bound decode)")
-        table.add_row("throughput", f"{e.fleet_output_tokens_per_s:,.0f} output tokens/s ({p.output_tokens_per_s:,.0f} per replica)")
+        table.add_row("load per replica", f"{p.request_rate_rps:,.3g} requests/s, {p.decode_seqs_in_flight:,.1f} sequences in flight, "
+                      f"utilisation {p.utilisation:.0%} ({p.replicas_needed} replica(s) needed)")
+        table.add_row(f"TTFT p{p.percentile} / p50", f"{p.ttft_s * 1000:,.1f} ms / {p.ttft_p50_s * 1000:,.1f} ms")
+        table.add_row(f"TPOT p{p.percentile} / p50 / mean", f"{p.tpot_s * 1000:,.2f} ms / {p.tpot_p50_s * 1000:,.2f} ms / {p.tpot_mean_s * 1000:,.2f} ms "
+                      f"(bare decode step of a full batch {p.decode_step_s * 1000:,.2f} ms, {p.decode_bound}-bound)")
+        table.add_row("throughput", f"{e.fleet_output_tokens_per_s:,.0f} output tokens/s ({p.output_tokens_per_s:,.0f} per replica "
+                      f"= sequences in flight / mean ITL)")
         if e.usd_per_hour is not None:
             table.add_row("cost", f"${e.usd_per_hour:,.2f}/hour, ${e.usd_per_million_output_tokens:,.3f} per million output tokens")
     if e.price is not None:
@@ -102,16 +107,13 @@ def print_plan(console: Console, plan: Plan, top: int = 0) -> None:
                 table.add_row(escape(a.gpu), f"[red]{escape(a.summary)}[/red]", "-", "-", "-", "-")
         console.print(table)
     if plan.pareto:
-        training = plan.pareto[0].speed_metric == "time_to_train_days"
-        table = Table(title="Pareto frontier (cost vs time to train)" if training else "Pareto frontier (cost vs TPOT)")
-        cost_header = "cost $" if training else "$/hour"
-        speed_header = "days" if training else "TPOT ms"
-        for col in (cost_header, speed_header, "tokens/s", "GPUs"):
-            table.add_column(col, justify="right", no_wrap=True)
+        metric = plan.pareto[0].metric
+        table = Table(title=escape(f"Pareto frontier (cost vs {metric})"))
+        for col in ("cost", metric, "tokens/s", "GPUs"):
+            table.add_column(escape(col), justify="right", no_wrap=True)
         table.add_column("plan", overflow="fold")
         for p in plan.pareto:
-            speed = f"{p.time_to_train_days:,.2f}" if training else f"{(p.tpot_s or 0.0) * 1000:,.2f}"
-            table.add_row(f"{p.cost:,.2f}", speed, f"{p.throughput_tokens_per_s:,.0f}", str(p.num_gpus), escape(p.summary))
+            table.add_row(f"{p.cost:,.2f}", f"{p.metric_value:,.2f}", f"{p.throughput_tokens_per_s:,.0f}", str(p.num_gpus), escape(p.summary))
         console.print(table)
 
 

@@ -341,20 +341,19 @@ def _short(summary: str) -> str:
 
 
 def pareto_chart(plan: Plan) -> str:
-    """Cost against speed of plan.pareto (training: time to train; serving: fleet tokens/s), recommendation highlighted."""
+    """Cost against speed of plan.pareto (training: time to train; serving: TPOT at the SLO percentile under load), recommendation highlighted."""
     plt = _pyplot()
     e = plan.evaluation
     training = isinstance(e, TrainingEvaluation)
     pts = list(plan.pareto)
-    xs = [p.time_to_train_days or 0.0 for p in pts] if training else [p.throughput_tokens_per_s for p in pts]
+    xs = [p.time_to_train_days or 0.0 for p in pts] if training else [p.metric_value for p in pts]
     ys = [p.cost for p in pts]
-    rx = e.perf.time_to_train_s / 86400.0 if training else e.fleet_output_tokens_per_s
+    rx = e.perf.time_to_train_s / 86400.0 if training else e.perf.tpot_s * 1000.0
     ry = plan_cost(e) or 0.0
     fig, ax = plt.subplots(figsize=(9.0, 5.0))
     if pts:
-        # Training points are ordered by time, so a line is the frontier; serving points come from TPOT steps
-        # (planner.solver.pareto_frontier), so fleet tokens/s is not monotonic along them and a line would zigzag.
-        style, what = ("-o", "Pareto frontier (cheapest plan at each time to train)") if training else ("o", "frontier points (cheapest plan at each TPOT)")
+        # Points are ordered by the traded metric (time to train, or TPOT under load), so a line is the frontier.
+        style, what = ("-o", "Pareto frontier (cheapest plan at each time to train)") if training else ("-o", "Pareto frontier (cheapest plan at each TPOT)")
         ax.plot(xs, ys, style, color="#4c72b0", markersize=5, label=what)
         for i, (x, y, p) in enumerate(zip(xs, ys, pts)):
             ax.annotate(_short(p.summary), (x, y), textcoords="offset points", xytext=(6, 6 if i % 2 == 0 else -12), fontsize=7)
@@ -367,9 +366,9 @@ def pareto_chart(plan: Plan) -> str:
             axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             axis.set_minor_formatter(NullFormatter())
         axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}"))  # plain numbers, no 1e6 offset
-    ax.set_xlabel("time to train, days" if training else "fleet output tokens/s")
+    ax.set_xlabel("time to train, days" if training else f"TPOT p{e.perf.percentile} under load, ms")
     ax.set_ylabel("cost of the run, USD" if training else "fleet cost, USD per hour")
-    ax.set_title("Cost vs time to train" if training else "Cost vs throughput", fontsize=10)
+    ax.set_title("Cost vs time to train" if training else "Cost vs TPOT", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     svg = _svg(fig, "planner-pareto")
@@ -396,7 +395,9 @@ def _recommendation(scenario: Scenario, plan: Plan) -> str:
                 f"costing {money(e.cost_usd)} for the run{priced}.")
     else:
         body = (f" {lay.replicas} replica(s) of {lay.gpus_per_replica} GPU(s) serve {e.fleet_output_tokens_per_s:,.0f} output tokens/s "
-                f"(TTFT {e.perf.ttft_s:.3f} s, TPOT {e.perf.tpot_s * 1000:.1f} ms) for {money(e.usd_per_hour)}/h, "
+                f"under load ({e.perf.request_rate_rps:,.3g} requests/s per replica, {e.perf.decode_seqs_in_flight:,.0f} sequences in flight, "
+                f"utilisation {e.perf.utilisation:.0%}; TTFT p{e.perf.percentile} {e.perf.ttft_s:.3f} s, "
+                f"TPOT p{e.perf.percentile} {e.perf.tpot_s * 1000:.1f} ms) for {money(e.usd_per_hour)}/h, "
                 f"{money(e.usd_per_million_output_tokens)} per million output tokens{priced}.")
     tail = (f" Solver: {status} on {plan.objective.value}, {plan.solve_time_s:.2f} s; {plan.fitting:,} fitting of "
             f"{plan.candidates:,} legal layouts; re-evaluated and verified.")

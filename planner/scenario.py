@@ -29,6 +29,7 @@ from planner.enums import (
 )
 from planner.errors import InputError
 from planner.files import load_structured, shorten
+from planner.traffic import ServingSlo, TokenLengths, Traffic
 
 FORBID = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -88,6 +89,10 @@ class Assumptions(BaseModel):
     restart_after_preemption_s: float = Field(ge=0, description="Time to get capacity back and resume from a checkpoint, seconds.")
     price_stale_after_days: int = Field(gt=0, description="Price rows older than this many days are flagged as stale.")
     hosting_usd_per_kw_month: float = Field(ge=0, description="Colocation of owned servers, USD per kW of wall power per month.")
+    engine_overhead_s: float = Field(ge=0, description="Serving engine's scheduler/sampler time per iteration, seconds.")
+    serving_allreduce_latency_s: float = Field(ge=0, description="Latency of one small decode all-reduce (one-shot, in a node), seconds.")
+    serving_oneshot_max_bytes: float = Field(ge=0, description="Largest all-reduce message the one-shot kernel takes, bytes.")
+    serving_custom_allreduce_max_bytes: float = Field(gt=0, description="Largest message of the custom all-reduce; above it NCCL ring latency, bytes.")
     file: str | None = Field(default=None, description="Calibration overlay YAML (as `planner calibrate` writes it) applied over "
                              "catalogs/calibration.yaml; a relative path is resolved against the scenario file.")
 
@@ -150,32 +155,65 @@ class TrainingWorkload(BaseModel):
 
 
 class LatencySlo(BaseModel):
-    """Latency targets for serving."""
+    """Latency targets for serving, at a percentile of requests (TTFT) and of inter-token gaps (TPOT)."""
 
     model_config = FORBID
 
-    ttft_s: float | None = Field(default=None, gt=0, description="Max time to first token, seconds.")
-    tpot_s: float | None = Field(default=None, gt=0, description="Max time per output token, seconds.")
+    ttft_s: float | None = Field(default=None, gt=0, description="Max time to first token at the percentile, seconds.")
+    tpot_s: float | None = Field(default=None, gt=0, description="Max time per output token (inter-token latency) at the percentile, seconds.")
+    percentile: Literal[50, 90, 99] = Field(
+        default=90, description="Percentile the limits hold at: 50, 90 or 99 (default 90, what a latency target usually means).")
 
 
 class InferenceWorkload(BaseModel):
-    """Serving a model at a load."""
+    """Serving a model at a load: the short form (lengths, tokens/s or concurrency, `slo`) or a `traffic:` block.
+
+    The short form is turned into a `planner.traffic.Traffic` (`resolved_traffic`): request
+    rate = target_output_tokens_per_s / output_tokens, or a closed loop of concurrent_sequences;
+    fixed lengths; `slo` at its percentile (90 unless given).
+    """
 
     model_config = FORBID
 
     kind: Literal["inference"] = Field(description="Workload type.")
     model: str = Field(min_length=1, description="Catalog model name or path to a Hugging Face config.json.")
-    prompt_tokens: int = Field(gt=0, description="Prompt length per request, tokens.")
-    output_tokens: int = Field(gt=0, description="Generated tokens per request.")
+    prompt_tokens: int | None = Field(default=None, gt=0, description="Prompt length per request, tokens (default: traffic's mean).")
+    output_tokens: int | None = Field(default=None, gt=0, description="Generated tokens per request (default: traffic's mean).")
     concurrent_sequences: int | None = Field(default=None, gt=0, le=100_000_000, description="Sequences in flight at once, fleet-wide.")
     target_output_tokens_per_s: float | None = Field(default=None, gt=0, le=1e10, description="Required output tokens/s, fleet-wide.")
-    slo: LatencySlo = Field(default_factory=LatencySlo, description="Latency targets.")
+    slo: LatencySlo = Field(default_factory=LatencySlo, description="Latency targets at a percentile.")
+    traffic: Traffic | None = Field(default=None, description="Load as request rate or concurrency, length distributions, SLOs, prefix cache, speculation.")
 
     @model_validator(mode="after")
     def _needs_a_load(self) -> InferenceWorkload:
-        if self.concurrent_sequences is None and self.target_output_tokens_per_s is None:
-            raise ValueError("give concurrent_sequences or target_output_tokens_per_s (or both)")
+        if self.traffic is None:
+            if self.prompt_tokens is None or self.output_tokens is None:
+                raise ValueError("give prompt_tokens and output_tokens (or a traffic: block)")
+            if self.concurrent_sequences is None and self.target_output_tokens_per_s is None:
+                raise ValueError("give concurrent_sequences or target_output_tokens_per_s (or both), or a traffic: block")
+            return self
+        if self.concurrent_sequences is not None or self.target_output_tokens_per_s is not None:
+            raise ValueError("state the load once: traffic.request_rate_rps / traffic.concurrency, not concurrent_sequences or "
+                             "target_output_tokens_per_s beside a traffic: block")
+        if self.slo != LatencySlo():
+            raise ValueError("state the SLOs once: traffic.slo, not slo beside a traffic: block")
+        t = self.traffic
+        object.__setattr__(self, "slo", LatencySlo(ttft_s=t.slo.ttft_s, tpot_s=t.slo.tpot_s, percentile=t.slo.percentile))
+        if self.prompt_tokens is None:
+            object.__setattr__(self, "prompt_tokens", max(1, round(t.prompt.mean_tokens())))
+        if self.output_tokens is None:
+            object.__setattr__(self, "output_tokens", max(1, round(t.output.mean_tokens())))
         return self
+
+    def resolved_traffic(self) -> Traffic:
+        """The load as a `Traffic`: the traffic: block, or the short form (rate from tokens/s, else the closed-loop concurrency)."""
+        if self.traffic is not None:
+            return self.traffic
+        assert self.prompt_tokens is not None and self.output_tokens is not None
+        rate = self.target_output_tokens_per_s / self.output_tokens if self.target_output_tokens_per_s else None
+        return Traffic(request_rate_rps=rate, concurrency=None if rate else self.concurrent_sequences,
+                       prompt=TokenLengths(fixed=self.prompt_tokens), output=TokenLengths(fixed=self.output_tokens),
+                       slo=ServingSlo(ttft_s=self.slo.ttft_s, tpot_s=self.slo.tpot_s, percentile=self.slo.percentile))
 
 
 Workload = Annotated[TrainingWorkload | InferenceWorkload, Field(discriminator="kind")]

@@ -36,6 +36,12 @@ from planner.units import FLOPS_PER_TFLOP
 
 Array = NDArray[np.float64]
 
+ITL_TAIL_GUARD = 0.5
+"""Tail ITL percentiles switch to the prefill-iteration time at pi >= ITL_TAIL_GUARD x (1 - q) (see `steady_state`)."""
+
+SLOT_STAFFING_BETA = 2.33
+"""Halfin-Whitt staffing margin for sequence slots: P(wait for a slot) ~ 1% (Halfin & Whitt 1981, Eq. 1, alpha(2.33))."""
+
 DEFAULT_MAX_SEQUENCES = 256
 """vLLM `max_num_seqs` default (vLLM engine arguments): the scheduler's cap on running sequences."""
 
@@ -57,6 +63,12 @@ class IterationCost:
 
     fixed_s: ArrayLike
     """Per stage and iteration: collective latencies and engine overhead (independent of tokens)."""
+    large_message_tokens: ArrayLike
+    """Tokens per stage above which the TP all-reduce message outgrows the one-shot kernel (`perf.serving_allreduce_s`)."""
+    ring_message_tokens: ArrayLike
+    """Tokens per stage from which the all-reduce pays the whole NCCL ring latency (linear in between)."""
+    large_message_extra_s: ArrayLike
+    """Per stage: extra all-reduce latency at and above `ring_message_tokens` (ring hops instead of one shot)."""
     dense_weight_read_s: ArrayLike
     """Per stage: reading the card's non-expert weights from HBM once."""
     expert_weight_read_s: ArrayLike
@@ -102,6 +114,8 @@ def experts_touched_fraction(cost: IterationCost, tokens: ArrayLike) -> Array:
     As `planner.perf.expected_experts_touched`; 0 for dense models.
     """
     e, k = _f(cost.routed_experts), _f(cost.experts_per_token)
+    if not e.any():  # dense model: no routed experts
+        return np.zeros(np.shape(tokens))
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = 1.0 - np.power(1.0 - np.where(e > 0, k / np.maximum(e, 1.0), 0.0), _f(tokens))
     return np.where(e > 0, frac, 0.0)
@@ -123,7 +137,9 @@ def stage_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tok
               + _f(cost.kv_read_s_per_context_token) * _f(decode_context_tokens))
     compute = (_f(cost.compute_s_per_token) * tokens
                + _f(cost.attention_s_per_context_token) * (_f(decode_context_tokens) * s + _f(prefill_context_tokens)))
-    return _f(cost.fixed_s) + np.maximum(memory, compute) + _f(cost.comm_s_per_token) * tokens
+    lo, hi = _f(cost.large_message_tokens), _f(cost.ring_message_tokens)
+    extra = _f(cost.large_message_extra_s) * np.clip((tokens - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0)
+    return _f(cost.fixed_s) + extra + np.maximum(memory, compute) + _f(cost.comm_s_per_token) * tokens
 
 
 def iteration_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tokens: ArrayLike, prefill_tokens: ArrayLike,
@@ -148,7 +164,7 @@ def _rate_flops(gpu: GpuSpec, weight_precision: WeightPrecision, assumptions: As
 
 def iteration_cost(model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions, *,
                    prompt_tokens: int = 1024, output_tokens: int = 256, gpus_per_node: int | None = None,
-                   max_sequences: int = DEFAULT_MAX_SEQUENCES, engine_overhead_s: float = 0.0) -> IterationCost:
+                   max_sequences: int = DEFAULT_MAX_SEQUENCES, engine_overhead_s: float | None = None) -> IterationCost:
     """Coefficients of a TP x PP replica (experts split over its TP ranks) from the roofline terms of perf/memory.
 
     Weights and KV bytes per card: `memory.serving_stage_bytes`, `memory.kv_bytes_per_token_per_card`;
@@ -156,8 +172,8 @@ def iteration_cost(model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assu
     datasheet; TP: two ring all-reduces of 2h bytes per token per layer (Shoeybi et al. 2019,
     Sec. 3; Patarasuk & Yuan 2009); PP: one 2h/tp-byte send per token per stage boundary.
     KV capacity: `memory.kv_tokens_that_fit`. `engine_overhead_s` is a per-iteration scheduler
-    and sampler cost (ASSUMPTION, 0 by default so that decode-only iterations equal
-    `perf.decode_step_s`; the lead should move it into catalogs/assumptions.yaml).
+    and sampler cost (default: the `engine_overhead_s` assumption, which `perf.decode_step_s` adds too,
+    so decode-only iterations equal it). TP all-reduces are one-shot (`perf.serving_allreduce_s`).
     """
     node = gpus_per_node or gpu.gpus_per_node
     tp, pp = layout.tp, layout.pp
@@ -178,7 +194,7 @@ def iteration_cost(model: ModelSpec, layout: InferenceLayout, gpu: GpuSpec, assu
 def iteration_cost_columns(model: ModelSpec, assumptions: Assumptions, *, tp: ArrayLike, pp: ArrayLike, weight_bytes_per_card: ArrayLike,
                            expert_bytes_per_card: ArrayLike, kv_bytes_per_token_per_card: ArrayLike, hbm_gbps: ArrayLike,
                            matmul_flops_per_s: ArrayLike, tp_link_gbps: ArrayLike, pp_link_gbps: ArrayLike, kv_capacity_tokens: ArrayLike,
-                           max_sequences: ArrayLike = DEFAULT_MAX_SEQUENCES, engine_overhead_s: ArrayLike = 0.0) -> IterationCost:
+                           max_sequences: ArrayLike = DEFAULT_MAX_SEQUENCES, engine_overhead_s: ArrayLike | None = None) -> IterationCost:
     """`IterationCost` columns from the evaluator's per-layout columns (one model; every argument a column or scalar).
 
     weight_bytes_per_card: all weights on the most loaded card (16-bit embeddings included);
@@ -191,12 +207,16 @@ def iteration_cost_columns(model: ModelSpec, assumptions: Assumptions, *, tp: Ar
     hbm = _f(hbm_gbps) * 1e9 * assumptions.decode_hbm_efficiency
     rate = _f(matmul_flops_per_s)
     layers = np.ceil(model.num_layers / pp_a)
-    allreduce_lat = np.where(tp_a > 1, layers * 2 * 2 * (tp_a - 1) * assumptions.collective_latency_s, 0.0)
+    allreduce_lat = np.where(tp_a > 1, layers * 2 * assumptions.serving_allreduce_latency_s, 0.0)  # one-shot (perf.serving_allreduce_s)
+    ring_extra = np.where(tp_a > 1, layers * 2 * (2 * (tp_a - 1) * assumptions.collective_latency_s - assumptions.serving_allreduce_latency_s), 0.0)
     allreduce_tok = np.where(tp_a > 1, layers * 2 * 2.0 * (tp_a - 1) / tp_a * 2.0 * model.hidden_size / (_f(tp_link_gbps) * 1e9), 0.0)
     pp_tok = np.where(pp_a > 1, 2.0 * model.hidden_size / tp_a / (_f(pp_link_gbps) * 1e9), 0.0)
     experts = _f(expert_bytes_per_card)
     return IterationCost(
-        fixed_s=allreduce_lat + _f(engine_overhead_s),
+        fixed_s=allreduce_lat + (assumptions.engine_overhead_s if engine_overhead_s is None else _f(engine_overhead_s)) / pp_a,
+        large_message_tokens=assumptions.serving_oneshot_max_bytes / (2.0 * model.hidden_size) * np.ones_like(tp_a),
+        ring_message_tokens=max(assumptions.serving_custom_allreduce_max_bytes, assumptions.serving_oneshot_max_bytes + 1.0) / (2.0 * model.hidden_size) * np.ones_like(tp_a),
+        large_message_extra_s=ring_extra,
         dense_weight_read_s=(_f(weight_bytes_per_card) - experts) / hbm,
         expert_weight_read_s=experts / hbm,
         routed_experts=float(model.n_routed_experts),
@@ -215,7 +235,7 @@ def iteration_cost_columns(model: ModelSpec, assumptions: Assumptions, *, tp: Ar
 def moe_iteration_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, *, weight_precision: WeightPrecision,
                        kv_precision: KvPrecision, attention_tp: int, attention_dp: int, ep: int,
                        gpus_per_node: int | None = None, dispatch_bytes_per_element: float = 1.0,
-                       max_sequences_per_dp_rank: int = DEFAULT_MAX_SEQUENCES, engine_overhead_s: float = 0.0) -> IterationCost:
+                       max_sequences_per_dp_rank: int = DEFAULT_MAX_SEQUENCES, engine_overhead_s: float | None = None) -> IterationCost:
     """Coefficients of an MoE replica with data-parallel attention and expert parallelism EP != TP.
 
     As SGLang (`--enable-dp-attention --ep-size`) and TensorRT-LLM (attention DP, MoE EP) run
@@ -243,7 +263,8 @@ def moe_iteration_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions,
     tp_bw = group_bandwidth_gbps(gpu, attention_tp, 1, node) * 1e9
     ep_bw = group_bandwidth_gbps(gpu, ep, 1, node, collective=False) * 1e9
     layers, moe_layers = model.num_layers, model.num_moe_layers
-    allreduce_lat = 0.0 if attention_tp == 1 else layers * 2 * 2 * (attention_tp - 1) * assumptions.collective_latency_s
+    allreduce_lat = 0.0 if attention_tp == 1 else layers * 2 * assumptions.serving_allreduce_latency_s
+    ring_extra = 0.0 if attention_tp == 1 else layers * 2 * (2 * (attention_tp - 1) * assumptions.collective_latency_s - assumptions.serving_allreduce_latency_s)
     allreduce_tok = 0.0 if attention_tp == 1 else layers * 2 * 2.0 * (attention_tp - 1) / attention_tp * 2.0 * model.hidden_size / tp_bw / attention_dp
     a2a_lat = 0.0 if ep == 1 else moe_layers * 2 * assumptions.collective_latency_s
     a2a_tok = 0.0 if ep == 1 else moe_layers * model.experts_per_token * model.hidden_size * (dispatch_bytes_per_element + 2.0) * (ep - 1) / ep / ep_bw / ep
@@ -255,7 +276,10 @@ def moe_iteration_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions,
     free = capacity - weights_card - assumptions.runtime_reserve_gib_inference * 2**30
     kv_tokens = max(0.0, free // (kv_token * assumptions.kv_block_tokens) * assumptions.kv_block_tokens) * attention_dp
     return IterationCost(
-        fixed_s=allreduce_lat + a2a_lat + engine_overhead_s,
+        fixed_s=allreduce_lat + a2a_lat + (assumptions.engine_overhead_s if engine_overhead_s is None else engine_overhead_s),
+        large_message_tokens=assumptions.serving_oneshot_max_bytes / (2.0 * model.hidden_size) * attention_dp,
+        ring_message_tokens=max(assumptions.serving_custom_allreduce_max_bytes, assumptions.serving_oneshot_max_bytes + 1.0) / (2.0 * model.hidden_size) * attention_dp,
+        large_message_extra_s=ring_extra,
         dense_weight_read_s=(body + embed - experts_on_tp) / hbm,
         expert_weight_read_s=expert_bytes_all / ep / hbm,
         routed_experts=float(model.n_routed_experts),
@@ -321,7 +345,7 @@ class SteadyState:
 
 
 def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
-               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 45) -> tuple[Array, ...]:
+               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 34) -> tuple[Array, ...]:
     """Bisection for the mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`)."""
 
     def terms(t: Array) -> tuple[Array, ...]:
@@ -439,11 +463,30 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
         return np.where(rho > 1.0 - q, _uniform_plus_exponential_quantile(1.0 - (1.0 - q) / np.maximum(rho, 1e-12), width, excess), 0.0)
 
     def itl_q(q: float) -> Array:
-        return np.where(q <= 1.0 - pi, t_d, t_p)
+        # Tail percentiles (q > 0.5) take the prefill-iteration time once prefill iterations fill half the tail mass
+        # (pi >= ITL_TAIL_GUARD (1 - q)): the share of prefill iterations fluctuates around the fluid pi, and the
+        # simulator's share exceeds it near full load, so the two-point mixture's jump is placed conservatively.
+        if q <= 0.5:
+            return np.where(pi <= 1.0 - q, t_d, t_p)
+        # the decode batch fluctuates: M/G/inf occupancy is Poisson with variance = mean (Kleinrock 1975, Vol. 1,
+        # M/G/infinity), and a token sees the size-biased batch, 1 + Poisson(B) (Feller 1971, Vol. II, Sec. I.4);
+        # tail iterations carry 1 + B + z_q sqrt(B) sequences (normal approximation)
+        from statistics import NormalDist
+
+        grown = decode + 1.0 + NormalDist().inv_cdf(q) * np.sqrt(np.maximum(decode, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ctx_grown = ctx * np.where(decode > 0, grown / decode, 1.0)
+        td_q = iteration_time_s(cost, grown, ctx_grown, 0.0, 0.0, verify, pipelined)
+        tp_q = iteration_time_s(cost, grown, ctx_grown, chunk, chunk * prompt / 2.0, verify, pipelined)
+        return np.where(pi <= ITL_TAIL_GUARD * (1.0 - q), td_q, tp_q)
 
     in_system = rate * (ttft_mean + output / tau * t)
     kv_in_use = in_system * (prompt_all + output)
-    feasible = feasible & (rho < 1.0) & (kv_in_use <= _f(cost.kv_capacity_tokens)) & (in_system <= _f(cost.max_sequences))
+    # Sequence slots: square-root staffing (Halfin & Whitt 1981, Oper. Res. 29(3), Eq. 1): with c slots and an offered
+    # load of a requests in the system, c >= a + beta sqrt(a) keeps the probability of waiting for a slot near
+    # alpha(beta); beta = SLOT_STAFFING_BETA gives ~1%, so the queue for slots (not modelled) stays out of TTFT.
+    slots_ok = in_system + SLOT_STAFFING_BETA * np.sqrt(np.maximum(in_system, 0.0)) <= _f(cost.max_sequences)
+    feasible = feasible & (rho < 1.0) & (kv_in_use <= _f(cost.kv_capacity_tokens)) & slots_ok
     nan = np.where(feasible, 1.0, np.nan)
     return SteadyState(
         feasible=feasible,
@@ -586,11 +629,12 @@ def size_pools(cost: IterationCost, gpus_per_replica: int, rate_rps: float, prom
 
 def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
                     percentile: int = 90, ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
-                    max_replicas: int = 4096, **kwargs: object) -> NDArray[np.int64]:
+                    max_replicas: int = 4096, at_least: ArrayLike = 1, **kwargs: object) -> NDArray[np.int64]:
     """Fewest replicas per layout (numpy column) that carry `rate_rps` in total with the SLOs met at the percentile.
 
     Each replica takes rate / n (a load balancer spreading Poisson arrivals keeps them Poisson).
-    Latency falls as n grows, so the smallest n is found by bisection over integers, all layouts
+    Latency falls as n grows, so the smallest n is found by doubling from `at_least` (a count
+    known to be needed, e.g. ceil(rate / max_rate_rps)) and bisection over integers, all layouts
     at once; 0 where even `max_replicas` do not meet the SLOs (e.g. a TPOT below the bare decode
     step). This is the coefficient the solver needs in place of `ceil(target / throughput)`.
     `tpot_slo_s` is compared with the inter-token latency per token (ITL / tokens per step).
@@ -598,7 +642,8 @@ def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: Arr
     tau = _f(kwargs.get("tokens_per_step", 1.0))  # type: ignore[arg-type]
 
     def ok(n: Array) -> NDArray[np.bool_]:
-        state = steady_state(cost, _f(rate_rps) / n, prompt_tokens, output_tokens, **kwargs)  # type: ignore[arg-type]
+        state = steady_state(cost, _f(rate_rps) / n, prompt_tokens, output_tokens, percentiles=ttft_slo_s is not None,
+                             **kwargs)  # type: ignore[arg-type]
         good = np.asarray(state.feasible, dtype=bool).copy()
         if ttft_slo_s is not None:
             good &= np.nan_to_num(getattr(state, f"ttft_p{percentile}_s"), nan=np.inf) <= ttft_slo_s
@@ -607,11 +652,20 @@ def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: Arr
         return good
 
     shape = np.broadcast_shapes(_shape(cost), np.shape(rate_rps), np.shape(prompt_tokens), np.shape(output_tokens))
-    hi = np.full(shape, float(max_replicas))
-    possible = ok(hi)
-    lo = np.zeros(shape)  # lo fails (0 replicas), hi succeeds
+    # lo fails, hi succeeds: start just below `at_least` (a count known to be needed) and double up to max_replicas
+    lo = np.broadcast_to(np.maximum(_f(at_least) - 1.0, 0.0), shape).astype(float)
+    hi = np.minimum(np.maximum(lo * 2.0, lo + 1.0), float(max_replicas))
+    good = ok(hi)
     while True:
-        gap = (hi - lo) > 1
+        grow = ~good & (hi < max_replicas)
+        if not grow.any():
+            break
+        lo = np.where(grow, hi, lo)
+        hi = np.where(grow, np.minimum(hi * 2.0, float(max_replicas)), hi)
+        good = np.where(grow, ok(hi), good)
+    possible = good
+    while True:
+        gap = possible & ((hi - lo) > 1)
         if not gap.any():
             break
         mid = np.where(gap, np.floor((lo + hi) / 2.0), hi)
@@ -632,7 +686,9 @@ def iteration_time_scalar_s(cost: IterationCost, decode_seqs: float, decode_cont
     touched = 1.0 - (1.0 - float(cost.experts_per_token) / e) ** tokens if e > 0 else 0.0  # type: ignore[arg-type]
     memory = float(cost.dense_weight_read_s) + float(cost.expert_weight_read_s) * touched + float(cost.kv_read_s_per_context_token) * dc  # type: ignore[arg-type]
     compute = float(cost.compute_s_per_token) * tokens + float(cost.attention_s_per_context_token) * (dc * tokens_per_decode_seq + pc)  # type: ignore[arg-type]
-    return pp * (float(cost.fixed_s) + max(memory, compute) + float(cost.comm_s_per_token) * tokens)  # type: ignore[arg-type]
+    lo, hi = float(cost.large_message_tokens), float(cost.ring_message_tokens)  # type: ignore[arg-type]
+    extra = float(cost.large_message_extra_s) * min(1.0, max(0.0, (tokens - lo) / max(hi - lo, 1e-9)))  # type: ignore[arg-type]
+    return pp * (float(cost.fixed_s) + extra + max(memory, compute) + float(cost.comm_s_per_token) * tokens)  # type: ignore[arg-type]
 
 
 def rate_for_concurrency(cost: IterationCost, concurrency: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,

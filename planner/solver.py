@@ -64,18 +64,17 @@ class ParetoPoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     cost: float = Field(description="Training: $ for the run; serving: $/hour.")
+    metric: str = Field(description="What the frontier trades against cost: 'time to train (days)' or 'TPOT pNN under load (ms)'.")
+    metric_value: float = Field(description="This point's value of `metric`, in its unit.")
     throughput_tokens_per_s: float = Field(description="Tokens/s.")
     time_to_train_days: float | None = Field(default=None, description="Training only: the traded speed metric.")
-    tpot_s: float | None = Field(default=None, description="Serving only: time per output token, the traded speed metric.")
-    speed_metric: Literal["time_to_train_days", "tpot_s"] = Field(default="time_to_train_days",
-                                                                   description="The field cost is traded against (lower is better).")
     num_gpus: int = Field(description="GPUs.")
     summary: str = Field(description="The plan in one line.")
 
     @property
     def speed(self) -> float:
         """The traded speed metric's value (lower is better)."""
-        return float(getattr(self, self.speed_metric) or 0.0)
+        return self.metric_value
 
 
 class Plan(BaseModel):
@@ -152,10 +151,9 @@ def objective_of(e: Evaluation, objective: Objective) -> tuple[float, str]:
 
 
 def min_replicas(workload: InferenceWorkload, e: InferenceEvaluation) -> int:
-    """Fewest replicas of a serving layout that meet the load (output tokens/s and concurrent sequences)."""
-    need = 1
-    if workload.target_output_tokens_per_s:
-        need = max(need, math.ceil(workload.target_output_tokens_per_s / e.perf.output_tokens_per_s))
+    """Fewest replicas of a serving layout that carry the load: the load-aware `perf.replicas_needed`
+    (`planner.serving.replicas_needed` at the workload's rate and SLOs), and concurrent sequences' slots."""
+    need = max(1, e.perf.replicas_needed)
     if workload.concurrent_sequences:
         need = max(need, math.ceil(workload.concurrent_sequences / e.layout.batch))
     return need
@@ -170,15 +168,12 @@ def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario) -> list
     bounds = []
     for e in rows:
         bound = min_replicas(workload, e)
-        if workload.target_output_tokens_per_s:  # the encoding compares scaled integers: bound on those too
-            supply = max(1, scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit"))
-            bound = max(bound, math.ceil(scaled(workload.target_output_tokens_per_s, "tokens_per_s") / supply))
         if scenario.search.max_gpus:
             bound = max(bound, scenario.search.max_gpus // e.layout.gpus_per_replica)
         if e.layout.gpu in scenario.constraints.inventory:
             bound = max(bound, scenario.constraints.inventory[e.layout.gpu] // e.layout.gpus_per_replica)
         if scenario.constraints.budget_usd and e.usd_per_hour:
-            bound = max(bound, math.floor(scenario.constraints.budget_usd / e.usd_per_hour))
+            bound = max(bound, math.floor(scenario.constraints.budget_usd / (e.usd_per_hour / e.layout.replicas)))
         bounds.append(bound)
     return bounds
 
@@ -192,7 +187,7 @@ def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: froz
         enc = encode.encode_training(rows)  # type: ignore[arg-type]
     else:
         bounds = _replica_bounds(rows, scenario)  # type: ignore[arg-type]
-        enc = encode.encode_inference(rows, bounds, workload.target_output_tokens_per_s, workload.concurrent_sequences)  # type: ignore[arg-type]
+        enc = encode.encode_inference(rows, bounds, workload.concurrent_sequences)  # type: ignore[arg-type]
     if scenario.search.max_gpus and "max_gpus" not in skip_limits:
         encode.add_gpu_limit(enc, scenario.search.max_gpus)
     encode.add_inventory(enc, rows, {g: c for g, c in scenario.constraints.inventory.items() if f"inventory:{g}" not in skip_limits})
@@ -202,9 +197,9 @@ def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: froz
         encode.add_deadline(enc, scenario.constraints.deadline_days)
     if isinstance(workload, InferenceWorkload):
         if workload.slo.ttft_s and "ttft" not in skip_limits:
-            encode.add_slo(enc, rows, "ttft", workload.slo.ttft_s)  # type: ignore[arg-type]
+            encode.add_slo(enc, rows, "ttft", workload.slo.ttft_s, workload.slo.percentile)  # type: ignore[arg-type]
         if workload.slo.tpot_s and "tpot" not in skip_limits:
-            encode.add_slo(enc, rows, "tpot", workload.slo.tpot_s)  # type: ignore[arg-type]
+            encode.add_slo(enc, rows, "tpot", workload.slo.tpot_s, workload.slo.percentile)  # type: ignore[arg-type]
     return enc
 
 
@@ -435,7 +430,9 @@ def verify(scenario: Scenario, model: ModelSpec, chosen: Evaluation, assumptions
     if isinstance(fresh, InferenceEvaluation):
         w = scenario.workload
         assert isinstance(w, InferenceWorkload)
-        if w.target_output_tokens_per_s and fresh.fleet_output_tokens_per_s < w.target_output_tokens_per_s * (1 - 1e-9):
+        if fresh.layout.replicas < max(1, fresh.perf.replicas_needed):
+            problems.append(f"has fewer replicas than the load needs ({fresh.perf.replicas_needed})")
+        if w.target_output_tokens_per_s and fresh.fleet_output_tokens_per_s < w.target_output_tokens_per_s * (1 - 1e-6):
             problems.append("misses the tokens/s target")
         if w.concurrent_sequences and fresh.layout.batch * fresh.layout.replicas < w.concurrent_sequences:
             problems.append("misses the concurrency target")
@@ -516,7 +513,13 @@ def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows:
             lines.append(f"  - {key} = {limit:g} {unit}: no plan on this GPU type fits in memory.")
             continue
         need = _limit_quantity(key, best)
-        which = "the fastest layout" if key in ("ttft", "tpot") else "the best plan meeting the other limits"
+        if key in ("ttft", "tpot"):
+            w = scenario.workload
+            assert isinstance(w, InferenceWorkload)
+            lines.append(f"  - {key.upper()} p{w.slo.percentile} <= {limit * 1000:,.4g} ms: best reachable {need * 1000:,.4g} ms "
+                         f"(under the load, any replica count) on {layout_summary(best)}.")
+            continue
+        which = "the best plan meeting the other limits"
         lines.append(f"  - {key} = {limit:,.4g} {unit}, but {which} needs {need:,.4g} {unit}: {layout_summary(best)}.")
     if "max_gpus" in core or any(k.startswith("inventory:") for k in core):
         lines.append("  " + weights_floor(scenario, model, space))
@@ -621,7 +624,11 @@ def pareto_frontier(scenario: Scenario, rows: list[Evaluation], time_limit_s: fl
     """Cost vs speed frontier by the epsilon-constraint method (Haimes et al. 1971).
 
     Minimise cost, then demand strictly faster (training: shorter time to train; serving:
-    lower TPOT) and minimise cost again, until nothing faster exists or `points` are found.
+    lower TPOT at the SLO percentile under each layout's load, `perf.inference_perf_columns`)
+    and minimise cost again, until nothing faster exists or `points` are found. Each point
+    names the metric it trades (`ParetoPoint.metric`). Serving rows keep the replica count
+    of the scenario's own SLOs: a point is the cheapest layout whose figures at that load
+    are below the TPOT step (a tighter SLO with more replicas per layout is not re-sized).
     """
     frontier: list[ParetoPoint] = []
     current = scenario.model_copy(update={"objective": Objective.MIN_COST})
@@ -630,10 +637,14 @@ def pareto_frontier(scenario: Scenario, rows: list[Evaluation], time_limit_s: fl
         if e is None:
             break
         training = isinstance(e, TrainingEvaluation)
-        frontier.append(ParetoPoint(cost=plan_cost(e), throughput_tokens_per_s=plan_throughput(e), num_gpus=e.layout.num_gpus,
+        if training:
+            metric, metric_value = "time to train (days)", e.perf.time_to_train_s / 86400.0
+        else:
+            metric, metric_value = f"TPOT p{e.perf.percentile} under load (ms)", e.perf.tpot_s * 1000.0
+        frontier.append(ParetoPoint(cost=plan_cost(e), metric=metric, metric_value=metric_value,
+                                    throughput_tokens_per_s=plan_throughput(e), num_gpus=e.layout.num_gpus,
                                     time_to_train_days=e.perf.time_to_train_s / 86400.0 if training else None,
-                                    tpot_s=None if training else e.perf.tpot_s,
-                                    speed_metric="time_to_train_days" if training else "tpot_s", summary=layout_summary(e)))
+                                    summary=layout_summary(e)))
         if training:
             faster = current.constraints.model_copy(update={"deadline_days": e.perf.time_to_train_s / 86400.0 * (1 - 1e-3)})
             current = current.model_copy(update={"constraints": faster})

@@ -425,6 +425,8 @@ def evaluate_inference_gpu(scenario: Scenario, model: ModelSpec, assumptions: As
     out.structural_count = int(np.minimum(first_misfit + 1, sizes).sum())
     out.note_misfit(table, position == limit)
     table = table.take(position < limit).with_perf()
+    table = table.take(table.perf["replicas_needed"] > 0)  # stable under the load with some replica count
+    table = replace(table, layout={**table.layout, "replicas": table.perf["replicas_needed"].astype(np.int64)}).priced(None)
     out.table = (_pruned(table) if prune else table).with_row_ids()
     return out
 
@@ -435,10 +437,11 @@ _TABLE_CACHE: OrderedDict[str, GpuEvaluation] = OrderedDict()
 
 
 def table_key(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, gpu: GpuSpec, node: int, prune: bool, explain: bool) -> str:
-    """What a GPU type's evaluated table depends on: model, workload (serving: not the load or SLOs), search (not max_gpus),
+    """What a GPU type's evaluated table depends on: model, workload (serving: its load and SLOs too, which set the replica
+    count and the load of each replica), search (not max_gpus),
     assumptions, GPU, node size, the training GPU cap (`gpu_cap`) and pruning. Not the price, the limits or the objective."""
     training = isinstance(scenario.workload, TrainingWorkload)
-    workload = scenario.workload.model_dump(mode="json", exclude=None if training else {"concurrent_sequences", "target_output_tokens_per_s", "slo"})
+    workload = scenario.workload.model_dump(mode="json")
     cap = gpu_cap(scenario, gpu.name, explain) if training else None
     parts = [model.model_dump(mode="json"), workload, scenario.search.model_dump(mode="json", exclude={"max_gpus", "gpus"}, warnings=False),
              assumptions.model_dump(mode="json"), gpu.model_dump(mode="json"), node, cap, prune]
@@ -517,7 +520,8 @@ def dominance_values(table: Table) -> np.ndarray:
     """Quantities to minimise per row of one GPU type's table (a row can replace another one for one).
 
     Training: GPUs, cost, time to train (throughput is tokens / time). Serving, per replica:
-    GPUs, $/h, -tokens/s, -batch, TTFT, TPOT. Without a price, cost is replaced by what it is
+    GPUs, $/h, -tokens/s, -batch, TTFT, TPOT, and the replicas the load needs (a plan of a
+    dominated row with k >= its need maps to the dominator with the same k). Without a price, cost is replaced by what it is
     a price times: GPU-hours (training) or GPUs (serving); rounding is monotone, so whatever
     this drops the priced pruning drops too.
     """
@@ -528,8 +532,9 @@ def dominance_values(table: Table) -> np.ndarray:
         cost = table.cost["cost_usd"] if table.price else n * time / SECONDS_PER_HOUR
         return np.column_stack([n.astype(float), cost, time])
     gpus = (lay["tp"] * lay["pp"]).astype(float)
-    return np.column_stack([gpus, table.cost["usd_per_hour"] if table.price else gpus,
-                            -table.perf["output_tokens_per_s"], -lay["batch"].astype(float), table.perf["ttft_s"], table.perf["tpot_s"]])
+    per_replica_usd_h = table.cost["usd_per_hour"] / lay["replicas"] if table.price else gpus
+    return np.column_stack([gpus, per_replica_usd_h, -table.perf["output_tokens_per_s"], -lay["batch"].astype(float),
+                            table.perf["ttft_s"], table.perf["tpot_s"], table.perf["replicas_needed"].astype(float)])
 
 
 DOMINANCE_BLOCK_ROWS = 256
@@ -600,5 +605,5 @@ def _dominance_key(e: TrainingEvaluation | InferenceEvaluation) -> tuple[float, 
     """`dominance_values` of one evaluation object."""
     if isinstance(e, TrainingEvaluation):
         return (float(e.layout.num_gpus), e.cost_usd or 0.0, e.perf.time_to_train_s)
-    return (float(e.layout.gpus_per_replica), e.usd_per_hour or 0.0, -e.perf.output_tokens_per_s,
-            -float(e.layout.batch), e.perf.ttft_s, e.perf.tpot_s)
+    return (float(e.layout.gpus_per_replica), (e.usd_per_hour or 0.0) / e.layout.replicas, -e.perf.output_tokens_per_s,
+            -float(e.layout.batch), e.perf.ttft_s, e.perf.tpot_s, float(e.perf.replicas_needed))

@@ -119,13 +119,13 @@ def _trt_prediction(model_name: str, row: dict[str, str]) -> tuple[float, int]:
     model = resolve_model(model_name)
     gpu = resolve_gpu("H100-SXM")
     workload = InferenceWorkload(kind="inference", model=model_name, prompt_tokens=int(row["isl"]), output_tokens=int(row["osl"]),
-                                 concurrent_sequences=1)
+                                 target_output_tokens_per_s=1.0)
     layout = InferenceLayout(gpu=gpu.name, weight_precision=WeightPrecision.FP8, kv_precision=KvPrecision.FP8,
                              tp=int(row["tp"]), batch=1)
     batch = min(max_concurrent_sequences(model, workload, layout, gpu, TRT_ASSUMPTIONS), MAX_BATCH)
     assert batch >= 1, row["id"]
     layout = layout.model_copy(update={"batch": batch})
-    return inference_perf(model, workload, layout, gpu, TRT_ASSUMPTIONS).output_tokens_per_s, batch
+    return inference_perf(model, workload, layout, gpu, TRT_ASSUMPTIONS).saturated_output_tokens_per_s, batch
 
 
 @needs_reference

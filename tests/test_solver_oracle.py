@@ -135,8 +135,9 @@ def make_case(i: int) -> Case:
     base = parse_scenario(data, f"case {i}")
     model = resolve_model(base.workload.model)
     assumptions = base.resolved_assumptions()
-    # Budget, deadline, SLOs and objective do not enter build_space (only GPUs, search and pricing
-    # do), so the table of the base scenario is the table of the final one.
+    # Budget, deadline and objective do not enter build_space (only GPUs, search, pricing and, for
+    # serving, the load and SLOs do), so the table of the base scenario is that of the final one
+    # unless SLOs are drawn (then rebuilt).
     rows = build_space(base, model, assumptions).rows
     if training:
         if rng.random() < 0.35:
@@ -150,7 +151,7 @@ def make_case(i: int) -> Case:
     else:
         w = base.workload
         if rng.random() < 0.3:
-            costs = [e.usd_per_hour * _need(e, w) for e in rows]
+            costs = [e.usd_per_hour / e.layout.replicas * _need(e, w) for e in rows]
             budget = _around(rng, costs)
             if budget:
                 data["constraints"]["budget_usd"] = round(budget, 4)
@@ -161,6 +162,8 @@ def make_case(i: int) -> Case:
             slo["tpot_s"] = rng.choice(rows).perf.tpot_s * rng.uniform(0.7, 1.5)
         if slo:
             data["workload"]["slo"] = slo
+            # SLOs set each layout's replica count and load: the final scenario's table
+            rows = build_space(parse_scenario(data, f"case {i}"), model, assumptions).rows
         objectives = ["min_cost", "min_gpus"]
         if data["search"]["max_gpus"] or data["constraints"].get("budget_usd"):
             objectives.append("max_throughput")
@@ -176,9 +179,9 @@ def make_case(i: int) -> Case:
 
 
 def _need(e: InferenceEvaluation, w: InferenceWorkload) -> int:
-    need = 1
-    if w.target_output_tokens_per_s:
-        need = max(need, math.ceil(w.target_output_tokens_per_s / e.perf.output_tokens_per_s))
+    """Replicas the load needs: the evaluator's load-aware count (rate and SLOs at their percentile) and one slot per
+    concurrent sequence."""
+    need = max(1, e.perf.replicas_needed)
     if w.concurrent_sequences:
         need = max(need, math.ceil(w.concurrent_sequences / e.layout.batch))
     return need
@@ -219,7 +222,7 @@ def serving_plans(scenario: Scenario, rows: list[InferenceEvaluation], margin: s
             continue
         if w.slo.tpot_s and not _within(e.perf.tpot_s, w.slo.tpot_s, RES_LATENCY_S, margin):
             continue
-        gpr, tps, usd_h, batch = e.layout.gpus_per_replica, e.perf.output_tokens_per_s, e.usd_per_hour, e.layout.batch
+        gpr, usd_h, batch = e.layout.gpus_per_replica, e.usd_per_hour / e.layout.replicas, e.layout.batch
         uppers = []
         if scenario.search.max_gpus:
             uppers.append(scenario.search.max_gpus // gpr)
@@ -230,10 +233,8 @@ def serving_plans(scenario: Scenario, rows: list[InferenceEvaluation], margin: s
         # with no upper limit more replicas only cost more: enumerate a little past the need
         top = min(uppers) if uppers else _need(e, w) + 2
         for k in range(1, top + 1):
-            if w.target_output_tokens_per_s:
-                served = k * (tps - 2 * RES_TPS) if strict else k * tps
-                if served < (w.target_output_tokens_per_s + 2 * RES_TPS if strict else w.target_output_tokens_per_s - RES_TPS):
-                    continue
+            if k < e.perf.replicas_needed:  # the load-aware replica rule: each replica carries rate / replicas_needed at most
+                continue
             if w.concurrent_sequences and k * batch < w.concurrent_sequences:
                 continue
             if scenario.search.max_gpus and k * gpr > scenario.search.max_gpus:
@@ -250,7 +251,7 @@ def serving_plans(scenario: Scenario, rows: list[InferenceEvaluation], margin: s
 def value_of(plan, objective: str) -> float:
     """Objective value in the unit of plan.objective_value (days for min_time)."""
     if isinstance(plan, ServingPlan):
-        return {"min_cost": plan.row.usd_per_hour * plan.k, "min_gpus": float(plan.row.layout.gpus_per_replica * plan.k),
+        return {"min_cost": plan.row.usd_per_hour / plan.row.layout.replicas * plan.k, "min_gpus": float(plan.row.layout.gpus_per_replica * plan.k),
                 "max_throughput": plan.row.perf.output_tokens_per_s * plan.k}[objective]
     return {"min_cost": plan.cost_usd, "min_gpus": float(plan.layout.num_gpus), "max_throughput": plan.perf.tokens_per_s,
             "min_time": plan.perf.time_to_train_s / 86400.0}[objective]
