@@ -30,6 +30,8 @@ Column API (one GPU type per table; `Columns` = dict of equal-length numpy array
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -225,12 +227,41 @@ def inference_table(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec,
     return Table(model, workload, gpu, assumptions, price, gpus_per_node or gpu.gpus_per_node, layout, memory)
 
 
+ONE_ROW_CACHE_ENTRIES = 256
+"""One-configuration evaluations kept per process (verification re-evaluates the same plan in every case of a study)."""
+
+_ONE_ROW_CACHE: OrderedDict[str, Table] = OrderedDict()
+
+
+def _one_row(model: ModelSpec, workload: TrainingWorkload | InferenceWorkload, layout: TrainingLayout | InferenceLayout, gpu: GpuSpec,
+             assumptions: Assumptions, gpus_per_node: int | None) -> Table:
+    """The price-free one-row table (memory and speed) of a configuration, memoised on every input it reads.
+
+    The evaluator is a pure function of these inputs, so a repeated call returns what a new
+    evaluation would; the price is applied afterwards (`Table.priced`)."""
+    key = json.dumps([model.model_dump(mode="json"), workload.model_dump(mode="json"), layout.model_dump(mode="json"),
+                      gpu.model_dump(mode="json"), assumptions.model_dump(mode="json"), gpus_per_node], sort_keys=True, default=str)
+    if key in _ONE_ROW_CACHE:
+        _ONE_ROW_CACHE.move_to_end(key)
+        return _ONE_ROW_CACHE[key]
+    if isinstance(workload, TrainingWorkload):
+        assert isinstance(layout, TrainingLayout)
+        table = training_table(model, workload, gpu, assumptions, None, training_columns([layout]), gpus_per_node).with_perf()
+    else:
+        assert isinstance(layout, InferenceLayout)
+        table = inference_table(model, workload, gpu, assumptions, None, inference_columns([layout]), gpus_per_node).with_perf()
+    _ONE_ROW_CACHE[key] = table
+    while len(_ONE_ROW_CACHE) > ONE_ROW_CACHE_ENTRIES:
+        _ONE_ROW_CACHE.popitem(last=False)
+    return table
+
+
 def evaluate_training(
     model: ModelSpec, workload: TrainingWorkload, layout: TrainingLayout, gpu: GpuSpec, assumptions: Assumptions,
     price: PriceQuote | None, gpus_per_node: int | None = None,
 ) -> TrainingEvaluation:
     """Memory, speed and cost of a training layout (a one-row table)."""
-    table = training_table(model, workload, gpu, assumptions, price, training_columns([layout]), gpus_per_node).with_perf()
+    table = _one_row(model, workload, layout, gpu, assumptions, gpus_per_node).priced(price)
     return table.evaluation_at(0).model_copy(update={"layout": layout})  # type: ignore[return-value]
 
 
@@ -239,5 +270,5 @@ def evaluate_inference(
     price: PriceQuote | None, gpus_per_node: int | None = None,
 ) -> InferenceEvaluation:
     """Memory, speed and cost of a serving layout with its replicas (a one-row table)."""
-    table = inference_table(model, workload, gpu, assumptions, price, inference_columns([layout]), gpus_per_node).with_perf()
+    table = _one_row(model, workload, layout, gpu, assumptions, gpus_per_node).priced(price)
     return table.evaluation_at(0).model_copy(update={"layout": layout})  # type: ignore[return-value]
