@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
-from planner.cost import usd_per_million_tokens
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 
 SCALE = {
@@ -140,8 +139,8 @@ def encode_inference(rows: list[InferenceEvaluation], max_replicas: list[int], c
     cost = weighted(k, [scaled((e.usd_per_hour or 0.0) / e.layout.replicas, "usd_per_hour") for e in rows])  # per replica
     tps = weighted(k, [scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") for e in rows])
     # $ per million output tokens of a configuration does not depend on its replica count: a linear term in x.
-    per_mtok = sum(scaled(usd_per_million_tokens(e.usd_per_hour / e.layout.replicas, e.perf.output_tokens_per_s), "usd_per_mtok") * xr
-                   for e, xr in zip(rows, x) if e.usd_per_hour)
+    per_mtok = sum(scaled(e.usd_per_million_output_tokens, "usd_per_mtok") * xr
+                   for e, xr in zip(rows, x) if e.usd_per_million_output_tokens)
     return Encoding(model=model, x=x, k=k, gpus=gpus, cost=cost, time=None, throughput=tps, cost_unit="usd_per_hour", usd_per_mtok=per_mtok)
 
 

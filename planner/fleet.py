@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ortools.sat.python import cp_model
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from planner.catalog import load_onprem, resolve_gpu, resolve_model
 from planner.cost import (
@@ -49,7 +49,7 @@ from planner.enums import PriceTerm
 from planner.errors import InfeasibleError, InputError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
 from planner.scenario import (
-    Assumptions, Constraints, InferenceWorkload, Pricing, Scenario, SearchSpace, TrainingWorkload, Workload,
+    FORBID, Assumptions, Constraints, InferenceWorkload, Pricing, Scenario, SearchSpace, TrainingWorkload, Workload,
     canonical_gpu_keys, read_structured_file, reject_bools, resolve_relative_paths, validation_message,
 )
 from planner.files import shorten
@@ -57,7 +57,6 @@ from planner.solver import layout_summary, min_replicas, solve_lexicographic, ve
 from planner.space import build_space
 from planner.units import HOURS_PER_WEEK
 
-FORBID = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FleetWorkload(BaseModel):

@@ -29,7 +29,7 @@ from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
 from planner import speed
 from planner.speed import ModelShape, peak_tflops
-from planner.units import FLOPS_PER_TFLOP
+from planner.units import FLOPS_PER_TFLOP, SECONDS_PER_HOUR
 
 # ---- FLOPs (planner.speed holds the formulas; these read a ModelSpec) -----------------------
 
@@ -251,7 +251,7 @@ def training_perf_columns(
     time_to_train = workload.tokens / tokens_per_s
     return {**out, "step_time_s": step, "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / n,
             "mfu": model_flops / (step * n * peak), "hfu": hw_flops / (step * n * peak), "time_to_train_s": time_to_train,
-            "gpu_hours": n * time_to_train / 3600.0}
+            "gpu_hours": n * time_to_train / SECONDS_PER_HOUR}
 
 
 def training_perf_at(perf: Columns, i: int) -> TrainingPerf:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import resolve_gpu, resolve_model
+from planner.cost import usd_per_million_tokens
 from planner.enums import Objective
 from planner.errors import InfeasibleError, InputError
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
@@ -399,7 +400,7 @@ def with_replicas(e: InferenceEvaluation, replicas: int) -> InferenceEvaluation:
     usd_h = (e.usd_per_hour or 0.0) / e.layout.replicas * replicas
     return e.model_copy(update={
         "layout": e.layout.model_copy(update={"replicas": replicas}), "fleet_output_tokens_per_s": fleet,
-        "usd_per_hour": usd_h, "usd_per_million_output_tokens": usd_h / (fleet * 3600.0) * 1e6 if fleet else None,
+        "usd_per_hour": usd_h, "usd_per_million_output_tokens": usd_per_million_tokens(usd_h, fleet) if fleet else None,
     })
 
 
