@@ -34,7 +34,8 @@ DEFAULT_CALIBRATION = CATALOG_DIR / "calibration.yaml"
 RIDGE = 0.02  # weight of the pull toward the cited catalog values, per parameter, in relative units
 HUBER_DELTA = 0.10  # relative residual beyond which a run's weight falls as 1/|r| (Huber 1964 loss by reweighting)
 HUBER_ITERATIONS = 6
-FIT_ITERATIONS = 10  # fixed-point passes of the fit (the DP overlap window depends on the fitted compute time)
+FIT_ITERATIONS = 60  # most fixed-point passes of the fit (the DP and EP overlap windows depend on the fitted compute time)
+FIT_TOLERANCE = 1e-7  # the passes stop once no parameter moves by more than this, relative
 MIN_RUNS = 5  # a parameter is fitted only when at least this many runs spend >= 10% of their step in it; else it keeps its catalog value
 SHAPE_FIELDS = tuple(ModelShape.model_fields)
 FORBID = ConfigDict(extra="forbid", frozen=True)
@@ -104,6 +105,8 @@ def read_runs(path: Path) -> list[Run]:
         layout = {k: _num(row, k, d, line) for k, d in (("num_gpus", None), ("tp", 1), ("pp", 1), ("cp", 1), ("ep", 1), ("vp", 1),
                                                        ("micro_batch", None), ("global_batch", None), ("seq_len", None), ("fsdp", 0))}
         layout["recompute"] = float(RECOMPUTE_CODES.get(recompute, 0))
+        if (row.get("moe_a2a_overlap") or "").strip():
+            layout["a2a_overlap"] = _num(row, "moe_a2a_overlap", 0, line)
         try:
             shape = ModelShape(**{k: int(float(row[k] or 0)) for k in SHAPE_FIELDS})
         except (KeyError, ValueError, ValidationError) as error:
@@ -186,9 +189,12 @@ def fit(runs: list[Run], cat: SpeedCatalog | None = None, ridge: float = RIDGE, 
     current = cat
     # the exposed DP time depends on how long the compute takes (the overlap window), so the fixed part of the design is
     # re-evaluated at the fitted values and the linear fit repeated until it settles (fixed-point iteration)
+    previous = None
     for _ in range(FIT_ITERATIONS):
         keys, matrix, fixed = design(runs, current)
         theta = solve(keys, matrix, fixed, measured, prior, ridge, min_runs)
+        settled = previous is not None and np.allclose(theta, previous, rtol=FIT_TOLERANCE, atol=0.0)
+        previous = theta
         values = dict(zip(keys, theta))
         updates = {}
         for row_key in {k.split("#")[0] for k in keys}:
@@ -197,6 +203,8 @@ def fit(runs: list[Run], cat: SpeedCatalog | None = None, ridge: float = RIDGE, 
             overhead_us = values[row_key + "#overhead"] * 1e6 if row_key + "#overhead" in values else rows[row_key].overhead_us
             updates[row_key] = (1.0 / inv, n_half, overhead_us)
         current = cat.with_efficiency(updates, source, dt.date.today().isoformat())
+        if settled:
+            break
     return current
 
 

@@ -20,6 +20,12 @@ roofline decomposition of Williams et al. 2009 applied per kernel class, as in N
   order "tp-cp-ep-dp-pp"): a group's stride is the product of the degrees inside it.
 - Context parallelism is ring attention (Liu et al. 2023, arXiv:2310.01889): each rank holds
   seq/CP tokens and passes K/V chunks around the ring CP-1 times.
+- Pipeline stages: the LM head is charged to the last stage, whose pace the pipeline runs at
+  (Narayanan et al. 2021, Sec. 2.2; Llama 3, arXiv:2407.21783, Sec. 3.3.2); with the interleaved
+  schedule, DP reduce-scatter/all-gather hide behind the cooldown/warm-up of pp·(vp-1)/vp
+  micro-batches (Megatron-LM pipeline_parallel/schedules.py, per-chunk grad/param sync).
+- MoE: grouped expert GEMMs with their own size-dependent efficiency, a per-routed-copy dispatch
+  cost scaled by the card's speed, the EP all-to-all overlapped only where a recipe says so.
 
 Every number comes from catalogs/efficiency.csv, catalogs/interconnect.csv and
 catalogs/frameworks.csv (source and as_of per row); a calibration overlay (planner.calibrate)
@@ -46,11 +52,12 @@ KERNELS = ("gemm", "moe_gemm", "attention", "elementwise", "decode_attention", "
 FRAMEWORKS = tuple(f.value for f in Framework)  # megatron, fsdp, deepspeed: the codes of the planner's framework column
 RECOMPUTE_CODES = {"none": 0, "selective": 1, "full": 2}
 LAYOUT_FIELDS = ("num_gpus", "tp", "pp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "recompute", "fsdp")
-OPTIONAL_FIELDS = ("zero", "frozen", "optimizer_bytes", "nf4_base", "shard_group")
+OPTIONAL_FIELDS = ("zero", "frozen", "optimizer_bytes", "nf4_base", "shard_group", "a2a_overlap")
 """Optional layout columns: zero (ZeRO stage 0-3; default 3 with fsdp, else 1 with a distributed optimizer, else 0),
 frozen (1 = base weights frozen, LoRA: no weight gradients; default 0), optimizer_bytes (HBM bytes per trained
 parameter of one optimizer update; default OPTIMIZER_BYTES_PER_PARAM), nf4_base (1 = frozen linear weights stored in
-NF4 and de-quantised on use, QLoRA; default 0)."""
+NF4 and de-quantised on use, QLoRA; default 0), shard_group (ZeRO-3 group size of hybrid sharding; 0 = all DP ranks), a2a_overlap
+(1 = the EP all-to-all overlapped with another micro-batch's compute, as a recipe states; default 0 = the framework's ep_overlap)."""
 NF4_DEQUANT_BYTES_PER_PARAM = 0.5 + 2.0
 """QLoRA de-quantisation traffic per base weight per use: read the 4-bit NF4 value (0.5 B; the double-quantised
 constants, 0.127 bit per weight, neglected) and write the BF16 weight the GEMM reads (2 B). bitsandbytes de-quantises
@@ -62,6 +69,12 @@ OPTIMIZER_BYTES_PER_PARAM = 30.0  # Adam: read fp32 master, m, v, fp32 grad (16 
 ACTIVATION_TRAFFIC_FACTOR = 3.0
 """ASSUMPTION: HBM passes over each stored activation per step (written in forward, read and its gradient written in
 backward); norms, activation functions and residual adds are bandwidth-bound (roofline, Williams et al. 2009)."""
+DISPATCH_REFERENCE_TFLOPS = 989.0
+"""The moe_dispatch row's overhead_us is the cost per routed token copy on a card of this BF16 dense peak (H100 SXM,
+NVIDIA datasheet); another card's cost is scaled by reference / its peak. ASSUMPTION: the router, top-k, permutation and
+padding kernels that make up the per-copy cost run on the GPU and speed up with its generation as its other kernels do
+(NeMo 26.02 Qwen3-30B-A3B: B200 9691 vs H100 5113 tokens/s/GPU, 1.9x, on layouts whose step the per-copy cost dominates).
+One constant, fitted across generations (a per-family row is refitted from only the 4-6 MoE runs of that family)."""
 MOE_PERMUTE_PASSES = 6.0  # token permute/unpermute: gather+scatter in forward and backward (Megatron-Core moe token dispatcher)
 FORBID = ConfigDict(extra="forbid", frozen=True)
 
@@ -387,6 +400,7 @@ def _layout(layout: Mapping[str, np.ndarray], distributed_optimizer: bool = True
                               else np.full_like(out["tp"], OPTIMIZER_BYTES_PER_PARAM))
     out["nf4_base"] = np.asarray(layout["nf4_base"], dtype=float) if "nf4_base" in layout else np.zeros_like(out["tp"])
     out["shard_group"] = np.asarray(layout["shard_group"], dtype=float) if "shard_group" in layout else np.zeros_like(out["tp"])
+    out["a2a_overlap"] = np.asarray(layout["a2a_overlap"], dtype=float) if "a2a_overlap" in layout else np.zeros_like(out["tp"])
     return out
 
 
@@ -437,10 +451,16 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     linear_passes = 6.0 + 2.0 * full - 2.0 * lay["frozen"]
     gemm_width = np.minimum(shape.hidden, shape.heads * shape.head_dim / tp)
     add("gemm", linear_dtype, linear_passes * shape.dense_linear_params * tokens_per_gpu, lin_peak, gemm_width)
-    add("gemm", "bf16", linear_passes * shape.lm_head_params * tokens_per_gpu, bf16_peak, gemm_width)  # LM head stays BF16 in TE
+    # LM head stays BF16 in TE. It runs on the last pipeline stage only, which also holds its share of the layers: the
+    # pipeline advances at the pace of that slowest stage (1F1B: every stage waits for its neighbour each micro-batch;
+    # Narayanan et al. 2021, Sec. 2.2), so the head is charged whole to the stage (x pp against the per-GPU average), not
+    # spread over the stages. Llama 3 (Dubey et al. 2024, arXiv:2407.21783, Sec. 3.3.2) removes a layer from the first and
+    # last stages for this imbalance; the layouts here split layers evenly (Megatron's default)
+    add("gemm", "bf16", linear_passes * shape.lm_head_params * tokens_per_gpu * pp, bf16_peak, gemm_width)
     if shape.experts:
         dispatch = cat.efficiency_row("moe_dispatch", gpu.name, framework, linear_dtype)
         calls = shape.moe_layers * tokens_per_gpu * shape.topk  # routed token copies per GPU per step, per MoE layer
+        calls = calls * DISPATCH_REFERENCE_TFLOPS / peak_tflops(gpu, "bf16")  # the per-copy cost runs on the GPU: scaled by its speed
         cols[dispatch.key + "#overhead"] = calls
         terms["moe_dispatch_s"] = calls * dispatch.overhead_us * 1e-6
         tokens_per_expert = b * s / cp * shape.topk * ep / shape.experts
@@ -516,10 +536,21 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     # the first (Megatron-LM overlap_grad_reduce / overlap_param_gather, docs/source/api-guide/dist_optimizer.md), i.e. one
     # micro-batch of compute; ZeRO-3/FSDP gathers and reduces every micro-batch, behind all of it (Zhao et al. 2023, Sec. 3.3)
     busy = sum((terms[k] for k in KERNEL_TERMS if k in terms), start=elementwise)
-    window = np.where(sharded, busy, busy / micro_batches)
+    # With the interleaved schedule (vp > 1) each model chunk's gradients are final, and its reduce-scatter is launched, when
+    # its last micro-batch's backward ends, and its parameter all-gather is needed only at its first forward (Megatron-LM
+    # megatron/core/pipeline_parallel/schedules.py, forward_backward_pipelining_with_interleaving: grad_sync_func /
+    # param_sync_func per chunk, is_last_microbatch_for_model_chunk). The cooldown runs the last pp micro-batches' backward
+    # chunk by chunk (Narayanan et al. 2021, Sec. 2.2.2, Fig. 4), so after the first chunk's sync starts there remain about
+    # pp·(vp-1)/vp micro-batches of compute to hide it behind, plus the last micro-batch itself
+    overlap_micro_batches = np.minimum(micro_batches, 1.0 + pp * (vp - 1.0) / vp)
+    window = np.where(sharded, busy, busy * overlap_micro_batches / micro_batches)
     dp_exposed = dp_comm - np.minimum(fw.dp_overlap * dp_comm, window)
+    # a2a_overlap = 1: the recipe overlaps the EP all-to-all with the compute of another micro-batch (Megatron-Core
+    # overlap_moe_expert_parallel_comm, Megatron-Bridge moe_a2a_overlap, after DeepSeek-V3's DualPipe computation-communication
+    # overlap, arXiv:2412.19437, Sec. 3.2.1): exposed only where it outlasts the compute; otherwise the framework's ep_overlap
+    ep_exposed = np.where(lay["a2a_overlap"] > 0, ep_comm - np.minimum(ep_comm, busy), (1 - fw.ep_overlap) * ep_comm)
     exposed = {"tp_comm_exposed_s": (1 - fw.tp_overlap) * tp_comm, "dp_comm_exposed_s": dp_exposed,
-               "ep_comm_exposed_s": (1 - fw.ep_overlap) * ep_comm, "cp_comm_exposed_s": (1 - fw.cp_overlap) * cp_comm,
+               "ep_comm_exposed_s": ep_exposed, "cp_comm_exposed_s": (1 - fw.cp_overlap) * cp_comm,
                "pp_comm_exposed_s": (1 - fw.pp_overlap) * pp_comm}
     exposed_total = sum(exposed.values(), start=np.zeros_like(n))
     fixed = elementwise * scale + optimizer + exposed_total
