@@ -83,7 +83,9 @@ def read_runs(path: Path) -> list[Run]:
 
     Required: id, gpu, num_gpus, dtype, framework, micro_batch, global_batch, seq_len and either
     tokens_per_s_per_gpu or step_time_s; tp, pp, cp, ep, vp default to 1, recompute to none,
-    fsdp to 0. The model is given by the shape columns (layers, hidden, ...).
+    fsdp to 0; moe_a2a_overlap (optional, 1 where the run's recipe overlaps the EP all-to-all with
+    another micro-batch's compute) to the framework's ep_overlap. The model is given by the shape
+    columns (layers, hidden, ...).
     """
     gpus = {g.name: g for g in load_gpus()}
     try:
