@@ -26,6 +26,7 @@ checks over numpy which rows a limit rules out before anything is solved.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -92,8 +93,30 @@ class Coefficients:
         return replace(self, **{name: value[rows] for name, value in vars(self).items() if isinstance(value, np.ndarray)})
 
 
+COEFFICIENT_CACHE_ENTRIES = 64
+"""Tables whose coefficients are kept per process (the cases of a study that share one priced table encode it once)."""
+
+_COEFFICIENT_CACHE: OrderedDict[tuple[int, ...], tuple[list, Coefficients]] = OrderedDict()
+
+
 def coefficients(rows: list[TrainingEvaluation] | list[InferenceEvaluation]) -> Coefficients:
-    """The integer coefficient columns of a table, from the evaluator's figures of each row."""
+    """The integer coefficient columns of a table, from the evaluator's figures of each row.
+
+    Memoised on the identity of the row objects (frozen evaluations; the cache holds them, so an
+    identity is never reused while its entry lives)."""
+    key = tuple(map(id, rows))
+    hit = _COEFFICIENT_CACHE.get(key)
+    if hit is not None:
+        _COEFFICIENT_CACHE.move_to_end(key)
+        return hit[1]
+    coef = _coefficients(rows)
+    _COEFFICIENT_CACHE[key] = (list(rows), coef)
+    while len(_COEFFICIENT_CACHE) > COEFFICIENT_CACHE_ENTRIES:
+        _COEFFICIENT_CACHE.popitem(last=False)
+    return coef
+
+
+def _coefficients(rows: list[TrainingEvaluation] | list[InferenceEvaluation]) -> Coefficients:
     gpu = np.array([e.layout.gpu for e in rows], dtype=object)
     if rows and isinstance(rows[0], TrainingEvaluation):
         return Coefficients(
