@@ -5,6 +5,10 @@ by a second lexicographic phase (fewer GPUs, then the row order; on small tables
 are first tried as one weighted objective, whose proved optimum is the same plan). OPTIMAL (proved) and
 FEASIBLE (time limit hit, with the gap) are reported as different statuses. Every plan is
 re-evaluated by `planner.evaluate` and checked against the limits before it is returned.
+
+Before CP-SAT runs, the limits' integer coefficients (the model's own) screen the rows over
+numpy: a table whose every row some limit rules out is infeasible without a solve (what CP-SAT
+would prove, `tests/test_screening.py`), and CP-SAT chooses among the rows left.
 """
 
 from __future__ import annotations
@@ -604,8 +608,7 @@ def _best_for_limit(scenario: Scenario, rows: list[Evaluation], key: str) -> Eva
     return plan if plan is not None else min(rows, key=lambda e: _limit_quantity(key, e))
 
 
-def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows: list[Evaluation], core: list[str],
-                       time_limit_s: float) -> str:
+def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows: list[Evaluation], core: list[str]) -> str:
     """Which user limits conflict, and by how much."""
     lines = [f"{scenario.name}: no plan meets the scenario's limits. Conflicting limits (a minimal set: CP-SAT's sufficient assumptions, shrunk by deletion):"]
     for key in core:
@@ -799,7 +802,7 @@ def solve(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S, altern
                 _, status, _, _, core = solve_table(scenario, rows, time_limit_s)
         if not rows:
             raise InfeasibleError(explain_no_fit(scenario, model, space))
-        raise InfeasibleError(explain_infeasible(scenario, model, space, rows, core, time_limit_s))
+        raise InfeasibleError(explain_infeasible(scenario, model, space, rows, core))
     fresh = verify(scenario, model, chosen, assumptions)
     value, unit = objective_of(fresh, scenario.objective)
     alts = alternatives_per_gpu(scenario, space, rows, time_limit_s) if alternatives else []
