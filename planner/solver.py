@@ -452,14 +452,19 @@ def conflicting_limits(scenario: Scenario, rows: list[Evaluation], limits: list[
 
     When exactly one minimal set exists (`minimal_conflicts`), it is the answer whatever set the
     search starts from. Otherwise CP-SAT names a sufficient set of assumptions
-    (`sufficient_assumptions_for_infeasibility`), shrunk to a minimal one by `minimal_core`.
+    (`sufficient_assumptions_for_infeasibility`; every limit if its time limit stops it first),
+    shrunk to a minimal one by `minimal_core`.
     """
     if len(limits) <= MOST_LIMITS_ENUMERATED:
         found = minimal_conflicts(ruled_out)
         if len(found) == 1:
             return [limits[i].key for i in found[0]]
+    from ortools.sat.python import cp_model
+
     enc = build_encoding(scenario, rows, skip_limits, coef, fewest)
     result = _solve_encoding(scenario, enc, len(rows), time_limit_s)
+    if result.status != cp_model.INFEASIBLE:  # the time limit stopped CP-SAT first: deletion starts from every limit
+        return [limits[i].key for i in minimal_core(ruled_out, list(range(len(limits))))]
     core = set(result.first.sufficient_assumptions_for_infeasibility())
     return [limits[i].key for i in minimal_core(ruled_out, [i for i, lim in enumerate(enc.limits) if lim.literal.index in core])]
 

@@ -150,3 +150,19 @@ def test_best_at_fewest_replicas_equals_cp_sat(objective: Objective) -> None:
                 found += 1
             compared += 1
     assert compared >= 60 and found >= 30, (compared, found)
+
+
+def test_conflicting_limits_minimal_when_cp_sat_stops_at_its_time_limit() -> None:
+    """Several minimal conflicting sets and no time for CP-SAT: the answer is still one of them (deletion from every limit)."""
+    from planner.solver import minimal_conflicts
+
+    checked = 0
+    for scenario, rows in SCENARIOS:
+        coef, fewest, limits, ruled_out = _screen(scenario, rows, frozenset())
+        if not len(limits) or not ruled_out.any(axis=0).all() or len(minimal_conflicts(ruled_out)) < 2:
+            continue
+        got = conflicting_limits(scenario, rows, limits, ruled_out, coef, fewest, frozenset(), 1e-9)
+        every = {tuple(limits[i].key for i in subset) for subset in minimal_conflicts(ruled_out, most=2 ** len(limits))}
+        assert tuple(got) in every, (scenario.name, got, every)
+        checked += 1
+    assert checked >= 3
