@@ -18,13 +18,18 @@ Constraints (one function each)
 
 CP-SAT works on integers: every coefficient is scaled once, in `scaled`, rounding what a plan
 needs up and what a limit allows down, so the solver never accepts what verification rejects.
+The integer columns (`Coefficients`) and each user limit (`LinearLimit`: coefficients over x or
+k, and its bound) are built once and read twice: by the model, and by `planner.solver`, which
+checks over numpy which rows a limit rules out before anything is solved.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 from ortools.sat.python import cp_model
 
 from planner.evaluate import InferenceEvaluation, TrainingEvaluation
@@ -57,6 +62,97 @@ def scaled(value: float, unit: str, direction: str = "need") -> int:
     """The one place where reals become integers: needs round up, limits round down."""
     x = value * SCALE[unit]
     return math.ceil(x - 1e-9) if direction == "need" else math.floor(x + 1e-9)
+
+
+def _column(values: list[int]) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """A table's integer coefficients, one entry per row, as the model holds them (`scaled`); serving figures are per
+    replica (multiplied by k[r]), training figures per configuration (multiplied by x[r])."""
+
+    training: bool
+    gpu: np.ndarray                         # GPU type name of each row
+    gpus: np.ndarray                        # GPUs (training) or GPUs per replica (serving)
+    cost: np.ndarray                        # training: cents for the run; serving: 1/100 cent per hour per replica
+    throughput: np.ndarray                  # 0.01 tokens/s, rounded down (training: the run; serving: a replica)
+    time: np.ndarray | None = None          # training: 0.1 s to train
+    usd_per_mtok: np.ndarray | None = None  # serving: 1/100 cent per million output tokens (0 when unpriced)
+    replicas_needed: np.ndarray | None = None  # serving: fewest replicas the load-aware model allows (>= 1)
+    batch: np.ndarray | None = None         # serving: sequence slots per replica
+    ttft: np.ndarray | None = None          # serving: microseconds at the SLO percentile under load
+    tpot: np.ndarray | None = None          # serving: microseconds at the SLO percentile under load
+
+    def __len__(self) -> int:
+        return len(self.gpus)
+
+    def take(self, rows: np.ndarray) -> Coefficients:
+        """The coefficients of the rows at these indices, in their order."""
+        return replace(self, **{name: value[rows] for name, value in vars(self).items() if isinstance(value, np.ndarray)})
+
+
+COEFFICIENT_CACHE_ENTRIES = 64
+"""Tables whose coefficients are kept per process (the cases of a study that share one priced table encode it once)."""
+
+_COEFFICIENT_CACHE: OrderedDict[tuple[int, ...], tuple[list, Coefficients]] = OrderedDict()
+
+
+def coefficients(rows: list[TrainingEvaluation] | list[InferenceEvaluation]) -> Coefficients:
+    """The integer coefficient columns of a table, from the evaluator's figures of each row.
+
+    Memoised on the identity of the row objects (frozen evaluations; the cache holds them, so an
+    identity is never reused while its entry lives)."""
+    key = tuple(map(id, rows))
+    hit = _COEFFICIENT_CACHE.get(key)
+    if hit is not None:
+        _COEFFICIENT_CACHE.move_to_end(key)
+        return hit[1]
+    coef = _coefficients(rows)
+    _COEFFICIENT_CACHE[key] = (list(rows), coef)
+    while len(_COEFFICIENT_CACHE) > COEFFICIENT_CACHE_ENTRIES:
+        _COEFFICIENT_CACHE.popitem(last=False)
+    return coef
+
+
+def _coefficients(rows: list[TrainingEvaluation] | list[InferenceEvaluation]) -> Coefficients:
+    gpu = np.array([e.layout.gpu for e in rows], dtype=object)
+    if rows and isinstance(rows[0], TrainingEvaluation):
+        return Coefficients(
+            training=True, gpu=gpu, gpus=_column([e.layout.num_gpus for e in rows]),
+            cost=_column([scaled(e.cost_usd or 0.0, "usd") for e in rows]),  # type: ignore[union-attr]
+            throughput=_column([scaled(e.perf.tokens_per_s, "tokens_per_s", "limit") for e in rows]),
+            time=_column([scaled(e.perf.time_to_train_s, "s") for e in rows]))  # type: ignore[union-attr]
+    return Coefficients(
+        training=False, gpu=gpu, gpus=_column([e.layout.gpus_per_replica for e in rows]),  # type: ignore[union-attr]
+        cost=_column([scaled((e.usd_per_hour or 0.0) / e.layout.replicas, "usd_per_hour") for e in rows]),  # type: ignore[union-attr]
+        throughput=_column([scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") for e in rows]),  # type: ignore[union-attr]
+        # $ per million output tokens of a configuration does not depend on its replica count: a linear term in x.
+        usd_per_mtok=_column([scaled(e.usd_per_million_output_tokens, "usd_per_mtok") if e.usd_per_million_output_tokens else 0
+                              for e in rows]),  # type: ignore[union-attr]
+        replicas_needed=_column([max(1, e.perf.replicas_needed) for e in rows]),  # type: ignore[union-attr]
+        batch=_column([e.layout.batch for e in rows]),  # type: ignore[union-attr]
+        ttft=_column([scaled(e.perf.ttft_s, "latency_s") for e in rows]),  # type: ignore[union-attr]
+        tpot=_column([scaled(e.perf.tpot_s, "latency_s") for e in rows]))  # type: ignore[union-attr]
+
+
+@dataclass(frozen=True)
+class LinearLimit:
+    """A user limit `sum(coefficients * v) <= bound` over the replicas k (serving GPUs and cost) or the choices x."""
+
+    key: str
+    text: str
+    per_replica: bool
+    coefficients: np.ndarray
+    bound: int
+
+    def rules_out(self, replicas: np.ndarray) -> np.ndarray:
+        """Rows that break the limit when chosen with `replicas` (ones for limits over x).
+
+        Every coefficient is >= 0, so a row chosen with more replicas than the load needs is never
+        better placed: at the fewest replicas this is exactly whether the row can meet the limit."""
+        return self.coefficients * (replicas if self.per_replica else 1) > self.bound
 
 
 @dataclass
@@ -92,91 +188,89 @@ def add_choice(model: cp_model.CpModel, rows: int) -> list[cp_model.IntVar]:
 
 
 def add_replicas(model: cp_model.CpModel, x: list[cp_model.IntVar], max_replicas: list[int]) -> list[cp_model.IntVar]:
-    """Replicas run only on the chosen configuration, at least one of them."""
+    """Replicas run only on the chosen configuration (at least one there: `add_load`)."""
     k = [model.new_int_var(0, max(1, m), f"k{r}") for r, m in enumerate(max_replicas)]
     for r, (kr, xr) in enumerate(zip(k, x)):
         model.add(kr <= max(1, max_replicas[r]) * xr)
-        model.add(kr >= xr)
     return k
 
 
-def add_load(model: cp_model.CpModel, k: list[cp_model.IntVar], x: list[cp_model.IntVar], rows: list[InferenceEvaluation],
+def add_load(model: cp_model.CpModel, k: list[cp_model.IntVar], x: list[cp_model.IntVar], coef: Coefficients,
              concurrency: int | None) -> None:
     """The replicas carry the load: at least the configuration's `perf.replicas_needed` (the load-aware count of
-    `planner.serving.replicas_needed` at the workload's rate and SLOs), and enough sequence slots for the concurrency."""
-    for e, kr, xr in zip(rows, k, x):
-        model.add(kr >= max(1, e.perf.replicas_needed) * xr)
+    `planner.serving.replicas_needed` at the workload's rate and SLOs, at least one), and enough sequence slots for the
+    concurrency."""
+    assert coef.replicas_needed is not None and coef.batch is not None
+    for need, kr, xr in zip(coef.replicas_needed.tolist(), k, x):
+        model.add(kr >= need * xr)
     if concurrency is not None:
-        model.add(weighted(k, [e.layout.batch for e in rows]) >= concurrency)
+        model.add(weighted(k, coef.batch.tolist()) >= concurrency)
 
 
-def add_limit(enc: Encoding, key: str, text: str, expr: cp_model.LinearExpr, bound: int) -> None:
-    """A user limit `expr <= bound`, enforced by its own assumption literal."""
-    literal = enc.model.new_bool_var(f"limit_{key}")
-    enc.model.add(expr <= bound).only_enforce_if(literal)
+def add_limit(enc: Encoding, limit: LinearLimit) -> None:
+    """A user limit `expr <= bound`, enforced by its own assumption literal (terms with a zero coefficient left out)."""
+    variables = enc.k if limit.per_replica else enc.x
+    assert variables is not None
+    members = np.flatnonzero(limit.coefficients)
+    expr = weighted([variables[r] for r in members.tolist()], limit.coefficients[members].tolist())
+    literal = enc.model.new_bool_var(f"limit_{limit.key}")
+    enc.model.add(expr <= limit.bound).only_enforce_if(literal)
     enc.model.add_assumption(literal)
-    enc.limits.append(Limit(key=key, text=text, literal=literal))
+    enc.limits.append(Limit(key=limit.key, text=limit.text, literal=literal))
 
 
-def encode_training(rows: list[TrainingEvaluation]) -> Encoding:
+def encode_training(coef: Coefficients) -> Encoding:
     """Variables and expressions for a training table (limits are added by the caller)."""
     model = PlannerCpModel()
-    x = add_choice(model, len(rows))
-    gpus = weighted(x, [e.layout.num_gpus for e in rows])
-    cost = weighted(x, [scaled(e.cost_usd or 0.0, "usd") for e in rows])
-    time = weighted(x, [scaled(e.perf.time_to_train_s, "s") for e in rows])
-    tps = weighted(x, [scaled(e.perf.tokens_per_s, "tokens_per_s", "limit") for e in rows])
-    return Encoding(model=model, x=x, k=None, gpus=gpus, cost=cost, time=time, throughput=tps, cost_unit="usd")
+    x = add_choice(model, len(coef))
+    assert coef.time is not None
+    return Encoding(model=model, x=x, k=None, gpus=weighted(x, coef.gpus.tolist()), cost=weighted(x, coef.cost.tolist()),
+                    time=weighted(x, coef.time.tolist()), throughput=weighted(x, coef.throughput.tolist()), cost_unit="usd")
 
 
-def encode_inference(rows: list[InferenceEvaluation], max_replicas: list[int], concurrency: int | None) -> Encoding:
+def encode_inference(coef: Coefficients, max_replicas: list[int], concurrency: int | None) -> Encoding:
     """Variables and expressions for a serving table: a configuration and its replica count."""
     model = PlannerCpModel()
-    x = add_choice(model, len(rows))
+    x = add_choice(model, len(coef))
     k = add_replicas(model, x, max_replicas)
-    add_load(model, k, x, rows, concurrency)
-    gpus = weighted(k, [e.layout.gpus_per_replica for e in rows])
-    cost = weighted(k, [scaled((e.usd_per_hour or 0.0) / e.layout.replicas, "usd_per_hour") for e in rows])  # per replica
-    tps = weighted(k, [scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") for e in rows])
-    # $ per million output tokens of a configuration does not depend on its replica count: a linear term in x.
-    per_mtok = sum(scaled(e.usd_per_million_output_tokens, "usd_per_mtok") * xr
-                   for e, xr in zip(rows, x) if e.usd_per_million_output_tokens)
-    return Encoding(model=model, x=x, k=k, gpus=gpus, cost=cost, time=None, throughput=tps, cost_unit="usd_per_hour", usd_per_mtok=per_mtok)
+    add_load(model, k, x, coef, concurrency)
+    assert coef.usd_per_mtok is not None
+    members = np.flatnonzero(coef.usd_per_mtok).tolist()
+    per_mtok = weighted([x[r] for r in members], coef.usd_per_mtok[members].tolist())
+    return Encoding(model=model, x=x, k=k, gpus=weighted(k, coef.gpus.tolist()), cost=weighted(k, coef.cost.tolist()), time=None,
+                    throughput=weighted(k, coef.throughput.tolist()), cost_unit="usd_per_hour", usd_per_mtok=per_mtok)
 
 
-def add_gpu_limit(enc: Encoding, max_gpus: int) -> None:
+def gpu_limit(coef: Coefficients, max_gpus: int) -> LinearLimit:
     """At most max_gpus GPUs."""
-    add_limit(enc, "max_gpus", f"max_gpus = {max_gpus}", enc.gpus, max_gpus)
+    return LinearLimit("max_gpus", f"max_gpus = {max_gpus}", not coef.training, coef.gpus, max_gpus)
 
 
-def add_inventory(enc: Encoding, rows: list, inventory: dict[str, int]) -> None:
-    """At most the inventory of each GPU type."""
+def inventory_limits(coef: Coefficients, inventory: dict[str, int]) -> list[LinearLimit]:
+    """At most the inventory of each GPU type (types with no row in the table add nothing)."""
+    out = []
     for gpu, count in sorted(inventory.items()):
-        members = [r for r, e in enumerate(rows) if e.layout.gpu == gpu]
-        if not members:
-            continue
-        if enc.k is None:
-            expr = weighted([enc.x[r] for r in members], [rows[r].layout.num_gpus for r in members])
-        else:
-            expr = weighted([enc.k[r] for r in members], [rows[r].layout.gpus_per_replica for r in members])
-        add_limit(enc, f"inventory:{gpu}", f"inventory {gpu} = {count}", expr, count)
+        mine = coef.gpu == gpu
+        if mine.any():
+            out.append(LinearLimit(f"inventory:{gpu}", f"inventory {gpu} = {count}", not coef.training, np.where(mine, coef.gpus, 0), count))
+    return out
 
 
-def add_budget(enc: Encoding, budget_usd: float) -> None:
+def budget_limit(coef: Coefficients, budget_usd: float) -> LinearLimit:
     """Cost within the budget (training: the run; serving: per hour)."""
-    unit = "$" if enc.cost_unit == "usd" else "$/h"
-    add_limit(enc, "budget", f"budget = {budget_usd:,.2f} {unit}", enc.cost, scaled(budget_usd, enc.cost_unit, "limit"))
+    unit, scale = ("$", "usd") if coef.training else ("$/h", "usd_per_hour")
+    return LinearLimit("budget", f"budget = {budget_usd:,.2f} {unit}", not coef.training, coef.cost, scaled(budget_usd, scale, "limit"))
 
 
-def add_deadline(enc: Encoding, deadline_days: float) -> None:
+def deadline_limit(coef: Coefficients, deadline_days: float) -> LinearLimit:
     """Training finishes before the deadline."""
-    assert enc.time is not None
-    add_limit(enc, "deadline", f"deadline = {deadline_days:g} days", enc.time, scaled(deadline_days * 86400.0, "s", "limit"))
+    assert coef.time is not None
+    return LinearLimit("deadline", f"deadline = {deadline_days:g} days", False, coef.time, scaled(deadline_days * 86400.0, "s", "limit"))
 
 
-def add_slo(enc: Encoding, rows: list[InferenceEvaluation], key: str, limit_s: float, percentile: int) -> None:
+def slo_limit(coef: Coefficients, key: str, limit_s: float, percentile: int) -> LinearLimit:
     """The chosen configuration meets a latency SLO (TTFT or TPOT) at the percentile, under its load (the figures of
     `perf.inference_perf_columns` at rate / replicas_needed; a layout that cannot meet it shows its best reachable value)."""
-    values = [e.perf.ttft_s if key == "ttft" else e.perf.tpot_s for e in rows]
-    expr = weighted(enc.x, [scaled(v, "latency_s") for v in values])
-    add_limit(enc, key, f"{key.upper()} p{percentile} <= {limit_s * 1000:g} ms", expr, scaled(limit_s, "latency_s", "limit"))
+    values = coef.ttft if key == "ttft" else coef.tpot
+    assert values is not None
+    return LinearLimit(key, f"{key.upper()} p{percentile} <= {limit_s * 1000:g} ms", False, values, scaled(limit_s, "latency_s", "limit"))

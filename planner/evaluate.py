@@ -238,7 +238,8 @@ def _one_row(model: ModelSpec, workload: TrainingWorkload | InferenceWorkload, l
     """The price-free one-row table (memory and speed) of a configuration, memoised on every input it reads.
 
     The evaluator is a pure function of these inputs, so a repeated call returns what a new
-    evaluation would; the price is applied afterwards (`Table.priced`)."""
+    evaluation would; the price is applied afterwards (`Table.priced`), and the price-free objects
+    of the row are shared by every price (`Table.with_row_ids`)."""
     key = json.dumps([model.model_dump(mode="json"), workload.model_dump(mode="json"), layout.model_dump(mode="json"),
                       gpu.model_dump(mode="json"), assumptions.model_dump(mode="json"), gpus_per_node], sort_keys=True, default=str)
     if key in _ONE_ROW_CACHE:
@@ -250,6 +251,7 @@ def _one_row(model: ModelSpec, workload: TrainingWorkload | InferenceWorkload, l
     else:
         assert isinstance(layout, InferenceLayout)
         table = inference_table(model, workload, gpu, assumptions, None, inference_columns([layout]), gpus_per_node).with_perf()
+    table = table.with_row_ids()  # its layout, breakdown and speed objects are built once, whatever the price
     _ONE_ROW_CACHE[key] = table
     while len(_ONE_ROW_CACHE) > ONE_ROW_CACHE_ENTRIES:
         _ONE_ROW_CACHE.popitem(last=False)

@@ -5,6 +5,10 @@ by a second lexicographic phase (fewer GPUs, then the row order; on small tables
 are first tried as one weighted objective, whose proved optimum is the same plan). OPTIMAL (proved) and
 FEASIBLE (time limit hit, with the gap) are reported as different statuses. Every plan is
 re-evaluated by `planner.evaluate` and checked against the limits before it is returned.
+
+Before CP-SAT runs, the limits' integer coefficients (the model's own) screen the rows over
+numpy: a table whose every row some limit rules out is infeasible without a solve (what CP-SAT
+would prove, `tests/test_screening.py`), and CP-SAT chooses among the rows left.
 """
 
 from __future__ import annotations
@@ -12,10 +16,9 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from typing import TYPE_CHECKING
-
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import resolve_gpu, resolve_model
@@ -32,7 +35,7 @@ from planner.units import BYTES_PER_GB, BYTES_PER_GIB
 if TYPE_CHECKING:  # OR-Tools (and the pandas it imports) load only when a table is solved
     from ortools.sat.python import cp_model
 
-    from planner.encode import Encoding
+    from planner.encode import Coefficients, Encoding, LinearLimit
 
 SOLVER_WORKERS = 2
 SMALL_TABLE_ROWS = 5_000
@@ -160,15 +163,19 @@ def min_replicas(workload: InferenceWorkload, e: InferenceEvaluation) -> int:
     return need
 
 
-def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario) -> list[int]:
-    """Most replicas worth considering per row: enough for the load, and as many as the GPU limits or the budget allow."""
-    from planner.encode import scaled
-
+def _fewest_replicas(scenario: Scenario, rows: list[Evaluation]) -> np.ndarray:
+    """Per row, the replicas it is chosen with at least (`min_replicas`; one for training)."""
     workload = scenario.workload
-    assert isinstance(workload, InferenceWorkload)
+    if isinstance(workload, TrainingWorkload):
+        return np.ones(len(rows), dtype=np.int64)
+    return np.array([min_replicas(workload, e) for e in rows], dtype=np.int64)  # type: ignore[arg-type]
+
+
+def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario, fewest: np.ndarray) -> list[int]:
+    """Most replicas worth considering per row: enough for the load (`fewest`), and as many as the GPU limits or the
+    budget allow."""
     bounds = []
-    for e in rows:
-        bound = min_replicas(workload, e)
+    for e, bound in zip(rows, fewest.tolist()):
         if scenario.search.max_gpus:
             bound = max(bound, scenario.search.max_gpus // e.layout.gpus_per_replica)
         if e.layout.gpu in scenario.constraints.inventory:
@@ -179,46 +186,57 @@ def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario) -> list
     return bounds
 
 
-def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[str] = frozenset()) -> Encoding:
-    """The CP-SAT model of a table with the scenario's load and limits (limits in `skip_limits` left out)."""
+def user_limits(scenario: Scenario, coef: Coefficients, skip_limits: frozenset[str] = frozenset()) -> list[LinearLimit]:
+    """The scenario's limits over a table's coefficients, in the order the model holds them (those in `skip_limits` left out)."""
     from planner import encode
 
     workload = scenario.workload
-    if isinstance(workload, TrainingWorkload):
-        enc = encode.encode_training(rows)  # type: ignore[arg-type]
-    else:
-        bounds = _replica_bounds(rows, scenario)  # type: ignore[arg-type]
-        enc = encode.encode_inference(rows, bounds, workload.concurrent_sequences)  # type: ignore[arg-type]
+    limits = []
     if scenario.search.max_gpus and "max_gpus" not in skip_limits:
-        encode.add_gpu_limit(enc, scenario.search.max_gpus)
-    encode.add_inventory(enc, rows, {g: c for g, c in scenario.constraints.inventory.items() if f"inventory:{g}" not in skip_limits})
+        limits.append(encode.gpu_limit(coef, scenario.search.max_gpus))
+    limits += encode.inventory_limits(coef, {g: c for g, c in scenario.constraints.inventory.items() if f"inventory:{g}" not in skip_limits})
     if scenario.constraints.budget_usd and "budget" not in skip_limits:
-        encode.add_budget(enc, scenario.constraints.budget_usd)
+        limits.append(encode.budget_limit(coef, scenario.constraints.budget_usd))
     if isinstance(workload, TrainingWorkload) and scenario.constraints.deadline_days and "deadline" not in skip_limits:
-        encode.add_deadline(enc, scenario.constraints.deadline_days)
+        limits.append(encode.deadline_limit(coef, scenario.constraints.deadline_days))
     if isinstance(workload, InferenceWorkload):
         if workload.slo.ttft_s and "ttft" not in skip_limits:
-            encode.add_slo(enc, rows, "ttft", workload.slo.ttft_s, workload.slo.percentile)  # type: ignore[arg-type]
+            limits.append(encode.slo_limit(coef, "ttft", workload.slo.ttft_s, workload.slo.percentile))
         if workload.slo.tpot_s and "tpot" not in skip_limits:
-            encode.add_slo(enc, rows, "tpot", workload.slo.tpot_s, workload.slo.percentile)  # type: ignore[arg-type]
+            limits.append(encode.slo_limit(coef, "tpot", workload.slo.tpot_s, workload.slo.percentile))
+    return limits
+
+
+def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[str] = frozenset(),
+                   coef: Coefficients | None = None, fewest: np.ndarray | None = None) -> Encoding:
+    """The CP-SAT model of a table with the scenario's load and limits (limits in `skip_limits` left out); `coef` and
+    `fewest` are the table's `encode.coefficients` and `_fewest_replicas` when the caller has them."""
+    from planner import encode
+
+    coef = coef if coef is not None else encode.coefficients(rows)  # type: ignore[arg-type]
+    workload = scenario.workload
+    if isinstance(workload, TrainingWorkload):
+        enc = encode.encode_training(coef)
+    else:
+        fewest = fewest if fewest is not None else _fewest_replicas(scenario, rows)
+        enc = encode.encode_inference(coef, _replica_bounds(rows, scenario, fewest), workload.concurrent_sequences)  # type: ignore[arg-type]
+    for limit in user_limits(scenario, coef, skip_limits):
+        encode.add_limit(enc, limit)
     return enc
+
+
+OBJECTIVE_COLUMNS = {Objective.MIN_GPUS: "gpus", Objective.MAX_THROUGHPUT: "throughput", Objective.MIN_TIME: "time",
+                     Objective.MIN_USD_PER_MILLION_TOKENS: "usd_per_mtok", Objective.MIN_COST: "cost"}
+"""The expression of `Encoding` (and the column of `Coefficients`) each objective optimises."""
 
 
 def _objective_expr(enc: Encoding, objective: Objective) -> tuple[cp_model.LinearExpr, bool]:
     """(expression, maximise?) of the objective."""
-    if objective is Objective.MIN_GPUS:
-        return enc.gpus, False
-    if objective is Objective.MAX_THROUGHPUT:
-        return enc.throughput, True
-    if objective is Objective.MIN_TIME:
-        if enc.time is None:
-            raise InputError("objective: min_time applies to training; for serving use min_cost, max_throughput or min_gpus.")
-        return enc.time, False
-    if objective is Objective.MIN_USD_PER_MILLION_TOKENS:
-        if enc.usd_per_mtok is None:
-            raise InputError("objective: min_usd_per_million_tokens applies to serving; for training use min_cost.")
-        return enc.usd_per_mtok, False
-    return enc.cost, False
+    if objective is Objective.MIN_TIME and enc.time is None:
+        raise InputError("objective: min_time applies to training; for serving use min_cost, max_throughput or min_gpus.")
+    if objective is Objective.MIN_USD_PER_MILLION_TOKENS and enc.usd_per_mtok is None:
+        raise InputError("objective: min_usd_per_million_tokens applies to serving; for training use min_cost.")
+    return getattr(enc, OBJECTIVE_COLUMNS[objective]), objective is Objective.MAX_THROUGHPUT
 
 
 def solver_workers(rows: int) -> int:
@@ -351,22 +369,26 @@ def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, m
 
 def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
                 skip_limits: frozenset[str] = frozenset()) -> tuple[Evaluation | None, str, float, float, list[str]]:
-    """Solve the encoded table: (chosen plan with its replicas, status, gap, solver seconds, conflicting limit keys)."""
-    from ortools.sat.python import cp_model
+    """Solve the encoded table: (chosen plan with its replicas, status, gap, solver seconds, conflicting limit keys).
 
-    enc = build_encoding(scenario, rows, skip_limits)
-    expr, maximise = _objective_expr(enc, scenario.objective)
-    # Ties: fewer GPUs, then the earliest row.
-    tiebreak = enc.gpus * len(rows) + sum(r * x for r, x in enumerate(enc.x))
-    # The tie-break fixes the chosen row and its GPUs (so its replicas): one weighted solve gives the same plan.
-    result = solve_lexicographic(enc.model, expr, maximise, tiebreak, enc.x, time_limit_s, solver_workers(len(rows)),
-                                 one_phase=len(rows) <= SMALL_TABLE_ROWS)
-    if result.status == cp_model.INFEASIBLE:
-        core = set(result.first.sufficient_assumptions_for_infeasibility())
-        keys = [lim.key for lim in enc.limits if lim.literal.index in core]
-        all_keys = [lim.key for lim in enc.limits]
-        return None, "INFEASIBLE", 0.0, result.wall_time_s, minimal_core(scenario, rows, keys, all_keys, skip_limits, time_limit_s)
-    if not result.found:
+    Before anything is solved, each limit's integer coefficients (the model's own, `user_limits`) tell over numpy which
+    rows it rules out (`LinearLimit.rules_out` at the fewest replicas that carry the load). When every row is ruled out
+    the table is infeasible, exactly as CP-SAT would prove, and the conflicting limits are found over the same columns
+    (`conflicting_limits`). Otherwise CP-SAT chooses among the rows no limit rules out (a ruled-out row cannot be
+    chosen; the row order, hence the tie-break, is kept).
+    """
+    if not rows:
+        return None, "INFEASIBLE", 0.0, 0.0, []
+    coef, fewest, limits, ruled_out = _screen(scenario, rows, skip_limits)
+    open_rows = np.flatnonzero(~ruled_out.any(axis=0))
+    if not len(open_rows):
+        core = conflicting_limits(scenario, rows, limits, ruled_out, coef, fewest, skip_limits, time_limit_s)
+        return None, "INFEASIBLE", 0.0, 0.0, core
+    if len(open_rows) < len(rows):
+        rows, coef, fewest = [rows[r] for r in open_rows.tolist()], coef.take(open_rows), fewest[open_rows]
+    enc = build_encoding(scenario, rows, skip_limits, coef, fewest)
+    result = _solve_encoding(scenario, enc, len(rows), time_limit_s)
+    if not result.found:  # a row no limit rules out, at its fewest replicas, is a solution: only the time limit stops CP-SAT short
         return None, "UNKNOWN", 0.0, result.wall_time_s, []
     chosen_solver, proved, gap, elapsed = result.solver, result.proved, result.gap, result.wall_time_s
     chosen = next(r for r, x in enumerate(enc.x) if chosen_solver.boolean_value(x))
@@ -376,21 +398,89 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     return plan, ("OPTIMAL" if proved else "FEASIBLE"), gap, elapsed, []
 
 
-def minimal_core(scenario: Scenario, rows: list[Evaluation], core: list[str], all_keys: list[str], skipped: frozenset[str],
-                 time_limit_s: float) -> list[str]:
-    """Shrink CP-SAT's sufficient set of conflicting limits to a minimal one by deletion (Junker's QuickXplain idea, linear form).
+def _screen(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[str]) -> tuple[Coefficients, np.ndarray, list[LinearLimit], np.ndarray]:
+    """(coefficients, fewest replicas, limits, rules out) of a table: `ruled_out[i, r]` when limit i rules row r out."""
+    from planner import encode
 
-    CP-SAT's `sufficient_assumptions_for_infeasibility` is not guaranteed minimal; a limit is
-    dropped from the set when the others alone are still infeasible. The load itself (always
-    enforced) is part of every conflict.
+    coef = encode.coefficients(rows)  # type: ignore[arg-type]
+    fewest = _fewest_replicas(scenario, rows)
+    limits = user_limits(scenario, coef, skip_limits)
+    ruled_out = np.array([limit.rules_out(fewest) for limit in limits], dtype=bool).reshape(len(limits), len(rows))
+    return coef, fewest, limits, ruled_out
+
+
+def _solve_encoding(scenario: Scenario, enc: Encoding, rows: int, time_limit_s: float) -> Lexicographic:
+    """The scenario's objective over an encoded table, ties to fewer GPUs, then the earliest row."""
+    from planner.encode import weighted
+
+    expr, maximise = _objective_expr(enc, scenario.objective)
+    tiebreak = enc.gpus * rows + weighted(enc.x, list(range(rows)))
+    # The tie-break fixes the chosen row and its GPUs (so its replicas): one weighted solve gives the same plan.
+    return solve_lexicographic(enc.model, expr, maximise, tiebreak, enc.x, time_limit_s, solver_workers(rows),
+                               one_phase=rows <= SMALL_TABLE_ROWS)
+
+
+MOST_LIMITS_ENUMERATED = 10
+"""Up to this many limits, every minimal conflicting set is enumerated over numpy (at most 2**10 subsets)."""
+
+
+def _infeasible(ruled_out: np.ndarray, subset: list[int]) -> bool:
+    """No row survives the limits of `subset` (rows of `ruled_out`)."""
+    return bool(ruled_out[subset].any(axis=0).all()) if subset else False
+
+
+def minimal_conflicts(ruled_out: np.ndarray, most: int = 2) -> list[tuple[int, ...]]:
+    """Up to `most` minimal sets of limits (indices into `ruled_out`'s rows) that together rule out every row, smallest first."""
+    import itertools
+
+    patterns = np.unique(ruled_out, axis=1)  # rows ruled out by the same limits behave alike
+    found: list[tuple[int, ...]] = []
+    for size in range(1, len(ruled_out) + 1):
+        for subset in itertools.combinations(range(len(ruled_out)), size):
+            if any(set(f) <= set(subset) for f in found):
+                continue
+            if _infeasible(patterns, list(subset)):
+                found.append(subset)
+                if len(found) >= most:
+                    return found
+    return found
+
+
+def conflicting_limits(scenario: Scenario, rows: list[Evaluation], limits: list[LinearLimit], ruled_out: np.ndarray,
+                       coef: Coefficients, fewest: np.ndarray, skip_limits: frozenset[str], time_limit_s: float) -> list[str]:
+    """A minimal set of limits that together rule out every row of an infeasible table (keys, in the model's order).
+
+    When exactly one minimal set exists (`minimal_conflicts`), it is the answer whatever set the
+    search starts from. Otherwise CP-SAT names a sufficient set of assumptions
+    (`sufficient_assumptions_for_infeasibility`; every limit if its time limit stops it first),
+    shrunk to a minimal one by `minimal_core`.
     """
+    if len(limits) <= MOST_LIMITS_ENUMERATED:
+        found = minimal_conflicts(ruled_out)
+        if len(found) == 1:
+            return [limits[i].key for i in found[0]]
     from ortools.sat.python import cp_model
 
+    enc = build_encoding(scenario, rows, skip_limits, coef, fewest)
+    result = _solve_encoding(scenario, enc, len(rows), time_limit_s)
+    if result.status != cp_model.INFEASIBLE:  # the time limit stopped CP-SAT first: deletion starts from every limit
+        return [limits[i].key for i in minimal_core(ruled_out, list(range(len(limits))))]
+    core = set(result.first.sufficient_assumptions_for_infeasibility())
+    return [limits[i].key for i in minimal_core(ruled_out, [i for i, lim in enumerate(enc.limits) if lim.literal.index in core])]
+
+
+def minimal_core(ruled_out: np.ndarray, core: list[int]) -> list[int]:
+    """Shrink a sufficient set of conflicting limits (indices into `ruled_out`'s rows) to a minimal one by deletion
+    (Junker's QuickXplain idea, linear form).
+
+    CP-SAT's `sufficient_assumptions_for_infeasibility` is not guaranteed minimal; a limit is
+    dropped from the set when the others alone still rule out every row. The load itself (always
+    enforced) is part of every conflict.
+    """
     current = list(core)
-    for key in list(current):
-        trial = [k for k in current if k != key]
-        enc = build_encoding(scenario, rows, skip_limits=skipped | frozenset(k for k in all_keys if k not in trial))
-        if reproducible_solver(time_limit_s, solver_workers(len(rows))).solve(enc.model) == cp_model.INFEASIBLE:
+    for index in list(current):
+        trial = [i for i in current if i != index]
+        if _infeasible(ruled_out, trial):
             current = trial
     return current
 
@@ -484,8 +574,29 @@ def _limit_value(scenario: Scenario, key: str) -> float:
 UNITS = {"max_gpus": "GPUs", "budget": "$", "deadline": "days", "ttft": "s", "tpot": "s"}
 
 
-def _best_for_limit(scenario: Scenario, rows: list[Evaluation], key: str, time_limit_s: float) -> Evaluation | None:
-    """The plan that does best on one limit's quantity while meeting every other limit (CP-SAT with that limit dropped)."""
+def best_at_fewest_replicas(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[str] = frozenset()) -> Evaluation | None:
+    """The plan `solve_table` proves optimal for min_cost, min_gpus or min_time, found over the coefficient columns.
+
+    These objectives (and the tie-break, GPUs) never decrease with a row's replicas, and no limit
+    gets easier with more of them, so each row is best at its fewest replicas; the optimum is the
+    least (objective, GPUs, row) among the rows no limit rules out, in the model's integers.
+    None when every row is ruled out.
+    """
+    assert scenario.objective in (Objective.MIN_COST, Objective.MIN_GPUS, Objective.MIN_TIME)
+    if not rows:
+        return None
+    coef, fewest, _, ruled_out = _screen(scenario, rows, skip_limits)
+    candidates = np.flatnonzero(~ruled_out.any(axis=0))
+    if not len(candidates):
+        return None
+    primary = getattr(coef, OBJECTIVE_COLUMNS[scenario.objective])[candidates] * fewest[candidates]
+    best = int(candidates[np.lexsort((candidates, coef.gpus[candidates] * fewest[candidates], primary))[0]])
+    return with_replicas(rows[best], int(fewest[best])) if isinstance(rows[best], InferenceEvaluation) else rows[best]  # type: ignore[arg-type]
+
+
+def _best_for_limit(scenario: Scenario, rows: list[Evaluation], key: str) -> Evaluation | None:
+    """The plan that does best on one limit's quantity while meeting every other limit (the optimum with that limit
+    dropped, `best_at_fewest_replicas`)."""
     goal = {"budget": Objective.MIN_COST, "deadline": Objective.MIN_TIME}.get(key, Objective.MIN_GPUS)
     if key in ("ttft", "tpot"):
         candidates = [e for e in rows]
@@ -496,18 +607,17 @@ def _best_for_limit(scenario: Scenario, rows: list[Evaluation], key: str, time_l
         sub = [e for e in rows if e.layout.gpu == gpu]
         if not sub:
             return None
-        plan, *_ = solve_table(relaxed, sub, time_limit_s, skip_limits=frozenset({key}))
+        plan = best_at_fewest_replicas(relaxed, sub, skip_limits=frozenset({key}))
         return plan if plan is not None else min(sub, key=lambda e: e.layout.num_gpus)
-    plan, *_ = solve_table(relaxed, rows, time_limit_s, skip_limits=frozenset({key}))
+    plan = best_at_fewest_replicas(relaxed, rows, skip_limits=frozenset({key}))
     return plan if plan is not None else min(rows, key=lambda e: _limit_quantity(key, e))
 
 
-def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows: list[Evaluation], core: list[str],
-                       time_limit_s: float) -> str:
+def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows: list[Evaluation], core: list[str]) -> str:
     """Which user limits conflict, and by how much."""
     lines = [f"{scenario.name}: no plan meets the scenario's limits. Conflicting limits (a minimal set: CP-SAT's sufficient assumptions, shrunk by deletion):"]
     for key in core:
-        best = _best_for_limit(scenario, rows, key, time_limit_s)
+        best = _best_for_limit(scenario, rows, key)
         limit = _limit_value(scenario, key)
         unit = UNITS.get(key, "GPUs")
         if best is None:
@@ -697,7 +807,7 @@ def solve(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S, altern
                 _, status, _, _, core = solve_table(scenario, rows, time_limit_s)
         if not rows:
             raise InfeasibleError(explain_no_fit(scenario, model, space))
-        raise InfeasibleError(explain_infeasible(scenario, model, space, rows, core, time_limit_s))
+        raise InfeasibleError(explain_infeasible(scenario, model, space, rows, core))
     fresh = verify(scenario, model, chosen, assumptions)
     value, unit = objective_of(fresh, scenario.objective)
     alts = alternatives_per_gpu(scenario, space, rows, time_limit_s) if alternatives else []

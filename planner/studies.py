@@ -174,17 +174,22 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
     `search.gpus` also takes one GPU id as a string, meaning the subset of that one GPU.
     """
+    out = copy.deepcopy(data)
+    _put(out, path, value)
+    return out
+
+
+def _put(data: dict[str, Any], path: str, value: Any) -> None:
+    """`set_path` in place: a deep copy of `value` at the dotted `path` of `data` (missing mappings created)."""
     if path == "search.gpus" and isinstance(value, str):
         value = [value]
-    out = copy.deepcopy(data)
-    node = out
+    node = data
     parts = path.split(".")
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
     node[parts[-1]] = copy.deepcopy(value)
-    return out
 
 
 def parse_study(data: Any, origin: str = "study", root: Path | None = None) -> Study:
@@ -304,9 +309,9 @@ def expand_cases(study: Study, time_limit_s: float | None = None) -> list[Case]:
         if key in seen:
             raise InputError(f"{study.name}: case {index} repeats case {seen[key]} ({shorten(values)}); remove the duplicate value.")
         seen[key] = index
-        scenario = base
+        scenario = copy.deepcopy(base)
         for path, value in values.items():
-            scenario = set_path(scenario, path, value)
+            _put(scenario, path, value)
         case_id = case_id_of(values, scenario, limit, catalogs)
         cases.append(Case(index=index, case_id=case_id, values=dict(values), scenario=scenario))
     return cases
