@@ -615,11 +615,11 @@ def _best_for_limit(scenario: Scenario, rows: list[Evaluation], key: str) -> Eva
 
 def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows: list[Evaluation], core: list[str]) -> str:
     """Which user limits conflict, and by how much."""
-    lines = [f"{scenario.name}: no plan meets the scenario's limits. Conflicting limits (a minimal set: CP-SAT's sufficient assumptions, shrunk by deletion):"]
+    lines = [f"{scenario.name}: no plan meets the scenario's limits. Conflicting limits (a minimal set: together they rule out every plan, without any one of them the others do not):"]
     for key in core:
         best = _best_for_limit(scenario, rows, key)
         limit = _limit_value(scenario, key)
-        unit = UNITS.get(key, "GPUs")
+        unit = "$/h" if key == "budget" and isinstance(scenario.workload, InferenceWorkload) else UNITS.get(key, "GPUs")
         if best is None:
             lines.append(f"  - {key} = {limit:g} {unit}: no plan on this GPU type fits in memory.")
             continue
