@@ -249,6 +249,9 @@ class SearchSpace(BaseModel):
     checkpointing: tuple[Checkpointing, ...] = Field(default=(0, 1, 2), max_length=MAX_LIST_VALUES, description="Allowed recomputation modes.")
     micro_batches: tuple[int, ...] = Field(default=(1, 2, 4, 8), max_length=MAX_LIST_VALUES, description="Allowed micro-batch sizes, sequences.")
     batch_per_replica: tuple[int, ...] | None = Field(default=None, max_length=MAX_LIST_VALUES, description="Allowed serving batch sizes per replica.")
+    disaggregated: tuple[bool, ...] = Field(default=(False, True), min_length=1, max_length=2, description="Serving layouts: "
+                                            "colocated replicas (false) and/or disaggregated prefill and decode pools (true; "
+                                            "searched for request-rate and tokens/s loads, not for a concurrency).")
     sequence_parallel: bool = Field(default=True, description="Use Megatron sequence parallelism with TP > 1.")
     flash_attention: bool = Field(default=True, description="FlashAttention: no s^2 score activations.")
     allow_offload: bool = Field(default=False, description="Allow ZeRO-Offload of optimizer states to CPU.")

@@ -119,6 +119,11 @@ def layout_summary(e: Evaluation) -> str:
         hybrid = f" (hybrid, shard group {lay.zero_group})" if lay.zero_group else ""
         return (f"{lay.num_gpus}x {lay.gpu} {lay.precision.value} {lay.framework.value} tp={lay.tp}{cp} pp={lay.pp} dp={lay.dp}{ep} "
                 f"zero={int(lay.zero)}{hybrid} ckpt={lay.checkpointing.name.lower()} mb={lay.micro_batch} accum={lay.grad_accum}{off}")
+    if lay.disaggregated:
+        units = f"{lay.replicas}x " if lay.replicas > 1 else ""
+        return (f"{units}prefill pool: {lay.prefill_replicas}x (tp={lay.prefill_tp} pp={lay.prefill_pp} batch={lay.prefill_batch}), "
+                f"decode pool: {lay.decode_replicas}x (tp={lay.tp} pp={lay.pp} batch={lay.batch}), on {lay.gpus_per_replica}x {lay.gpu}: "
+                f"w={lay.weight_precision.value} kv={lay.kv_precision.value}, KV transfer {e.perf.kv_transfer_s * 1000:.3g} ms")
     return (f"{lay.replicas}x ({lay.gpus_per_replica}x {lay.gpu}) w={lay.weight_precision.value} kv={lay.kv_precision.value} "
             f"tp={lay.tp} pp={lay.pp} batch={lay.batch}")
 
