@@ -88,11 +88,16 @@ class InferenceLayout(BaseModel):
     prefill_tp: int = Field(default=1, ge=1, description="Disaggregated serving: tensor-parallel degree of a prefill replica.")
     prefill_pp: int = Field(default=1, ge=1, description="Disaggregated serving: pipeline-parallel degree of a prefill replica.")
     prefill_batch: int = Field(default=1, ge=1, description="Disaggregated serving: most prompts a prefill replica holds at once.")
+    attention_dp: int = Field(default=1, ge=1, description="MoE serving: data-parallel attention ranks within the tp cards (SGLang "
+                              "--enable-dp-attention, TensorRT-LLM attention DP): attention TP = tp / attention_dp, each DP rank "
+                              "holding the KV of its own sequences; routed experts split over all tp cards (EP = tp). 1 = TP attention.")
 
     @model_validator(mode="after")
     def _pools_together(self) -> InferenceLayout:
         if (self.prefill_replicas > 0) != (self.decode_replicas > 0):
             raise ValueError("prefill_replicas and decode_replicas are both 0 (colocated) or both >= 1 (disaggregated)")
+        if self.tp % self.attention_dp or (self.attention_dp > 1 and (self.pp > 1 or self.disaggregated)):
+            raise ValueError(f"attention_dp={self.attention_dp} must divide tp={self.tp}, with pp=1 and colocated replicas")
         return self
 
     @property

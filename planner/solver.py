@@ -124,8 +124,9 @@ def layout_summary(e: Evaluation) -> str:
         return (f"{units}prefill pool: {lay.prefill_replicas}x (tp={lay.prefill_tp} pp={lay.prefill_pp} batch={lay.prefill_batch}), "
                 f"decode pool: {lay.decode_replicas}x (tp={lay.tp} pp={lay.pp} batch={lay.batch}), on {lay.gpus_per_replica}x {lay.gpu}: "
                 f"w={lay.weight_precision.value} kv={lay.kv_precision.value}, KV transfer {e.perf.kv_transfer_s * 1000:.3g} ms")
+    dp = f" attention_dp={lay.attention_dp} (attention tp={lay.tp // lay.attention_dp}, experts ep={lay.tp})" if lay.attention_dp > 1 else ""
     return (f"{lay.replicas}x ({lay.gpus_per_replica}x {lay.gpu}) w={lay.weight_precision.value} kv={lay.kv_precision.value} "
-            f"tp={lay.tp} pp={lay.pp} batch={lay.batch}")
+            f"tp={lay.tp} pp={lay.pp}{dp} batch={lay.batch}")
 
 
 def plan_cost(e: Evaluation) -> float:

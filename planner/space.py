@@ -296,15 +296,31 @@ def inference_layout_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec,
     batches = np.array(sorted(set(search.batch_per_replica or SERVING_BATCHES)), dtype=np.int64)
     weight_precisions = [w for w in search.weight_precisions if w is not WeightPrecision.FP8 or gpu.supports_fp8]
     kv_precisions = [k for k in search.kv_precisions if k.value != "fp8" or gpu.supports_fp8]
-    groups = [(tp, pp, WEIGHT_PRECISIONS.index(wp), KV_PRECISIONS.index(kvp))
+    groups = [(tp, pp, WEIGHT_PRECISIONS.index(wp), KV_PRECISIONS.index(kvp), 1)
               for tp in tp_values(scenario, model, gpu) for pp in (search.pp or (1, 2, 4))
-              if pp <= model.num_layers and whole_nodes(tp * pp, node) for wp in weight_precisions for kvp in kv_precisions]
-    table = np.array(groups, dtype=np.int64).reshape(-1, 4)
-    cols = {name: np.repeat(table[:, j], len(batches)) for j, name in enumerate(("tp", "pp", "weight_precision", "kv_precision"))}
+              if pp <= model.num_layers and whole_nodes(tp * pp, node) for wp in weight_precisions for kvp in kv_precisions
+              if not model.is_moe or 1 in (search.attention_dp or (1,))]
+    groups += [(tp, 1, WEIGHT_PRECISIONS.index(wp), KV_PRECISIONS.index(kvp), dp) for tp, dp in dp_attention_values(scenario, model, node)
+               if 1 in (search.pp or (1,)) for wp in weight_precisions for kvp in kv_precisions]
+    table = np.array(groups, dtype=np.int64).reshape(-1, 5)
+    cols = {name: np.repeat(table[:, j], len(batches)) for j, name in enumerate(("tp", "pp", "weight_precision", "kv_precision", "attention_dp"))}
     cols["batch"] = np.tile(batches, len(groups))
     cols["replicas"] = np.ones(len(cols["batch"]), dtype=np.int64)
     cols |= pool_columns(cols)  # colocated: no separate prefill pool
     return cols, np.arange(len(groups), dtype=np.int64) * len(batches)
+
+
+def dp_attention_values(scenario: Scenario, model: ModelSpec, node: int) -> list[tuple[int, int]]:
+    """(tp, attention_dp) pairs of MoE replicas with data-parallel attention (attention_dp > 1), as SGLang and
+    TensorRT-LLM serve DeepSeek-V3 (DeepSeek-V3 report, arXiv:2412.19437, Sec. 3.4): tp cards in whole nodes, routed
+    experts split over all of them (tp divides the experts; across nodes the all-to-all uses the NIC), attention TP =
+    tp / attention_dp dividing the heads and within one node. Dense models: none."""
+    if not model.is_moe:
+        return []
+    allowed = scenario.search.tp or tuple(2**i for i in range(7))
+    dps = scenario.search.attention_dp or tuple(2**i for i in range(1, 7))
+    return [(tp, dp) for tp in sorted(set(allowed)) for dp in sorted(set(dps)) if dp > 1 and tp % dp == 0 and whole_nodes(tp, node)
+            and model.n_routed_experts % tp == 0 and model.num_heads % (tp // dp) == 0 and tp // dp <= node]
 
 
 DISAGGREGATED_PREFILL_CANDIDATES = 2
@@ -350,10 +366,11 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
     best pair is among these unless the transfer link changes the order.
     """
     from planner import serving
-    from planner.perf import MAX_REPLICAS, serving_cost_columns, size_disaggregated_pools
+    from planner.perf import MAX_REPLICAS, prefill_cost_columns, serving_cost_columns, size_disaggregated_pools
 
     workload = scenario.workload
     assert isinstance(workload, InferenceWorkload)
+    table = table.take(pool_columns(table.layout)["attention_dp"] == 1)  # pools pair TP-attention replicas
     if not len(table):
         return None
     traffic = workload.resolved_traffic()
@@ -371,15 +388,11 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
     x_alone = np.zeros(len(table), dtype=np.int64)
     if len(small):
         base = {k: lay[k][small] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas")}
-        pcost = serving_cost_columns(model, workload, gpu, assumptions, base, pick(mem, small), node)
+        pcost = prefill_cost_columns(model, workload, gpu, assumptions, base, pick(mem, small), node)
         move = serving.kv_transfer_s(p_mean, mem["kv_bytes_per_token"][small], gpu.network_gbps_per_gpu)
-        ttft_left = None if traffic.slo.ttft_s is None else traffic.slo.ttft_s - move
-        # prefill work alone keeps a replica busy rate x P x (compute per token and stage) of the time: fewer replicas are unstable
-        at_least = np.floor(rate * p_mean * (1.0 - traffic.prefix_cache_hit_rate) * pcost.compute_s_per_token * (1.0 - 1e-9)) + 1.0
-        x = serving.replicas_needed(pcost, rate, p_mean, 1.0, percentile=traffic.slo.percentile, ttft_slo_s=ttft_left,  # type: ignore[arg-type]
-                                    max_replicas=MAX_REPLICAS, prompt_second_moment=traffic.prompt.second_moment(),
-                                    prefix_hit_rate=traffic.prefix_cache_hit_rate, at_least=at_least)
-        x_alone[small] = x if ttft_left is None else np.where(ttft_left > 0, x, 0)
+        x_alone[small] = serving.prefill_replicas_needed(pcost, rate, p_mean, move, percentile=traffic.slo.percentile,
+                                                         ttft_slo_s=traffic.slo.ttft_s, max_replicas=MAX_REPLICAS,
+                                                         prefix_hit_rate=traffic.prefix_cache_hit_rate)
     base = {k: lay[k] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas")}
     dcost = serving_cost_columns(model, workload, gpu, assumptions, base, mem, node)
     y_alone = serving.decode_replicas_needed(dcost, rate, p_mean, o_mean, percentile=traffic.slo.percentile, tpot_slo_s=traffic.slo.tpot_s,
@@ -392,7 +405,7 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
     p_rows, d_rows = np.array([i for i, _ in pairs]), np.array([j for _, j in pairs])
     cols = {k: lay[k][d_rows] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch")}
     ones = np.ones(len(pairs), dtype=np.int64)
-    cols |= {"replicas": ones, "prefill_replicas": ones, "decode_replicas": ones, "prefill_tp": lay["tp"][p_rows],
+    cols |= {"replicas": ones, "prefill_replicas": ones, "decode_replicas": ones, "attention_dp": ones, "prefill_tp": lay["tp"][p_rows],
              "prefill_pp": lay["pp"][p_rows], "prefill_batch": lay["batch"][p_rows]}
     units = inference_table(model, workload, gpu, assumptions, None, cols, node)
     x, y = size_disaggregated_pools(model, workload, gpu, assumptions, units.layout, units.memory, node)

@@ -1,0 +1,238 @@
+"""Serving layouts the solver chooses beyond one colocated replica type: disaggregated prefill and decode pools.
+
+A disaggregated unit is x prefill replicas + y decode replicas of one GPU type and precisions
+(DistServe, Zhong et al. 2024, OSDI; Splitwise, Patel et al. 2024, ISCA). The tests check that
+the solver picks it where prefill chunks would inflate the decode iterations of colocated
+replicas (long prompts, a tight TPOT), and not for short chat prompts; that its figures are the
+evaluator's (TTFT = prefill + KV transfer, computed here by hand; pools no larger than needed);
+that the simulator replaying both pools agrees; and that plans show the pools.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from planner import serving, simulate
+from planner.catalog import resolve_gpu, resolve_model
+from planner.cli import app
+from planner.evaluate import InferenceEvaluation, evaluate_inference
+from planner.layout import InferenceLayout
+from planner.perf import serving_cost, serving_pool_costs
+from planner.scenario import Scenario, load_scenario, parse_scenario
+from planner.solver import solve
+from planner.space import DISAGGREGATED_DECODE_CANDIDATES, DISAGGREGATED_PREFILL_CANDIDATES, build_space, node_size
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+LONG = SCENARIOS / "llama-3.1-70b-long-prompt.yaml"
+
+
+def _short_chat(disaggregated: list[bool] | None = None) -> Scenario:
+    """Llama-3.1-70B chat: 200-token prompts, 300-token answers, 20 requests/s, TPOT p99 <= 50 ms, TTFT p99 <= 1 s."""
+    search = {"gpus": ["H100-SXM"], "weight_precisions": ["fp8"], "kv_precisions": ["fp8"], "max_gpus": 256}
+    if disaggregated is not None:
+        search["disaggregated"] = disaggregated
+    return parse_scenario({
+        "name": "short-chat", "objective": "min_cost", "search": search,
+        "workload": {"kind": "inference", "model": "llama-3.1-70b", "traffic": {
+            "request_rate_rps": 20, "prompt": {"fixed": 200}, "output": {"fixed": 300},
+            "slo": {"ttft_s": 1.0, "tpot_s": 0.05, "percentile": 99}}}})
+
+
+def _colocated(scenario: Scenario) -> Scenario:
+    return scenario.model_copy(update={"search": scenario.search.model_copy(update={"disaggregated": (False,)})})
+
+
+def _disaggregated_only(scenario: Scenario) -> Scenario:
+    return scenario.model_copy(update={"search": scenario.search.model_copy(update={"disaggregated": (True,)})})
+
+
+@pytest.fixture(scope="module")
+def long_plans() -> tuple[Scenario, InferenceEvaluation, InferenceEvaluation]:
+    scenario = load_scenario(LONG)
+    plan = solve(scenario, alternatives=False)
+    colocated = solve(_colocated(scenario), alternatives=False)
+    assert plan.verified and colocated.verified
+    return scenario, plan.evaluation, colocated.evaluation  # type: ignore[return-value]
+
+
+def test_long_prompts_with_a_tight_tpot_choose_disaggregated_pools(long_plans) -> None:
+    scenario, plan, colocated = long_plans
+    slo = scenario.workload.resolved_traffic().slo
+    assert plan.layout.disaggregated and not colocated.layout.disaggregated
+    print(f"\n[long prompts] disaggregated: {plan.layout.num_gpus} GPUs ${plan.usd_per_hour:.2f}/h, TTFT p99 {plan.perf.ttft_s:.2f} s, "
+          f"TPOT p99 {plan.perf.tpot_s * 1e3:.1f} ms; colocated: {colocated.layout.num_gpus} GPUs ${colocated.usd_per_hour:.2f}/h, "
+          f"TTFT p99 {colocated.perf.ttft_s:.2f} s, TPOT p99 {colocated.perf.tpot_s * 1e3:.1f} ms")
+    # both meet the SLOs; the pools cost well under the colocated fleet (measured: 12 vs 32 GPUs, $18.78 vs $44.48 per hour)
+    for e in (plan, colocated):
+        assert e.perf.ttft_s <= slo.ttft_s and e.perf.tpot_s <= slo.tpot_s
+    assert plan.usd_per_hour < 0.6 * colocated.usd_per_hour
+    assert plan.layout.num_gpus < colocated.layout.num_gpus
+
+
+def test_colocated_replicas_lose_because_prefill_chunks_inflate_the_itl(long_plans) -> None:
+    """With as many replicas as TTFT and stability need, more than ITL_TAIL_GUARD x 1% of a colocated replica's
+    iterations carry a 16K-token prompt's chunk, so its ITL p99 is a whole prefill iteration (~0.7 s, not 40 ms): the
+    colocated plan must add replicas until prefill iterations are rarer than that, while decode-only iterations of the
+    same layout take ~17 ms."""
+    scenario, _, colocated = long_plans
+    w = scenario.workload
+    traffic = w.resolved_traffic()
+    slo = traffic.slo
+    g = resolve_gpu(colocated.layout.gpu)
+    cost = serving_cost(resolve_model(w.model), w, colocated.layout, g, scenario.resolved_assumptions(), node_size(scenario, g))
+    rate, p, o = traffic.request_rate_rps, traffic.prompt.mean_tokens(), traffic.output.mean_tokens()
+    enough = int(serving.replicas_needed(cost, rate, p, o, percentile=99, ttft_slo_s=slo.ttft_s))
+    state = serving.steady_state(cost, rate / enough, p, o)
+    decode_only = float(serving.iteration_time_s(cost, float(state.decode_seqs_in_flight), float(state.decode_seqs_in_flight) * (p + o / 2), 0.0))
+    print(f"\n[long prompts, colocated {colocated.layout.tp}x TP batch {colocated.layout.batch}] {enough} replicas meet TTFT: prefill "
+          f"iterations {float(state.prefill_iteration_share):.2%}, ITL p99 {float(state.itl_p99_s) * 1e3:.0f} ms vs decode-only "
+          f"{decode_only * 1e3:.1f} ms; the plan needs {colocated.layout.replicas}")
+    assert float(state.prefill_iteration_share) > serving.ITL_TAIL_GUARD * 0.01
+    assert float(state.itl_p99_s) > 10 * slo.tpot_s > 10 * decode_only
+    assert colocated.layout.replicas > enough
+
+
+def test_kv_transfer_and_ttft_by_hand(long_plans) -> None:
+    """TTFT = the prefill replica's TTFT + the KV cache of the prompt over the link; the bytes from the model's shape."""
+    scenario, plan, _ = long_plans
+    lay = plan.layout
+    model = resolve_model(scenario.workload.model)
+    g = resolve_gpu(lay.gpu)
+    # Llama-3.1-70B FP8 KV: 2 (K, V) x layers on the card x KV heads on the card x head dim x 1 byte, per token
+    def per_card(tp: int, pp: int) -> float:
+        return 2 * math.ceil(model.num_layers / pp) * math.ceil(model.num_kv_heads / tp) * model.head_dim * 1.0
+
+    assert (model.num_layers, model.num_kv_heads, model.head_dim) == (80, 8, 128)
+    link_gbps = g.scaleup_link_gbps if lay.num_gpus <= g.gpus_per_node else g.network_gbps_per_gpu
+    move = 16_000 * max(per_card(lay.prefill_tp, lay.prefill_pp), per_card(lay.tp, lay.pp)) / (link_gbps * 1e9)
+    assert plan.perf.kv_transfer_s == pytest.approx(move, rel=1e-9)
+    # the prefill replica is an M/D/1 queue: S = two 8,192-token iterations (one prompt at a time), TTFT p99 = S + the
+    # Cramer-Lundberg quantile of the wait, ln(c / 0.01) / theta with rate (e^(theta S) - 1) = theta
+    pcost, _, _ = serving_pool_costs(model, scenario.workload, lay, g, scenario.resolved_assumptions(), node_size(scenario, g))
+    assert float(pcost.chunk_tokens) == 8192
+    service = 2 * float(serving.iteration_time_s(pcost, 0.0, 0.0, 8192.0, 8192.0 * 8000.0))
+    rate = 2.0 / lay.prefill_replicas
+    lo, hi = 1e-9, 50.0 / service
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if rate * math.expm1(mid * service) < mid else (lo, mid)
+    c = (1 - rate * service) / (rate * service * math.exp(hi * service) - 1)
+    assert plan.perf.ttft_s == pytest.approx(service + math.log(c / 0.01) / hi + move, rel=1e-6)
+
+
+@pytest.mark.parametrize("gpu, tp, prompt", [("MI300X", 1, 2000), ("H100-SXM", 2, 16000)])
+def test_the_prefill_queue_agrees_with_the_simulator(gpu: str, tp: int, prompt: int) -> None:
+    """A prefill replica (one prompt per iteration) replayed by the simulator against `serving.prefill_only_state` at 50%
+    and 75% utilisation (20,000 requests each): TTFT p90 and p99 no more than 8% below the simulator's, at most 20% above."""
+    scenario = load_scenario(LONG)
+    lay = InferenceLayout(gpu=gpu, weight_precision="fp8", kv_precision="fp8", tp=tp, pp=1, batch=16, prefill_replicas=1, decode_replicas=1,
+                          prefill_tp=tp, prefill_pp=1, prefill_batch=16)
+    w = scenario.workload.model_copy(update={"traffic": scenario.workload.traffic.model_copy(
+        update={"prompt": scenario.workload.traffic.prompt.model_copy(update={"fixed": prompt})})})
+    g = resolve_gpu(gpu)
+    pcost, _, _ = serving_pool_costs(resolve_model(w.model), w, lay, g, scenario.resolved_assumptions(), g.gpus_per_node)
+    service = float(serving.prefill_only_state(pcost, 1e-9, prompt).ttft_mean_s)
+    for utilisation in (0.5, 0.75):
+        state = serving.prefill_only_state(pcost, utilisation / service, prompt)
+        sim = simulate.simulate(pcost, simulate.poisson_requests(utilisation / service, 20_000, prompt, 1, seed=3))
+        print(f"\n[prefill {gpu} TP{tp} P={prompt} at {utilisation:.0%}] TTFT p90 {sim.ttft_p90_s:.3f} s (model {float(state.ttft_p90_s):.3f}), "
+              f"p99 {sim.ttft_p99_s:.3f} s (model {float(state.ttft_p99_s):.3f})")
+        for q in (90, 99):  # never more than 8% optimistic, at most 20% conservative (long prompts' last chunk shares an iteration)
+            model_s, sim_s = float(getattr(state, f"ttft_p{q}_s")), getattr(sim, f"ttft_p{q}_s")
+            assert 0.92 * sim_s <= model_s <= 1.2 * sim_s, (q, model_s, sim_s)
+
+
+def test_the_pools_are_no_larger_than_the_slos_need(long_plans) -> None:
+    """One prefill replica fewer misses TTFT (or is unstable), one decode replica fewer misses TPOT (or is unstable)."""
+    scenario, plan, _ = long_plans
+    slo = scenario.workload.resolved_traffic().slo
+    model = resolve_model(scenario.workload.model)
+    g = resolve_gpu(plan.layout.gpu)
+    a = scenario.resolved_assumptions()
+    assert plan.perf.replicas_needed == 1 and plan.layout.replicas == 1
+    again = evaluate_inference(model, scenario.workload, plan.layout, g, a, plan.price, node_size(scenario, g))
+    assert again.perf == plan.perf and again.usd_per_hour == pytest.approx(plan.usd_per_hour)
+    for field, limit in (("prefill_replicas", "ttft"), ("decode_replicas", "tpot")):
+        fewer = plan.layout.model_copy(update={field: getattr(plan.layout, field) - 1})
+        if getattr(fewer, field) == 0:
+            continue
+        e = evaluate_inference(model, scenario.workload, fewer, g, a, plan.price, node_size(scenario, g))
+        value = e.perf.ttft_s if limit == "ttft" else e.perf.tpot_s
+        assert e.perf.replicas_needed == 0 or not value <= getattr(slo, f"{limit}_s"), field
+
+
+def test_the_simulator_replaying_both_pools_confirms_the_slos(long_plans) -> None:
+    scenario, plan, _ = long_plans
+    w = scenario.workload
+    traffic = w.resolved_traffic()
+    lay = plan.layout
+    g = resolve_gpu(lay.gpu)
+    pcost, dcost, move = serving_pool_costs(resolve_model(w.model), w, lay, g, scenario.resolved_assumptions(), node_size(scenario, g))
+    n = 4000
+    pre = simulate.poisson_requests(2.0 / lay.prefill_replicas, n, 16_000, 300, seed=1)
+    dec = simulate.poisson_requests(2.0 / lay.decode_replicas, n, 16_000, 300, seed=2)
+    sim = simulate.simulate_disaggregated(pcost, dcost, pre, dec, move)
+    print(f"\n[long prompts, simulated pools] TTFT p50 {sim.ttft_p50_s:.3f} s (model {plan.perf.ttft_p50_s:.3f}), p99 {sim.ttft_p99_s:.3f} s "
+          f"(model {plan.perf.ttft_s:.3f}); ITL p50 {sim.itl_p50_s * 1e3:.2f} ms (model {plan.perf.tpot_p50_s * 1e3:.2f}), "
+          f"p99 {sim.itl_p99_s * 1e3:.2f} ms (model {plan.perf.tpot_s * 1e3:.2f})")
+    assert sim.ttft_p99_s <= traffic.slo.ttft_s * 1.05
+    assert sim.itl_p99_s <= traffic.slo.tpot_s * 1.03
+    assert plan.perf.tpot_p50_s == pytest.approx(sim.itl_p50_s, rel=0.05)
+    assert plan.perf.ttft_p50_s == pytest.approx(sim.ttft_p50_s, rel=0.15)
+    # Little's law on the plan's own figures and in simulation (per decode replica)
+    assert plan.perf.output_tokens_per_s * plan.perf.itl_mean_s == pytest.approx(plan.perf.decode_seqs_in_flight, rel=0.01)
+    assert sim.output_tokens_per_s * sim.itl_mean_s == pytest.approx(sim.decode_seqs_in_flight, rel=0.01)
+
+
+def test_short_chat_prompts_stay_colocated() -> None:
+    """Short prompts add a small chunk to a decode iteration: colocated replicas meet the TPOT with fewer GPUs than pools."""
+    scenario = _short_chat()
+    plan = solve(scenario, alternatives=False).evaluation
+    pools = solve(_disaggregated_only(scenario), alternatives=False).evaluation
+    print(f"\n[short chat] colocated: {plan.layout.num_gpus} GPUs ${plan.usd_per_hour:.2f}/h, TPOT p99 {plan.perf.tpot_s * 1e3:.1f} ms; "
+          f"best disaggregated: {pools.layout.num_gpus} GPUs ${pools.usd_per_hour:.2f}/h")
+    assert not plan.layout.disaggregated and pools.layout.disaggregated
+    assert plan.usd_per_hour < pools.usd_per_hour
+    assert plan.layout.num_gpus < pools.layout.num_gpus
+    # why: with 200-token prompts a prefill iteration is barely longer than a decode-only one
+    w = scenario.workload
+    g = resolve_gpu(plan.layout.gpu)
+    cost = serving_cost(resolve_model(w.model), w, plan.layout, g, scenario.resolved_assumptions(), node_size(scenario, g))
+    state = serving.steady_state(cost, 20.0 / plan.layout.replicas, 200, 300)
+    bare = float(serving.iteration_time_s(cost, float(state.decode_seqs_in_flight), float(state.decode_seqs_in_flight) * 350.0, 0.0))
+    assert float(state.itl_p99_s) < 1.5 * bare
+
+
+def test_the_pairing_is_bounded_and_a_concurrency_is_searched_colocated() -> None:
+    scenario = load_scenario(LONG)
+    model = resolve_model(scenario.workload.model)
+    rows = build_space(scenario, model, scenario.resolved_assumptions()).rows
+    units = [e for e in rows if e.layout.disaggregated]
+    # one GPU type, one (weight, KV) precision pair: at most prefill x decode candidates
+    assert 1 <= len(units) <= DISAGGREGATED_PREFILL_CANDIDATES * DISAGGREGATED_DECODE_CANDIDATES
+    assert all(e.layout.gpus_per_replica == e.layout.prefill_replicas * e.layout.prefill_tp * e.layout.prefill_pp
+               + e.layout.decode_replicas * e.layout.tp * e.layout.pp for e in units)
+    closed = parse_scenario({**yaml.safe_load(LONG.read_text()),
+                             "workload": {"kind": "inference", "model": "llama-3.1-70b", "prompt_tokens": 2000, "output_tokens": 300,
+                                          "concurrent_sequences": 64}})
+    assert not any(e.layout.disaggregated for e in build_space(closed, model, closed.resolved_assumptions()).rows)
+
+
+def test_plans_show_the_pools_in_text_and_json() -> None:
+    runner = CliRunner()
+    text = runner.invoke(app, ["solve", str(LONG), "--top", "1"], env={"COLUMNS": "200"})
+    assert text.exit_code == 0, text.output
+    assert "prefill pool: " in text.output and "decode pool: " in text.output and "KV transfer" in text.output
+    data = runner.invoke(app, ["solve", str(LONG), "--json"])
+    assert data.exit_code == 0, data.output
+    plan = json.loads(data.output)
+    layout, perf = plan["evaluation"]["layout"], plan["evaluation"]["perf"]
+    assert layout["prefill_replicas"] >= 1 and layout["decode_replicas"] >= 1
+    assert perf["kv_transfer_s"] > 0 and perf["ttft_s"] > perf["kv_transfer_s"]
