@@ -307,7 +307,15 @@ def inference_layout_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec,
     cols["batch"] = np.tile(batches, len(groups))
     cols["replicas"] = np.ones(len(cols["batch"]), dtype=np.int64)
     cols |= pool_columns(cols)  # colocated: no separate prefill pool
-    return cols, np.arange(len(groups), dtype=np.int64) * len(batches)
+    keep = (cols["attention_dp"] == 1) | (cols["batch"] >= DP_ATTENTION_MIN_SEQS_PER_RANK * cols["attention_dp"])
+    group_id = np.repeat(np.arange(len(groups), dtype=np.int64), len(batches))[keep]
+    return {k: v[keep] for k, v in cols.items()}, np.flatnonzero(np.diff(group_id, prepend=-1)).astype(np.int64)
+
+
+DP_ATTENTION_MIN_SEQS_PER_RANK = 8
+"""Data-parallel attention rows start at 8 sequences per DP rank: it pays off for large batches, where TP attention
+would replicate the MLA cache on every rank (SGLang docs, 'DP, DPA and sgl-router'; Ray Serve LLM, 'Data parallel
+attention': high-throughput, KV-limited serving). A search bound (assumption), not a physical limit."""
 
 
 def dp_attention_values(scenario: Scenario, model: ModelSpec, node: int) -> list[tuple[int, int]]:

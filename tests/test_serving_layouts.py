@@ -236,3 +236,74 @@ def test_plans_show_the_pools_in_text_and_json() -> None:
     layout, perf = plan["evaluation"]["layout"], plan["evaluation"]["perf"]
     assert layout["prefill_replicas"] >= 1 and layout["decode_replicas"] >= 1
     assert perf["kv_transfer_s"] > 0 and perf["ttft_s"] > perf["kv_transfer_s"]
+
+
+# ---- MoE: data-parallel attention, experts over all cards ------------------------------------------
+
+
+def _v3_layout(gpu: str, tp: int, dp: int, batch: int = 64) -> InferenceLayout:
+    return InferenceLayout(gpu=gpu, weight_precision="fp8", kv_precision="fp8", tp=tp, pp=1, batch=batch, attention_dp=dp)
+
+
+def test_deepseek_v3_dp_attention_memory_per_card_by_hand() -> None:
+    """DeepSeek-V3 FP8 on 8 x H200, attention DP 8 (attention TP 1) with experts EP 8, 64 sequences of 2,048 + 512 tokens:
+    each card holds all attention and dense weights, 1/8 of the routed experts, and the MLA cache of its 8 sequences."""
+    scenario = load_scenario(SCENARIOS / "deepseek-v3-serving.yaml")
+    model, g, a = resolve_model("deepseek-v3"), resolve_gpu("H200"), scenario.resolved_assumptions()
+    h = 7168
+    attention = (h * 1536 + 1536 * 128 * (128 + 64) + h * (512 + 64) + 512 * 128 * (128 + 128) + 128 * 128 * h  # MLA projections
+                 + 1536 + 512 + 2 * h)  # q/kv LoRA norms, two layer norms
+    dense_mlp = 3 * h * 18432
+    moe_shared = h * 256 + 3 * h * 2048  # router + one shared expert
+    routed = 3 * h * 2048  # one routed expert
+    fp8 = 1 + 4 / (128 * 128)  # FP8 with one fp32 scale per 128 x 128 block (DeepSeek-V3 report Sec. 3.3.2)
+    expected_weights = (61 * attention + 3 * dense_mlp + 58 * moe_shared + 58 * 256 * routed / 8) * fp8
+    expected_embeddings = (129280 * h * 2 + h) * 2  # embedding and LM head kept in 16-bit, final norm
+    kv_per_token = (512 + 64) * 61 * 1  # MLA latent + decoupled RoPE key, FP8, whole on every attention-TP rank
+    dp8 = evaluate_inference(model, scenario.workload, _v3_layout("H200", 8, 8), g, a, None)
+    tp8 = evaluate_inference(model, scenario.workload, _v3_layout("H200", 8, 1), g, a, None)
+    print(f"\n[DeepSeek-V3 8 x H200] DP8 attention: weights {dp8.memory.term('weights') / 2**30:.1f} GiB, KV {dp8.memory.term('kv_cache') / 2**30:.2f} GiB, "
+          f"total {dp8.memory.total_bytes / 2**30:.1f} GiB; TP8: weights {tp8.memory.term('weights') / 2**30:.1f} GiB, "
+          f"KV {tp8.memory.term('kv_cache') / 2**30:.2f} GiB")
+    assert dp8.memory.term("weights") == pytest.approx(expected_weights, rel=0.005)
+    assert dp8.memory.term("embeddings_16bit") == pytest.approx(expected_embeddings, rel=0.005)
+    assert dp8.memory.term("kv_cache") == pytest.approx(8 * 2560 * kv_per_token, rel=1e-9)
+    assert tp8.memory.term("kv_cache") == pytest.approx(64 * 2560 * kv_per_token, rel=1e-9)  # TP replicates the latent
+    # TP8 splits q_b, kv_b, o, the dense and shared MLPs 8 ways and keeps the LoRA down-projections (q_a, kv_a) and norms
+    # whole on every rank (vLLM ReplicatedLinear); DP8 holds every attention and dense weight on each card
+    replicated = h * 1536 + h * (512 + 64) + 1536 + 512 + 2 * h
+    tp8_weights = (61 * (replicated + (attention - replicated) / 8) + 3 * dense_mlp / 8 + 58 * (h * 256 + 3 * h * 2048 / 8)
+                   + 58 * 256 * routed / 8) * fp8
+    assert tp8.memory.term("weights") == pytest.approx(tp8_weights, rel=0.005)
+    assert dp8.memory.term("weights") > tp8.memory.term("weights") + 12e9
+    assert dp8.memory.fits and dp8.layout.gpus_per_replica == 8
+
+
+@pytest.mark.parametrize("gpu, tp, dp", [("H200", 8, 8), ("H100-SXM", 16, 8)])
+def test_dp_attention_costs_are_moe_iteration_cost(gpu: str, tp: int, dp: int) -> None:
+    """The evaluator's columns for data-parallel attention equal `serving.moe_iteration_cost` (one formula, two callers);
+    16 x H100 runs the experts' all-to-all across two nodes."""
+    scenario = load_scenario(SCENARIOS / "deepseek-v3-serving.yaml")
+    model, g, a = resolve_model("deepseek-v3"), resolve_gpu(gpu), scenario.resolved_assumptions()
+    columns = serving_cost(model, scenario.workload, _v3_layout(gpu, tp, dp), g, a, g.gpus_per_node)
+    reference = serving.moe_iteration_cost(model, g, a, weight_precision="fp8", kv_precision="fp8", attention_tp=tp // dp, attention_dp=dp, ep=tp)
+    for name in ("fixed_s", "large_message_tokens", "ring_message_tokens", "large_message_extra_s", "dense_weight_read_s", "expert_weight_read_s",
+                 "compute_s_per_token", "attention_s_per_context_token", "kv_read_s_per_context_token", "comm_s_per_token", "chunk_tokens"):
+        assert float(getattr(columns, name)) == pytest.approx(float(getattr(reference, name)), rel=1e-9), name
+
+
+def test_the_solver_picks_dp_attention_for_deepseek_v3_when_cheaper() -> None:
+    """scenarios/deepseek-v3-serving.yaml at 1,000 tokens/s: one replica either way, DP attention is not cheaper and the plan
+    is unchanged; at 20,000 tokens/s DP attention's smaller per-card KV and KV reads carry the load on fewer GPUs."""
+    data = yaml.safe_load((SCENARIOS / "deepseek-v3-serving.yaml").read_text())
+    tp_only = {**data, "search": {**data["search"], "attention_dp": [1]}}
+    base, base_tp = solve(parse_scenario(data), alternatives=False), solve(parse_scenario(tp_only), alternatives=False)
+    assert base.objective_value == pytest.approx(base_tp.objective_value)
+    busy = {**data, "workload": {**data["workload"], "target_output_tokens_per_s": 20_000}}
+    plan = solve(parse_scenario(busy), alternatives=False).evaluation
+    without = solve(parse_scenario({**busy, "search": tp_only["search"]}), alternatives=False).evaluation
+    print(f"\n[DeepSeek-V3 at 20,000 tokens/s] {plan.layout.num_gpus} x {plan.layout.gpu} attention DP {plan.layout.attention_dp} "
+          f"${plan.usd_per_hour:.2f}/h, TPOT p90 {plan.perf.tpot_s * 1e3:.1f} ms; TP attention only: {without.layout.num_gpus} x "
+          f"{without.layout.gpu} ${without.usd_per_hour:.2f}/h")
+    assert plan.layout.attention_dp > 1 and without.layout.attention_dp == 1
+    assert plan.usd_per_hour < without.usd_per_hour
