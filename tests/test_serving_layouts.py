@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from planner import serving, simulate
 from planner.catalog import resolve_gpu, resolve_model
 from planner.cli import app
+from planner.errors import PlannerError
 from planner.evaluate import InferenceEvaluation, evaluate_inference
 from planner.layout import InferenceLayout
 from planner.perf import serving_cost, serving_pool_costs
@@ -307,3 +308,32 @@ def test_the_solver_picks_dp_attention_for_deepseek_v3_when_cheaper() -> None:
           f"{without.layout.gpu} ${without.usd_per_hour:.2f}/h")
     assert plan.layout.attention_dp > 1 and without.layout.attention_dp == 1
     assert plan.usd_per_hour < without.usd_per_hour
+
+
+def test_random_disaggregated_plans_meet_their_slos_in_simulation() -> None:
+    """Eight seeded random rate-stated scenarios solved with disaggregated pools only, each replayed pool by pool: TTFT
+    within 10% and TPOT within 3% of the SLO at its percentile (600 requests per pool)."""
+    import random
+
+    from test_serving_plans import meets_in_simulation, random_scenario, replay
+
+    rng = random.Random(2024)
+    checked, report = 0, []
+    for i in range(60):
+        data = random_scenario(rng, i)
+        data["search"] |= {"disaggregated": [True]}
+        scenario = parse_scenario(data)
+        try:
+            plan = solve(scenario, time_limit_s=5.0, alternatives=False).evaluation
+        except PlannerError:  # no plan meets the SLOs with pools only (explained elsewhere)
+            continue
+        sim, _ = replay(scenario, plan, 600, seed=i)
+        misses = meets_in_simulation(scenario, sim, slack=0.03, ttft_slack=0.10)
+        report.append(f"{scenario.name}: {plan.layout.prefill_replicas} x TP{plan.layout.prefill_tp} + {plan.layout.decode_replicas} x "
+                      f"TP{plan.layout.tp} {plan.layout.gpu}, utilisation {plan.perf.utilisation:.2f}: {misses or 'ok'}")
+        assert not misses, "\n".join(report)
+        checked += 1
+        if checked >= 8:
+            break
+    print("\n" + "\n".join(report))
+    assert checked >= 8, "\n".join(report)

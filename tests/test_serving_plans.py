@@ -112,7 +112,8 @@ def random_scenario(rng: random.Random, i: int) -> dict:
         traffic["slo"]["ttft_s"] = round(rng.uniform(0.3, 3.0), 3)
     return {"name": f"random-serving-{i}", "workload": {"kind": "inference", "model": model, "traffic": traffic},
             "search": {"gpus": [rng.choice(GPUS)], "weight_precisions": ["bf16", "fp8"], "kv_precisions": ["bf16"], "pp": [1],
-                       "tp": [1, 2, 4, 8]},
+                       "tp": [1, 2, 4, 8], "disaggregated": [False], "attention_dp": [1]},  # colocated TP replicas: the load model
+            # under test here; disaggregated pools and DP attention are replayed in tests/test_serving_layouts.py
             "objective": rng.choice(["min_cost", "min_gpus"])}
 
 
