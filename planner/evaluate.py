@@ -13,7 +13,9 @@ Column API (one GPU type per table; `Columns` = dict of equal-length numpy array
                    flash_attention, offload_optimizer, offload_params, cp, framework (code into
                    FRAMEWORKS), zero_group. INFERENCE_FIELDS:
                    weight_precision, kv_precision (codes into WEIGHT_/KV_PRECISIONS), tp, pp,
-                   batch, replicas.
+                   batch, replicas, and optionally (`memory.POOL_FIELDS`) prefill_replicas,
+                   decode_replicas, prefill_tp, prefill_pp, prefill_batch (disaggregated units) and
+                   attention_dp (MoE data-parallel attention).
   memory columns   `training_memory_columns` / `inference_memory_columns`: one column per term
                    (TRAINING_TERMS / INFERENCE_TERMS), total_bytes, capacity_bytes; training also
                    stage and <state>_over_dp; serving also expert_bytes, kv_bytes_per_token.

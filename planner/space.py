@@ -3,7 +3,8 @@
 Structure (what a parallel layout must satisfy) is applied here: TP divides the attention
 heads and stays within a node's scale-up domain, PP <= layers, EP divides the routed experts
 and the DP degree, micro-batch x DP x accumulation = the global batch, whole nodes beyond one
-node, FP8 only on cards that have it. Legal layouts are enumerated as numpy columns (one chunk
+node, FP8 only on cards that have it; serving adds MoE data-parallel attention rows (`dp_attention_values`) and
+disaggregated prefill/decode units paired from the best replica layouts (`disaggregated_table`). Legal layouts are enumerated as numpy columns (one chunk
 per GPU type and TP degree), evaluated by `planner.evaluate.Table` memory first (configurations
 that do not fit are dropped: memory is physics, not a user limit), then speed and cost for the
 rows that fit. What remains is a coefficient table per GPU type, pruned by exact dominance on
