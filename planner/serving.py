@@ -753,8 +753,9 @@ def decode_replicas_needed(cost: IterationCost, rate_rps: float, prompt_tokens: 
     """Fewest decode-only replicas per layout (`decode_only_state` at rate / n) that are stable and meet the TPOT SLO
     (ITL at the percentile / tokens per step)."""
 
-    def ok(n: Array) -> NDArray[np.bool_]:
-        state = decode_only_state(cost, rate_rps / n, prompt_tokens, output_tokens, tokens_per_step=tokens_per_step, verify_tokens=verify_tokens)
+    def ok(n: Array) -> NDArray[np.bool_]:  # 24 bisection steps: the ITL from above within 2^-24 of its bracket (conservative)
+        state = decode_only_state(cost, rate_rps / n, prompt_tokens, output_tokens, tokens_per_step=tokens_per_step, verify_tokens=verify_tokens,
+                                  iterations=24)
         good = np.asarray(state.feasible, dtype=bool).copy()
         if tpot_slo_s is not None:
             good &= np.nan_to_num(getattr(state, f"itl_p{percentile}_s") / tokens_per_step, nan=np.inf) <= tpot_slo_s

@@ -608,6 +608,9 @@ def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, 
     """
     if not isinstance(scenario.workload, (TrainingWorkload, InferenceWorkload)):
         raise InputError("workload.kind: must be training or inference.")
+    if isinstance(scenario.workload, InferenceWorkload) and False not in scenario.search.disaggregated and not disaggregation_searched(scenario):
+        raise InputError("search.disaggregated: [true] alone needs a request rate or tokens/s target (a concurrency is served by "
+                         "colocated replicas); allowed: [false], [true, false].")
     space = Space(gpus=candidate_gpus(scenario), pruned=prune)
     priced = [(gpu, quote, node, table_key(scenario, model, assumptions, gpu, node, prune, explain))
               for gpu, quote, node in priced_gpus(scenario, space, assumptions)]

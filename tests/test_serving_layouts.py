@@ -337,3 +337,14 @@ def test_random_disaggregated_plans_meet_their_slos_in_simulation() -> None:
             break
     print("\n" + "\n".join(report))
     assert checked >= 8, "\n".join(report)
+
+
+def test_pools_only_with_a_concurrency_is_refused_with_the_field_named(tmp_path: Path) -> None:
+    data = yaml.safe_load(LONG.read_text())
+    data["workload"] = {"kind": "inference", "model": "llama-3.1-70b", "prompt_tokens": 2000, "output_tokens": 300, "concurrent_sequences": 64}
+    data["search"]["disaggregated"] = [True]
+    path = tmp_path / "pools-only.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["solve", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "search.disaggregated" in result.output
