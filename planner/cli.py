@@ -504,6 +504,49 @@ def calibrate_cmd(
     guarded(body)
 
 
+def simulate_pools(scenario, plan, rate: float | None, requests: int, seed: int, trace: Path | None, chart: Path | None) -> None:  # noqa: ANN001
+    """`planner simulate` of a disaggregated plan: one prefill and one decode replica at their shares of the fleet rate
+    (`planner.simulate.simulate_disaggregated`), against the plan's own figures."""
+    import numpy as np
+
+    from planner.catalog import resolve_gpu, resolve_model
+    from planner.errors import InputError
+    from planner.perf import serving_pool_costs
+    from planner.simulate import Requests, poisson_requests, simulate_disaggregated, trace_requests
+    from planner.solver import layout_summary
+    from planner.space import node_size
+
+    if trace is not None or chart is not None:
+        raise InputError("--trace/--chart: not available for a disaggregated plan yet (Poisson replay of both pools only).")
+    workload, layout = scenario.workload, plan.layout
+    traffic = workload.resolved_traffic()
+    g = resolve_gpu(layout.gpu)
+    pcost, dcost, move = serving_pool_costs(resolve_model(workload.model), workload, layout, g, scenario.resolved_assumptions(),
+                                            node_size(scenario, g))
+    fleet = (rate if rate is not None else plan.perf.request_rate_rps) / layout.replicas
+    rng = np.random.default_rng(seed)
+    prompts, outputs = traffic.prompt.sample(requests, rng), traffic.output.sample(requests, rng)
+    pre = poisson_requests(fleet / layout.prefill_replicas, requests, prompts, outputs, seed)
+    dec = poisson_requests(fleet / layout.decode_replicas, requests, prompts, outputs, seed + 1)
+    result = simulate_disaggregated(pcost, dcost, pre, Requests(dec.arrival_s, dec.prompt_tokens, dec.output_tokens), move,
+                                    tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens,
+                                    prefix_hit_rate=traffic.prefix_cache_hit_rate, progress=True)
+    perf, tau = plan.perf, traffic.tokens_per_step
+    out.print(f"[bold]{workload.model}[/bold]: {layout_summary(plan)}; "
+              f"{fleet:.3g} requests/s per unit, {requests} requests per pool, seed {seed}")
+    table = Table(title="simulated vs load-aware model (one prefill + one decode replica)")
+    for col in ("metric", "simulated", "model"):
+        table.add_column(col)
+    for label, sim_value, model_value in (
+        ("TTFT p50 s (incl. KV transfer)", result.ttft_p50_s, perf.ttft_p50_s), (f"TTFT p{perf.percentile} s", getattr(result, f"ttft_p{perf.percentile}_s"), perf.ttft_s),
+        ("ITL p50 s", result.itl_p50_s, perf.tpot_p50_s * tau), (f"ITL p{perf.percentile} s", getattr(result, f"itl_p{perf.percentile}_s"), perf.tpot_s * tau),
+        ("output tokens/s per decode replica", result.output_tokens_per_s, perf.output_tokens_per_s / layout.decode_replicas),
+        ("decode sequences in flight per decode replica", result.decode_seqs_in_flight, perf.decode_seqs_in_flight / layout.decode_replicas),
+    ):
+        table.add_row(label, f"{sim_value:,.4g}", f"{model_value:,.4g}")
+    out.print(table)
+
+
 @app.command("simulate")
 def simulate_cmd(
     scenario_file: Path = typer.Argument(..., help="Serving scenario file (YAML or JSON)."),
@@ -570,6 +613,9 @@ def simulate_cmd(
 
             layout = plan.layout  # type: ignore[union-attr]
             g = resolve_gpu(layout.gpu)
+            if layout.disaggregated:
+                simulate_pools(scenario, plan, rate, requests, seed, trace, chart)  # type: ignore[arg-type]
+                return
             # the plan's own per-iteration cost (batch slots, KV reserve) and the fleet rate its replica count was sized for
             cost = serving_cost(model, workload, layout, g, scenario.resolved_assumptions(), node_size(scenario, g))
             fleet_rate = rate if rate is not None else plan.perf.request_rate_rps * plan.perf.replicas_needed  # type: ignore[union-attr]

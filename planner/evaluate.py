@@ -13,7 +13,9 @@ Column API (one GPU type per table; `Columns` = dict of equal-length numpy array
                    flash_attention, offload_optimizer, offload_params, cp, framework (code into
                    FRAMEWORKS), zero_group. INFERENCE_FIELDS:
                    weight_precision, kv_precision (codes into WEIGHT_/KV_PRECISIONS), tp, pp,
-                   batch, replicas.
+                   batch, replicas, and optionally (`memory.POOL_FIELDS`) prefill_replicas,
+                   decode_replicas, prefill_tp, prefill_pp, prefill_batch (disaggregated units) and
+                   attention_dp (MoE data-parallel attention).
   memory columns   `training_memory_columns` / `inference_memory_columns`: one column per term
                    (TRAINING_TERMS / INFERENCE_TERMS), total_bytes, capacity_bytes; training also
                    stage and <state>_over_dp; serving also expert_bytes, kv_bytes_per_token.
@@ -45,8 +47,8 @@ from planner.cost import (
 from planner.enums import PriceTerm
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
-    Columns, MemoryBreakdown, inference_breakdown_at, inference_columns, inference_layout_at, inference_memory_columns, training_breakdown_at,
-    training_columns, training_layout_at, training_memory_columns,
+    Columns, MemoryBreakdown, inference_breakdown_at, inference_columns, inference_layout_at, inference_memory_columns, pool_columns,
+    serving_unit_gpus, training_breakdown_at, training_columns, training_layout_at, training_memory_columns,
 )
 from planner.modelspec import ModelSpec
 from planner.perf import InferencePerf, TrainingPerf, inference_perf_at, inference_perf_columns, training_perf_at, training_perf_columns
@@ -113,14 +115,19 @@ class Table:
 
     @property
     def fits(self) -> np.ndarray:
-        """Rows whose most loaded card holds its terms."""
-        return self.memory["total_bytes"] <= self.memory["capacity_bytes"]
+        """Rows whose most loaded card holds its terms (disaggregated serving: the prefill replica's card too)."""
+        fits = self.memory["total_bytes"] <= self.memory["capacity_bytes"]
+        if "prefill_total_bytes" in self.memory:
+            fits &= self.memory["prefill_total_bytes"] <= self.memory["capacity_bytes"]
+        return fits
 
     @property
     def num_gpus(self) -> np.ndarray:
         """GPUs per row: tp x pp x dp (training) or per replica x replicas (serving)."""
         lay = self.layout
-        return lay["tp"] * lay["pp"] * (lay["cp"] * lay["dp"] if self.training else lay["replicas"])
+        if self.training:
+            return lay["tp"] * lay["pp"] * lay["cp"] * lay["dp"]
+        return serving_unit_gpus(lay) * lay["replicas"]
 
     def take(self, rows: np.ndarray) -> Table:
         """The rows selected by a boolean mask or index array, in their order."""
@@ -163,6 +170,15 @@ class Table:
                 offer, per_instance, usd = offer_columns(price, per_replica, np.minimum(per_replica, self.node))
                 paid = self.layout["replicas"] * rented_gpus(per_replica, per_instance)
                 usd_h = serving_usd_per_hour(paid, usd)
+                pools = pool_columns(self.layout)
+                split = pools["prefill_replicas"] > 0
+                if split.any():  # a disaggregated unit: every prefill and decode replica rents its own cheapest whole instances
+                    per_prefill = pools["prefill_tp"] * pools["prefill_pp"]
+                    _, prefill_instance, prefill_usd = offer_columns(price, per_prefill, np.minimum(per_prefill, self.node))
+                    prefill_paid = self.layout["replicas"] * pools["prefill_replicas"] * rented_gpus(per_prefill, prefill_instance)
+                    decode_paid = self.layout["replicas"] * pools["decode_replicas"] * rented_gpus(per_replica, per_instance)
+                    paid = np.where(split, prefill_paid + decode_paid, paid)
+                    usd_h = np.where(split, serving_usd_per_hour(prefill_paid, prefill_usd) + serving_usd_per_hour(decode_paid, usd), usd_h)
                 cost |= {"offer": offer, "gpus_paid": paid, "usd_per_hour": usd_h,
                          "usd_per_million_output_tokens": usd_per_million_tokens(usd_h, fleet_tps)}
         return replace(self, price=price, cost=cost)

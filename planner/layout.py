@@ -81,11 +81,35 @@ class InferenceLayout(BaseModel):
     tp: int = Field(ge=1, description="Tensor-parallel degree of a replica.")
     pp: int = Field(default=1, ge=1, description="Pipeline-parallel degree of a replica.")
     batch: int = Field(ge=1, description="Concurrent sequences per replica.")
-    replicas: int = Field(default=1, ge=1, description="Independent replicas.")
+    replicas: int = Field(default=1, ge=1, description="Independent replicas (disaggregated: copies of the whole prefill + decode unit).")
+    prefill_replicas: int = Field(default=0, ge=0, description="Disaggregated serving: prefill replicas per unit (0 = colocated: "
+                                  "every replica runs prefill and decode). tp, pp and batch then describe a decode replica.")
+    decode_replicas: int = Field(default=0, ge=0, description="Disaggregated serving: decode replicas per unit (0 when colocated).")
+    prefill_tp: int = Field(default=1, ge=1, description="Disaggregated serving: tensor-parallel degree of a prefill replica.")
+    prefill_pp: int = Field(default=1, ge=1, description="Disaggregated serving: pipeline-parallel degree of a prefill replica.")
+    prefill_batch: int = Field(default=1, ge=1, description="Disaggregated serving: most prompts a prefill replica holds at once.")
+    attention_dp: int = Field(default=1, ge=1, description="MoE serving: data-parallel attention ranks within the tp cards (SGLang "
+                              "--enable-dp-attention, TensorRT-LLM attention DP): attention TP = tp / attention_dp, each DP rank "
+                              "holding the KV of its own sequences; routed experts split over all tp cards (EP = tp). 1 = TP attention.")
+
+    @model_validator(mode="after")
+    def _pools_together(self) -> InferenceLayout:
+        if (self.prefill_replicas > 0) != (self.decode_replicas > 0):
+            raise ValueError("prefill_replicas and decode_replicas are both 0 (colocated) or both >= 1 (disaggregated)")
+        if self.tp % self.attention_dp or (self.attention_dp > 1 and (self.pp > 1 or self.disaggregated)):
+            raise ValueError(f"attention_dp={self.attention_dp} must divide tp={self.tp}, with pp=1 and colocated replicas")
+        return self
+
+    @property
+    def disaggregated(self) -> bool:
+        """Separate prefill and decode pools (DistServe, Zhong et al. 2024) rather than colocated replicas."""
+        return self.prefill_replicas > 0
 
     @property
     def gpus_per_replica(self) -> int:
-        """tp x pp."""
+        """tp x pp; disaggregated: the whole unit, prefill_replicas x prefill_tp x prefill_pp + decode_replicas x tp x pp."""
+        if self.disaggregated:
+            return self.prefill_replicas * self.prefill_tp * self.prefill_pp + self.decode_replicas * self.tp * self.pp
         return self.tp * self.pp
 
     @property

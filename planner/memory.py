@@ -632,8 +632,29 @@ WEIGHT_PRECISIONS: tuple[WeightPrecision, ...] = tuple(WeightPrecision)
 """Order of the integer codes of the `weight_precision` serving column."""
 KV_PRECISIONS: tuple[KvPrecision, ...] = tuple(KvPrecision)
 """Order of the integer codes of the `kv_precision` serving column."""
-INFERENCE_FIELDS = ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas")
-"""Serving layout columns (one GPU type per table): InferenceLayout field names; precisions as codes."""
+INFERENCE_FIELDS = ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas", "prefill_replicas", "decode_replicas",
+                    "prefill_tp", "prefill_pp", "prefill_batch")
+"""Serving layout columns (one GPU type per table): InferenceLayout field names; precisions as codes. The disaggregated
+columns (prefill_*, decode_replicas) may be absent: colocated (`pool_columns`)."""
+
+POOL_FIELDS = {"prefill_replicas": 0, "decode_replicas": 0, "prefill_tp": 1, "prefill_pp": 1, "prefill_batch": 1, "attention_dp": 1}
+"""The optional serving layout columns (disaggregated pools; MoE data-parallel attention) and their defaults (colocated,
+TP attention)."""
+
+
+def pool_columns(cols: Columns) -> Columns:
+    """The disaggregated-pool columns of serving layout columns (`POOL_FIELDS`), the colocated defaults where absent."""
+    n = len(cols["tp"])
+    return {name: cols[name] if name in cols else np.full(n, default, dtype=np.int64) for name, default in POOL_FIELDS.items()}
+
+
+def serving_unit_gpus(cols: Columns) -> np.ndarray:
+    """GPUs of one serving unit per row: tp x pp (a colocated replica), or prefill_replicas x prefill_tp x prefill_pp +
+    decode_replicas x tp x pp (a disaggregated unit), as `InferenceLayout.gpus_per_replica`."""
+    pools = pool_columns(cols)
+    decode = cols["tp"] * cols["pp"]  # data-parallel attention splits the tp cards, it adds none
+    return np.where(pools["prefill_replicas"] > 0,
+                    pools["prefill_replicas"] * pools["prefill_tp"] * pools["prefill_pp"] + pools["decode_replicas"] * decode, decode)
 
 
 def inference_columns(layouts: list[InferenceLayout]) -> Columns:
@@ -644,6 +665,9 @@ def inference_columns(layouts: list[InferenceLayout]) -> Columns:
     }
     for name in ("tp", "pp", "batch", "replicas"):
         cols[name] = np.array([getattr(lay, name) for lay in layouts], dtype=np.int64)
+    if any(lay.disaggregated or lay.attention_dp > 1 for lay in layouts):
+        for name in POOL_FIELDS:
+            cols[name] = np.array([getattr(lay, name) for lay in layouts], dtype=np.int64)
     return cols
 
 
@@ -651,7 +675,8 @@ def inference_layout_at(cols: Columns, i: int, gpu: str) -> InferenceLayout:
     """Row `i` of serving columns as an InferenceLayout."""
     return InferenceLayout(gpu=gpu, weight_precision=WEIGHT_PRECISIONS[int(cols["weight_precision"][i])],
                            kv_precision=KV_PRECISIONS[int(cols["kv_precision"][i])], tp=int(cols["tp"][i]), pp=int(cols["pp"][i]),
-                           batch=int(cols["batch"][i]), replicas=int(cols["replicas"][i]))
+                           batch=int(cols["batch"][i]), replicas=int(cols["replicas"][i]),
+                           **{name: int(cols[name][i]) for name in POOL_FIELDS if name in cols})
 
 
 def kv_cache_bytes_per_token(model: ModelSpec, precision: KvPrecision) -> float:
@@ -769,21 +794,48 @@ def inference_memory_columns(model: ModelSpec, workload: InferenceWorkload, gpu:
     """
     n = len(cols["tp"])
     body, embed16, experts = np.zeros(n), np.zeros(n), np.zeros(n)
+    # MoE data-parallel attention (SGLang --enable-dp-attention): attention and dense layers split by tp / dp and
+    # replicated on the dp ranks, routed experts over all tp cards (EP = tp), each DP rank's KV for its batch / dp sequences
+    dp = pool_columns(cols)["attention_dp"]
+    attention_tp = cols["tp"] // dp
     for pp in np.unique(cols["pp"]):
         rows = cols["pp"] == pp
-        b, e, x = serving_stage_columns(model, cols["weight_precision"][rows], cols["tp"][rows], int(pp), assumptions)
-        body[rows], embed16[rows], experts[rows] = b, e, x
-    kv_token = kv_bytes_per_token_columns(model, cols["kv_precision"], cols["tp"], cols["pp"])
+        b, e, x = serving_stage_columns(model, cols["weight_precision"][rows], attention_tp[rows], int(pp), assumptions)
+        body[rows], embed16[rows], experts[rows] = b - x * (1.0 - 1.0 / dp[rows]), e, x / dp[rows]
+    kv_token = kv_bytes_per_token_columns(model, cols["kv_precision"], attention_tp, cols["pp"])
     tokens = paged_tokens(workload.prompt_tokens + workload.output_tokens, assumptions.kv_block_tokens)
+    per_rank = -(-cols["batch"] // dp)
     out: Columns = {
-        "weights": body, "embeddings_16bit": embed16, "kv_cache": kv_token * tokens * cols["batch"],
-        "workspace": prefill_workspace_bytes(model, cols["tp"], cols["batch"], assumptions),
+        "weights": body, "embeddings_16bit": embed16, "kv_cache": kv_token * tokens * per_rank,
+        "workspace": prefill_workspace_bytes(model, attention_tp, per_rank, assumptions),
         "reserve": np.full(n, assumptions.runtime_reserve_gib_inference * BYTES_PER_GIB),
         "expert_bytes": experts, "kv_bytes_per_token": kv_token,
     }
     out["total_bytes"] = sum(out[name] for name in INFERENCE_TERMS)
     out["capacity_bytes"] = np.full(n, gpu.memory_bytes * assumptions.gpu_memory_utilization)
+    # disaggregated units: the terms above are a decode replica's card; a prefill replica's card must fit too
+    out["prefill_total_bytes"] = np.zeros(n)
+    pools = pool_columns(cols)
+    split = pools["prefill_replicas"] > 0
+    if split.any():
+        prefill = prefill_layout_columns({k: v[split] for k, v in cols.items()})
+        out["prefill_total_bytes"][split] = inference_memory_columns(model, workload, gpu, assumptions, prefill)["total_bytes"]
     return out
+
+
+def prefill_layout_columns(cols: Columns) -> Columns:
+    """The prefill replicas of disaggregated serving rows as colocated layout columns (prefill_tp, prefill_pp,
+    prefill_batch as tp, pp, batch; same precisions; one replica each)."""
+    pools = pool_columns(cols)
+    n = len(cols["tp"])
+    return {"weight_precision": cols["weight_precision"], "kv_precision": cols["kv_precision"], "tp": pools["prefill_tp"],
+            "pp": pools["prefill_pp"], "batch": pools["prefill_batch"], "replicas": np.ones(n, dtype=np.int64)}
+
+
+def decode_layout_columns(cols: Columns) -> Columns:
+    """The decode replicas of serving rows as colocated layout columns (tp, pp, batch, precisions; one replica each)."""
+    return ({k: cols[k] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch")}
+            | {"replicas": np.ones(len(cols["tp"]), dtype=np.int64), "attention_dp": pool_columns(cols)["attention_dp"]})
 
 
 def inference_breakdown_at(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns,
@@ -809,10 +861,18 @@ def inference_breakdown_at(model: ModelSpec, workload: InferenceWorkload, gpu: G
         MemoryTerm(name="reserve", bytes=value["reserve"], fixed_bytes=value["reserve"], scaling="fixed per card",
                    source="assumptions: runtime_reserve_gib_inference"),
     ]
-    _, kv_note = kv_heads_per_card(model, int(cols["tp"][i]))
+    dp = int(pool_columns(cols)["attention_dp"][i])
+    _, kv_note = kv_heads_per_card(model, int(cols["tp"][i]) // dp)
+    if dp > 1:
+        notes.append(f"data-parallel attention: attention and dense layers split by TP{int(cols['tp'][i]) // dp} and replicated on {dp} DP "
+                     f"ranks, routed experts over EP={int(cols['tp'][i])} cards, KV of {-(-int(cols['batch'][i]) // dp)} sequences per DP rank")
     if kv_note:
         notes.append(kv_note)
     notes.append(f"capacity = {assumptions.gpu_memory_utilization:g} x card memory (gpu_memory_utilization)")
+    if value.get("prefill_total_bytes", 0.0) > 0:
+        notes.append(f"disaggregated: these terms are a decode replica's card; a prefill replica's card (TP{int(cols['prefill_tp'][i])} "
+                     f"PP{int(cols['prefill_pp'][i])}, batch {int(cols['prefill_batch'][i])}) holds {value['prefill_total_bytes'] / BYTES_PER_GIB:,.2f} GiB "
+                     f"of {value['capacity_bytes'] / BYTES_PER_GIB:,.2f} GiB")
     return MemoryBreakdown(terms=tuple(terms), capacity_bytes=value["capacity_bytes"], card_bytes=float(gpu.memory_bytes), stage=0, notes=tuple(notes))
 
 

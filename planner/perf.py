@@ -22,8 +22,9 @@ from planner.errors import InputError
 from planner.enums import Checkpointing, Optimizer, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
-    TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, Num, inference_columns, inference_memory_columns, kv_bytes_per_token_columns,
-    lora_adapter_params, serving_stage_columns, state_bytes_total, training_columns, where,
+    TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, Num, decode_layout_columns, inference_columns, inference_memory_columns,
+    kv_bytes_per_token_columns, lora_adapter_params, pool_columns, prefill_layout_columns, serving_stage_columns, serving_unit_gpus,
+    state_bytes_total, training_columns, where,
 )
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
@@ -291,6 +292,10 @@ class InferencePerf(BaseModel):
     decode_step_s: float = Field(description="Breakdown: one bare decode step of a full batch (no prefill, no queueing), seconds.")
     saturated_output_tokens_per_s: float = Field(description="Breakdown: offline max-throughput of a full batch (prefill of the batch, then the decode steps).")
     decode_bound: str = Field(description="memory or compute: what limits a bare decode step.")
+    kv_transfer_s: float = Field(default=0.0, description="Disaggregated serving: moving a prompt's KV cache from the prefill to the "
+                                 "decode replica (part of ttft_s), seconds; 0 when colocated.")
+    prefill_utilisation: float = Field(default=0.0, description="Disaggregated serving: a prefill replica's load over its largest stable "
+                                       "rate (utilisation is the larger of the two pools'); 0 when colocated.")
 
 
 def expected_experts_touched(model: ModelSpec, tokens: Num) -> Num:
@@ -366,13 +371,51 @@ def serving_cost_columns(model: ModelSpec, workload: InferenceWorkload, gpu: Gpu
 
     node = gpus_per_node or gpu.gpus_per_node
     tp, pp, b = cols["tp"], cols["pp"], cols["batch"]
+    dp = pool_columns(cols)["attention_dp"]
+    attention_tp = tp // dp
     assert workload.prompt_tokens is not None and workload.output_tokens is not None
-    return iteration_cost_columns(
-        model, assumptions, tp=tp, pp=pp, weight_bytes_per_card=memory["weights"] + memory["embeddings_16bit"],
+    cost = iteration_cost_columns(
+        model, assumptions, tp=attention_tp, pp=pp, weight_bytes_per_card=memory["weights"] + memory["embeddings_16bit"],
         expert_bytes_per_card=memory["expert_bytes"] if model.is_moe else 0.0, kv_bytes_per_token_per_card=memory["kv_bytes_per_token"],
         hbm_gbps=gpu.hbm_bandwidth_gbps, matmul_flops_per_s=serving_rate_columns(gpu, cols["weight_precision"], assumptions),
-        tp_link_gbps=group_bandwidth_gbps(gpu, tp, 1, node), pp_link_gbps=group_bandwidth_gbps(gpu, pp, tp, node, collective=False),
+        tp_link_gbps=group_bandwidth_gbps(gpu, attention_tp, 1, node), pp_link_gbps=group_bandwidth_gbps(gpu, pp, tp, node, collective=False),
         kv_capacity_tokens=b * (workload.prompt_tokens + workload.output_tokens) * (1.0 + 1e-9), max_sequences=b,
+    )
+    if not (dp > 1).any():
+        return cost
+    return moe_dp_attention_cost(model, gpu, assumptions, cost, dp, tp, node)
+
+
+MOE_DISPATCH_BYTES_PER_ELEMENT = 1.0
+"""Bytes per element of the MoE dispatch all-to-all (FP8 dispatch, BF16 combine: DeepSeek-V3 report Sec. 3.3), as
+`serving.moe_iteration_cost`'s default."""
+
+
+def moe_dp_attention_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, cost, dp: np.ndarray, ep: np.ndarray,
+                          gpus_per_node: int):  # -> serving.IterationCost
+    """`serving.IterationCost` columns of replicas with data-parallel attention (dp > 1 rows) from the TP-attention columns
+    of `iteration_cost_columns` at attention TP = tp / dp: the formulas of `serving.moe_iteration_cost` over columns (equal
+    to it, tested). The replica's batch is spread over its dp ranks, so per card the matmul and attention FLOPs, the KV
+    read and the TP all-reduce traffic of a token are 1/dp of an attention-TP group's; the prefill chunk budget and the
+    one-shot all-reduce limit grow dp-fold (each DP rank runs its own); each MoE layer adds a dispatch and a combine
+    all-to-all of k x h elements per token over the EP = tp cards ((ep-1)/ep leaving the card; NVLink within a node,
+    one NIC per GPU across nodes, `group_bandwidth_gbps`) and their latency (DeepEP; DeepSeek-V3 report Sec. 3.4)."""
+    from dataclasses import replace
+
+    on = dp > 1
+    scale = np.where(on, 1.0 / dp, 1.0)
+    a2a_bw = group_bandwidth_gbps(gpu, ep, 1, gpus_per_node, collective=False) * 1e9
+    a2a_tok = np.where(on & (ep > 1), model.num_moe_layers * model.experts_per_token * model.hidden_size
+                       * (MOE_DISPATCH_BYTES_PER_ELEMENT + 2.0) * (ep - 1) / ep / a2a_bw / ep, 0.0)
+    a2a_lat = np.where(on & (ep > 1), model.num_moe_layers * 2 * assumptions.collective_latency_s, 0.0)
+    growth = np.where(on, dp, 1.0)
+    return replace(
+        cost, fixed_s=cost.fixed_s + a2a_lat, compute_s_per_token=cost.compute_s_per_token * scale,
+        attention_s_per_context_token=cost.attention_s_per_context_token * scale,
+        kv_read_s_per_context_token=cost.kv_read_s_per_context_token * scale,
+        comm_s_per_token=cost.comm_s_per_token * scale + a2a_tok,
+        large_message_tokens=cost.large_message_tokens * growth, ring_message_tokens=cost.ring_message_tokens * growth,
+        chunk_tokens=cost.chunk_tokens * growth,
     )
 
 
@@ -399,6 +442,18 @@ def inference_perf_columns(
     (`decode_step_columns`) and the offline max-throughput of a full batch (one prefill of the
     batch and `output_tokens` steps at the mean context; Kwon et al. 2023, Sec. 6).
     """
+    split = pool_columns(cols)["prefill_replicas"] > 0
+    if split.any():
+        pick = lambda c, rows: {k: v[rows] for k, v in c.items()}  # noqa: E731
+        parts = [(rows, (disaggregated_perf_columns if disagg else inference_perf_columns)(
+            model, workload, gpu, assumptions, pick(cols, rows), pick(memory, rows), gpus_per_node))
+            for rows, disagg in ((~split, False), (split, True)) if rows.any()]
+        out = {}
+        for name, column in parts[0][1].items():
+            out[name] = np.zeros(len(split), dtype=column.dtype)
+            for rows, part in parts:
+                out[name][rows] = part[name]
+        return out
     from planner import serving
 
     traffic = workload.resolved_traffic()
@@ -436,6 +491,17 @@ def inference_perf_columns(
     p, o = workload.prompt_tokens, workload.output_tokens
     assert p is not None and o is not None
     decode = decode_step_columns(model, gpu, assumptions, cols, memory, p + o / 2.0, gpus_per_node)
+    dp = pool_columns(cols)["attention_dp"]
+    if (dp > 1).any():  # data-parallel attention: the bare decode step is the iteration cost's decode-only iteration
+        on, ctx = dp > 1, b * (p + o / 2.0)
+        touched = serving.experts_touched_fraction(cost, b)
+        memory_s = cost.dense_weight_read_s + cost.expert_weight_read_s * touched + cost.kv_read_s_per_context_token * ctx
+        compute_s = cost.compute_s_per_token * b + cost.attention_s_per_context_token * ctx
+        decode = {"decode_step_s": np.where(on, serving.iteration_time_s(cost, b, ctx, 0.0), decode["decode_step_s"]),
+                  "decode_memory_s": np.where(on, memory_s, decode["decode_memory_s"]),
+                  "decode_compute_s": np.where(on, compute_s, decode["decode_compute_s"]),
+                  "decode_tp_comm_s": np.where(on, cost.fixed_s + cost.comm_s_per_token * b - assumptions.engine_overhead_s,
+                                               decode["decode_tp_comm_s"])}
     cycle = prefill_columns(model, gpu, assumptions, cols, p, cols["batch"]) + o * decode["decode_step_s"]
     pct = slo.percentile
     return {**decode, "percentile": np.full(len(b), pct), "replicas_needed": replicas, "request_rate_rps": per_replica,
@@ -445,7 +511,126 @@ def inference_perf_columns(
             "output_tokens_per_s": state.decode_seqs_in_flight * tau / state.itl_mean_s,
             "utilisation": per_replica / np.where(capacity > 0, capacity, np.nan),
             "saturated_output_tokens_per_s": cols["batch"] * o / cycle,
-            "decode_memory_bound": decode["decode_memory_s"] >= decode["decode_compute_s"]}
+            "decode_memory_bound": decode["decode_memory_s"] >= decode["decode_compute_s"],
+            "kv_transfer_s": np.zeros(len(b)), "prefill_utilisation": np.zeros(len(b))}
+
+
+# ---- disaggregated prefill and decode pools ----------------------------------------------------
+
+
+def kv_transfer_link_gbps(gpu: GpuSpec, cols: Columns, gpus_per_node: int) -> np.ndarray:
+    """Per-GPU bandwidth that carries a prompt's KV cache from a prefill to a decode replica, GB/s.
+
+    The scale-up link when the whole disaggregated unit (every prefill and decode replica) fits in
+    one node (DistServe, Zhong et al. 2024, Sec. 4.3: placement keeps the transfer on NVLink);
+    otherwise one NIC per GPU (`GpuSpec.network_gbps_per_gpu`), each card sending its own shard.
+    """
+    return np.where(serving_unit_gpus(cols) <= gpus_per_node, gpu.scaleup_link_gbps, gpu.network_gbps_per_gpu)
+
+
+def pool_costs(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns, memory: Columns,
+               gpus_per_node: int | None = None):  # -> tuple[serving.IterationCost, serving.IterationCost, np.ndarray]
+    """(prefill replica cost, decode replica cost, KV transfer seconds) of disaggregated serving rows: the one place that
+    turns a unit's layout columns into what `disaggregated_perf_columns` and the pool sizing read.
+
+    `memory` holds the decode replica's memory columns (the table's); the prefill replica's are
+    `inference_memory_columns` of `memory.prefill_layout_columns`. KV transfer: the prompt's KV,
+    the larger of the two cards' shards (`kv_bytes_per_token` per card), over `kv_transfer_link_gbps`
+    (`serving.kv_transfer_s`; not overlapped with the prefill: conservative, DistServe Sec. 4.3).
+    """
+    from planner import serving
+
+    node = gpus_per_node or gpu.gpus_per_node
+    pcols = prefill_layout_columns(cols)
+    pmem = inference_memory_columns(model, workload, gpu, assumptions, pcols)
+    dcols = decode_layout_columns(cols)
+    pcost = prefill_cost_columns(model, workload, gpu, assumptions, pcols, pmem, node)
+    dcost = serving_cost_columns(model, workload, gpu, assumptions, dcols, memory, node)
+    prompt = workload.resolved_traffic().prompt.mean_tokens()
+    move = serving.kv_transfer_s(prompt, np.maximum(pmem["kv_bytes_per_token"], memory["kv_bytes_per_token"]),
+                                 kv_transfer_link_gbps(gpu, cols, node))
+    return pcost, dcost, move
+
+
+def prefill_cost_columns(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns,
+                         memory: Columns, gpus_per_node: int | None = None):  # -> serving.IterationCost
+    """`serving_cost_columns` of replicas that run prompts only: one prompt per iteration, the chunk budget min(C, P).
+
+    DistServe (Zhong et al. 2024, Sec. 4.1): batching prompts beyond the length that saturates
+    the GPU adds no throughput and delays every prompt in the batch; a prompt's prefill is
+    compute-bound, so the prefill engine takes one at a time (`serving.prefill_only_state`).
+    """
+    from dataclasses import replace
+
+    cost = serving_cost_columns(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
+    prompt = workload.resolved_traffic().prompt.mean_tokens()
+    return replace(cost, chunk_tokens=np.maximum(np.minimum(cost.chunk_tokens, prompt), 1.0))
+
+
+def disaggregated_perf_columns(
+    model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns, memory: Columns,
+    gpus_per_node: int | None = None,
+) -> Columns:
+    """Load-aware figures of disaggregated serving units (x prefill + y decode replicas, `InferenceLayout.prefill_replicas`,
+    `decode_replicas`), one column per `InferencePerf` field, as `inference_perf_columns` gives for colocated replicas.
+
+    DistServe (Zhong et al. 2024, OSDI, Sec. 3-4) and Splitwise (Patel et al. 2024, ISCA, Sec. 4):
+    prefill replicas run prompts only, one at a time, each at rate / x (`serving.prefill_only_state`:
+    an M/D/1 queue, `prefill_cost_columns`); the KV cache then moves to a decode replica
+    (`pool_costs`); decode replicas, each at rate / y, run decode-only iterations (no prefill
+    chunk inflates the ITL: `serving.decode_only_state`). TTFT =
+    the prefill replica's TTFT + transfer; TPOT = the decode replica's ITL / tokens per step.
+    A unit carries the workload's whole rate: replicas_needed is 1 when both pools are stable,
+    0 when not (the SLOs are the solver's limits, as for colocated rows). Throughput = decode
+    sequences in flight over all y replicas x tokens per step / mean ITL. Breakdown: the
+    decode replica's bare decode step; saturated throughput = y x batch x tokens per step /
+    decode step (prompts are prefilled elsewhere). Request-rate loads only (a closed loop of
+    users is searched colocated).
+    """
+    from planner import serving
+
+    traffic = workload.resolved_traffic()
+    assert traffic.request_rate_rps is not None, "disaggregated pools are sized for a request rate"
+    pct, tau = traffic.slo.percentile, traffic.tokens_per_step
+    p_mean, o_mean = traffic.prompt.mean_tokens(), traffic.output.mean_tokens()
+    pools = pool_columns(cols)
+    x, y = pools["prefill_replicas"].astype(float), pools["decode_replicas"].astype(float)
+    pcost, dcost, move = pool_costs(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
+    rate = np.full(len(x), traffic.request_rate_rps)
+    dec_kwargs = dict(tokens_per_step=tau, verify_tokens=traffic.verify_tokens)
+    pre = serving.prefill_only_state(pcost, rate / np.maximum(x, 1.0), p_mean, prefix_hit_rate=traffic.prefix_cache_hit_rate)
+    dec = serving.decode_only_state(dcost, rate / np.maximum(y, 1.0), p_mean, o_mean, **dec_kwargs)
+    p_cap = serving.prefill_max_rate_rps(pcost, p_mean, iterations=8, prefix_hit_rate=traffic.prefix_cache_hit_rate)
+    d_cap = serving.decode_max_rate_rps(dcost, p_mean, o_mean, iterations=8, **dec_kwargs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_util = rate / x / np.where(p_cap > 0, p_cap, np.nan)
+        d_util = rate / y / np.where(d_cap > 0, d_cap, np.nan)
+    feasible = pre.feasible & dec.feasible
+    seqs = y * dec.decode_seqs_in_flight
+    decode = decode_step_columns(model, gpu, assumptions, decode_layout_columns(cols), memory, p_mean + o_mean / 2.0, gpus_per_node)
+    return {**decode, "percentile": np.full(len(x), pct), "replicas_needed": feasible.astype(np.int64), "request_rate_rps": rate,
+            "ttft_s": getattr(pre, f"ttft_p{pct}_s") + move, "ttft_p50_s": pre.ttft_p50_s + move,
+            "tpot_s": getattr(dec, f"itl_p{pct}_s") / tau, "tpot_p50_s": dec.itl_p50_s / tau, "tpot_mean_s": dec.tpot_mean_s,
+            "itl_mean_s": dec.itl_mean_s, "decode_seqs_in_flight": seqs, "output_tokens_per_s": seqs * tau / dec.itl_mean_s,
+            "utilisation": np.fmax(p_util, d_util), "saturated_output_tokens_per_s": y * cols["batch"] * tau / decode["decode_step_s"],
+            "decode_memory_bound": decode["decode_memory_s"] >= decode["decode_compute_s"], "kv_transfer_s": move,
+            "prefill_utilisation": p_util}
+
+
+def size_disaggregated_pools(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns,
+                             memory: Columns, gpus_per_node: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fewest prefill replicas x and decode replicas y per disaggregated unit (columns; 0 where none up to MAX_REPLICAS):
+    `serving.pool_replicas_needed` on the costs of `pool_costs`, the same the evaluator scores the unit with."""
+    from planner import serving
+
+    traffic = workload.resolved_traffic()
+    assert traffic.request_rate_rps is not None, "disaggregated pools are sized for a request rate"
+    pcost, dcost, move = pool_costs(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
+    return serving.pool_replicas_needed(
+        pcost, dcost, traffic.request_rate_rps, traffic.prompt.mean_tokens(), traffic.output.mean_tokens(), move,
+        percentile=traffic.slo.percentile, ttft_slo_s=traffic.slo.ttft_s, tpot_slo_s=traffic.slo.tpot_s, max_replicas=MAX_REPLICAS,
+        prefix_hit_rate=traffic.prefix_cache_hit_rate,
+        tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens)
 
 
 PERF_INT_FIELDS = ("percentile", "replicas_needed")
@@ -488,6 +673,16 @@ def serving_cost(model: ModelSpec, workload: InferenceWorkload, layout: Inferenc
     cols = inference_columns([layout])
     memory = inference_memory_columns(model, workload, gpu, assumptions, cols)
     return serving_cost_columns(model, workload, gpu, assumptions, cols, memory, gpus_per_node).take(0)
+
+
+def serving_pool_costs(model: ModelSpec, workload: InferenceWorkload, layout: InferenceLayout, gpu: GpuSpec, assumptions: Assumptions,
+                       gpus_per_node: int | None = None):  # -> tuple[serving.IterationCost, serving.IterationCost, float]
+    """(prefill replica cost, decode replica cost, KV transfer s) of one disaggregated layout, exactly as the evaluator
+    uses them (`pool_costs`), as floats: what the simulator replays a disaggregated plan with."""
+    cols = inference_columns([layout])
+    memory = inference_memory_columns(model, workload, gpu, assumptions, cols)
+    pcost, dcost, move = pool_costs(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
+    return pcost.take(0), dcost.take(0), float(move[0])
 
 
 def inference_perf(

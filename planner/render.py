@@ -62,12 +62,23 @@ def speed_cost_table(e: Evaluation) -> Table:
             table.add_row("cost", f"${e.cost_usd:,.0f}")
     else:
         p = e.perf
-        table.add_row("load per replica", f"{p.request_rate_rps:,.3g} requests/s, {p.decode_seqs_in_flight:,.1f} sequences in flight, "
-                      f"utilisation {p.utilisation:.0%} ({p.replicas_needed} replica(s) needed)")
+        lay = e.layout
+        if lay.disaggregated:
+            table.add_row("prefill pool", f"{lay.prefill_replicas} x (TP{lay.prefill_tp} PP{lay.prefill_pp} on {lay.prefill_tp * lay.prefill_pp}x "
+                          f"{lay.gpu}, batch {lay.prefill_batch}), {p.request_rate_rps / lay.prefill_replicas:,.3g} requests/s each, "
+                          f"utilisation {p.prefill_utilisation:.0%}")
+            table.add_row("decode pool", f"{lay.decode_replicas} x (TP{lay.tp} PP{lay.pp} on {lay.tp * lay.pp}x {lay.gpu}, batch {lay.batch}), "
+                          f"{p.request_rate_rps / lay.decode_replicas:,.3g} requests/s and "
+                          f"{p.decode_seqs_in_flight / lay.decode_replicas:,.1f} sequences in flight each")
+            table.add_row("KV transfer", f"{p.kv_transfer_s * 1000:,.2f} ms per prompt, prefill to decode replica (in TTFT)")
+        else:
+            table.add_row("load per replica", f"{p.request_rate_rps:,.3g} requests/s, {p.decode_seqs_in_flight:,.1f} sequences in flight, "
+                          f"utilisation {p.utilisation:.0%} ({p.replicas_needed} replica(s) needed)")
         table.add_row(f"TTFT p{p.percentile} / p50", f"{p.ttft_s * 1000:,.1f} ms / {p.ttft_p50_s * 1000:,.1f} ms")
         table.add_row(f"TPOT p{p.percentile} / p50 / mean", f"{p.tpot_s * 1000:,.2f} ms / {p.tpot_p50_s * 1000:,.2f} ms / {p.tpot_mean_s * 1000:,.2f} ms "
                       f"(bare decode step of a full batch {p.decode_step_s * 1000:,.2f} ms, {p.decode_bound}-bound)")
-        table.add_row("throughput", f"{e.fleet_output_tokens_per_s:,.0f} output tokens/s ({p.output_tokens_per_s:,.0f} per replica "
+        unit = "disaggregated unit" if lay.disaggregated else "replica"
+        table.add_row("throughput", f"{e.fleet_output_tokens_per_s:,.0f} output tokens/s ({p.output_tokens_per_s:,.0f} per {unit} "
                       f"= sequences in flight / mean ITL)")
         if e.usd_per_hour is not None:
             table.add_row("cost", f"${e.usd_per_hour:,.2f}/hour, ${e.usd_per_million_output_tokens:,.3f} per million output tokens")

@@ -393,6 +393,13 @@ def _recommendation(scenario: Scenario, plan: Plan) -> str:
         body = (f" Training on {_tokens(w.tokens)} tokens takes {e.perf.time_to_train_s / 86400.0:,.1f} days at "
                 f"{e.perf.tokens_per_s:,.0f} tokens/s (MFU {e.perf.mfu:.1%}), {e.perf.gpu_hours:,.0f} GPU-hours, "
                 f"costing {money(e.cost_usd)} for the run{priced}.")
+    elif lay.disaggregated:
+        body = (f" A prefill pool of {lay.prefill_replicas * lay.replicas} x {lay.prefill_tp * lay.prefill_pp} GPU(s) and a decode pool of "
+                f"{lay.decode_replicas * lay.replicas} x {lay.tp * lay.pp} GPU(s) (disaggregated, KV transfer "
+                f"{e.perf.kv_transfer_s * 1000:.2f} ms) serve {e.fleet_output_tokens_per_s:,.0f} output tokens/s under load "
+                f"({e.perf.decode_seqs_in_flight:,.0f} sequences in flight, utilisation {e.perf.utilisation:.0%}; TTFT p{e.perf.percentile} "
+                f"{e.perf.ttft_s:.3f} s, TPOT p{e.perf.percentile} {e.perf.tpot_s * 1000:.1f} ms) for {money(e.usd_per_hour)}/h, "
+                f"{money(e.usd_per_million_output_tokens)} per million output tokens{priced}.")
     else:
         body = (f" {lay.replicas} replica(s) of {lay.gpus_per_replica} GPU(s) serve {e.fleet_output_tokens_per_s:,.0f} output tokens/s "
                 f"under load ({e.perf.request_rate_rps:,.3g} requests/s per replica, {e.perf.decode_seqs_in_flight:,.0f} sequences in flight, "
@@ -411,6 +418,11 @@ def _servers(e: Evaluation) -> tuple[int, int, int]:
     """(instances or servers, GPUs per instance, GPUs paid for) of a plan: each serving replica rents its own instances."""
     k = e.price.gpus_per_instance if e.price else 1
     if isinstance(e, InferenceEvaluation):
+        lay = e.layout
+        if lay.disaggregated:
+            per_unit = int(lay.prefill_replicas * instances_needed(lay.prefill_tp * lay.prefill_pp, k)
+                           + lay.decode_replicas * instances_needed(lay.tp * lay.pp, k))
+            return lay.replicas * per_unit, k, lay.replicas * per_unit * k
         per_replica = int(instances_needed(e.layout.gpus_per_replica, k))
         return e.layout.replicas * per_replica, k, e.layout.replicas * per_replica * k
     count = int(instances_needed(e.layout.num_gpus, k))
@@ -421,6 +433,10 @@ def _setup(e: Evaluation) -> str:
     lay = e.layout
     if isinstance(e, InferenceEvaluation):
         parts = [f"{lay.weight_precision.value.upper()} weights", f"{lay.kv_precision.value.upper()} KV cache", f"tensor-parallel {lay.tp}"]
+        if lay.disaggregated:
+            return ", ".join(parts[:2] + [f"prefill pool {lay.prefill_replicas * lay.replicas} x TP{lay.prefill_tp} PP{lay.prefill_pp} "
+                                          f"(batch {lay.prefill_batch})", f"decode pool {lay.decode_replicas * lay.replicas} x TP{lay.tp} "
+                                          f"PP{lay.pp} (batch {lay.batch})"])
         if lay.pp > 1:
             parts.append(f"pipeline-parallel {lay.pp}")
         parts.append(f"{lay.replicas} replica{'s' if lay.replicas != 1 else ''} of batch {lay.batch}")

@@ -249,6 +249,12 @@ class SearchSpace(BaseModel):
     checkpointing: tuple[Checkpointing, ...] = Field(default=(0, 1, 2), max_length=MAX_LIST_VALUES, description="Allowed recomputation modes.")
     micro_batches: tuple[int, ...] = Field(default=(1, 2, 4, 8), max_length=MAX_LIST_VALUES, description="Allowed micro-batch sizes, sequences.")
     batch_per_replica: tuple[int, ...] | None = Field(default=None, max_length=MAX_LIST_VALUES, description="Allowed serving batch sizes per replica.")
+    attention_dp: tuple[int, ...] | None = Field(default=None, max_length=MAX_LIST_VALUES, description="MoE serving: data-parallel "
+                                                 "attention degrees within a replica's tp cards (experts over all of them); None = "
+                                                 "1, 2, 4, ... 64 for MoE models, 1 for dense ones.")
+    disaggregated: tuple[bool, ...] = Field(default=(False, True), min_length=1, max_length=2, description="Serving layouts: "
+                                            "colocated replicas (false) and/or disaggregated prefill and decode pools (true; "
+                                            "searched for request-rate and tokens/s loads, not for a concurrency).")
     sequence_parallel: bool = Field(default=True, description="Use Megatron sequence parallelism with TP > 1.")
     flash_attention: bool = Field(default=True, description="FlashAttention: no s^2 score activations.")
     allow_offload: bool = Field(default=False, description="Allow ZeRO-Offload of optimizer states to CPU.")
@@ -266,7 +272,7 @@ class SearchSpace(BaseModel):
                              f"allowed pairs: {offered}")
         return self
 
-    @field_validator("tp", "pp", "ep", "cp", "micro_batches", "batch_per_replica")
+    @field_validator("tp", "pp", "ep", "cp", "micro_batches", "batch_per_replica", "attention_dp")
     @classmethod
     def _positive(cls, values: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if values is not None and (not values or min(values) < 1 or max(values) > MAX_GPU_COUNT):

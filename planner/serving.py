@@ -20,6 +20,7 @@ that a decode-only iteration equals `decode_step_s` (tested).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -550,25 +551,229 @@ def kv_transfer_s(prompt_tokens: ArrayLike, kv_bytes_per_token: ArrayLike, link_
 
 def disaggregated_state(prefill: IterationCost, decode: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike,
                         output_tokens: ArrayLike, prefill_replicas: ArrayLike, decode_replicas: ArrayLike,
-                        kv_bytes_per_token: ArrayLike, link_gbps: ArrayLike, *, prompt_second_moment: ArrayLike | None = None,
-                        tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0) -> DisaggregatedState:
+                        kv_bytes_per_token: ArrayLike, link_gbps: ArrayLike, *, tokens_per_step: ArrayLike = 1.0,
+                        verify_tokens: ArrayLike = 1.0) -> DisaggregatedState:
     """x prefill replicas (prompt-only engines, output 1 token) and y decode replicas (no prefill interference).
 
     DistServe (Zhong et al. 2024, Sec. 3.1): TTFT = queueing + prefill on a prefill replica at
-    rate/x (the same M/G/1 model as `steady_state`, with one-token outputs) + KV transfer;
-    decode ITL = the fixed point of `steady_state` on a decode replica at rate/y with no
-    prompt work (prefix_hit_rate 1), its KV footprint still P + O per sequence.
+    rate/x (`prefill_only_state`, M/D/1) + KV transfer;
+    decode ITL = `decode_only_state` on a decode replica at rate/y (no prompt work, each
+    sequence reading its whole P + O/2 context).
     """
     rate = _f(rate_rps)
-    pre = steady_state(prefill, rate / _f(prefill_replicas), prompt_tokens, 1.0, prompt_second_moment=prompt_second_moment)
-    dec = steady_state(decode, rate / _f(decode_replicas), prompt_tokens, output_tokens, prefix_hit_rate=1.0,
-                       tokens_per_step=tokens_per_step, verify_tokens=verify_tokens)
+    pre = prefill_only_state(prefill, rate / _f(prefill_replicas), prompt_tokens)
+    dec = decode_only_state(decode, rate / _f(decode_replicas), prompt_tokens, output_tokens, tokens_per_step=tokens_per_step,
+                            verify_tokens=verify_tokens)
     move = kv_transfer_s(prompt_tokens, kv_bytes_per_token, link_gbps)
     feasible = pre.feasible & dec.feasible
     return DisaggregatedState(
         feasible=feasible, ttft_p50_s=pre.ttft_p50_s + move, ttft_p90_s=pre.ttft_p90_s + move, ttft_p99_s=pre.ttft_p99_s + move,
         itl_p50_s=dec.itl_p50_s, itl_p90_s=dec.itl_p90_s, itl_p99_s=dec.itl_p99_s, kv_transfer_s=move, decode=dec,
     )
+
+
+def decode_only_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
+                      tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0, pipelined: bool = True,
+                      iterations: int = 34) -> SteadyState:
+    """A decode replica of a disaggregated pool at `rate_rps`: prompts arrive prefilled, every iteration is decode-only.
+
+    DistServe (Zhong et al. 2024, Sec. 3.1) and Splitwise (Patel et al. 2024, Sec. 4): no prefill
+    chunk shares a decode iteration. Fixed point as `steady_state` (Little's law, B = rate x
+    O / tau x T) with T = t_d(B), where every decoding sequence reads its whole context, the
+    prompt's KV that arrived plus half the output (P + O/2; a prefix-cache hit in `steady_state`
+    removes the prompt from the prefill work only, here there is no prefill at all). Infeasible
+    where no fixed point exists below the KV capacity (P + O reserved per sequence), the slot
+    margin of `steady_state` (Halfin & Whitt) or the token budget. ITL percentiles: p50 at the
+    mean batch, tails at the size-biased batch 1 + B + z_q sqrt(B) as `steady_state`. TTFT
+    fields are 0 (the first token comes from the prefill pool).
+    """
+    from statistics import NormalDist
+
+    rate, prompt, output = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(_f(rate_rps), _f(prompt_tokens), _f(output_tokens)))
+    tau, verify = _f(tokens_per_step), _f(verify_tokens)
+    context = prompt + output / 2.0
+
+    def t_d(t: Array) -> Array:
+        decode = rate * output / tau * t
+        return iteration_time_s(cost, decode, decode * context, 0.0, 0.0, verify, pipelined)
+
+    t_lo = iteration_time_s(cost, 0.0, 0.0, 0.0, 0.0, verify, pipelined) * np.ones_like(rate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        seq_cap = np.minimum(_f(cost.max_sequences), _f(cost.kv_capacity_tokens) / (prompt + output))
+        t_hi = np.minimum(seq_cap * tau / (rate * output), _f(cost.chunk_tokens) * tau / (rate * output * verify))
+    feasible = (t_hi > t_lo) & (t_d(np.where(t_hi > t_lo, t_hi, t_lo)) - np.where(t_hi > t_lo, t_hi, t_lo) < 0)
+    lo, hi = t_lo.copy(), np.where(feasible, t_hi, t_lo)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        up = t_d(mid) > mid
+        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+    t = hi
+    decode = rate * output / tau * t
+    in_system = decode
+    kv_in_use = in_system * (prompt + output)
+    slots_ok = in_system + SLOT_STAFFING_BETA * np.sqrt(np.maximum(in_system, 0.0)) <= _f(cost.max_sequences)
+    feasible = feasible & (kv_in_use <= _f(cost.kv_capacity_tokens)) & slots_ok
+
+    def tail(q: float) -> Array:
+        grown = decode + 1.0 + NormalDist().inv_cdf(q) * np.sqrt(np.maximum(decode, 0.0))
+        return iteration_time_s(cost, grown, grown * context, 0.0, 0.0, verify, pipelined)
+
+    nan = np.where(feasible, 1.0, np.nan)
+    zero = np.zeros_like(t) * nan
+    return SteadyState(
+        feasible=feasible, itl_mean_s=t * nan, tpot_mean_s=t / tau * nan, itl_p50_s=t * nan, itl_p90_s=tail(0.9) * nan,
+        itl_p99_s=tail(0.99) * nan, ttft_mean_s=zero, ttft_p50_s=zero, ttft_p90_s=zero, ttft_p99_s=zero,
+        e2e_mean_s=output / tau * t * nan, decode_seqs_in_flight=decode * nan, requests_in_system=in_system * nan,
+        output_tokens_per_s=rate * output * nan, prefill_iteration_share=zero, prefill_utilisation=zero, kv_tokens_in_use=kv_in_use * nan,
+    )
+
+
+def _md1_decay_rate(rate: Array, service: Array, iterations: int = 60) -> Array:
+    """theta > 0 with rate (e^(theta S) - 1) = theta: the exponential decay rate of an M/D/1 waiting-time tail
+    (Cramer-Lundberg; Asmussen 2003, 'Applied Probability and Queues', Sec. XIII.5), by bisection (NaN where rho >= 1)."""
+    rho = rate * service
+    lo = np.zeros_like(rho)
+    hi = np.where(rho < 1.0, 2.0 * np.log(np.maximum(1.0 / np.maximum(rho, 1e-300), 1.0 + 1e-12)) / np.maximum(service, 1e-300) + 1e-12, np.nan)
+    with np.errstate(over="ignore", invalid="ignore"):
+        grow = rate * (np.expm1(hi * service)) <= hi
+        for _ in range(60):  # make hi a point where the exponential has overtaken the line
+            if not np.any(grow & np.isfinite(hi)):
+                break
+            hi = np.where(grow, hi * 2.0, hi)
+            grow = rate * (np.expm1(hi * service)) <= hi
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            below = rate * np.expm1(mid * service) < mid
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return np.where(rho < 1.0, hi, np.nan)
+
+
+def prefill_only_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, *, prefix_hit_rate: ArrayLike = 0.0,
+                       pipelined: bool = True) -> SteadyState:
+    """A prefill replica of a disaggregated pool at `rate_rps`: prompts only, one at a time, first come first served.
+
+    DistServe (Zhong et al. 2024, Sec. 3.1 and 4.1) batches prefill only up to the length that
+    saturates the GPU; a prompt of P tokens is compute-bound, so the prefill engine runs one
+    prompt per iteration (its chunk budget is min(C, P), `perf.pool_costs`) and the replica is
+    an M/D/1 queue with service S = ceil(P / C) iterations of min(C, P) tokens
+    (`iteration_time_s`, causal attention over P/2 on average). TTFT = W + S: the mean wait is
+    Pollaczek-Khinchine's rho S / (2 (1 - rho)) (Kleinrock 1975, Eq. 5.105); percentiles from
+    the M/D/1 tail P(W > t) ~ c e^(-theta t), theta from `_md1_decay_rate` and
+    c = (1 - rho) / (rate S e^(theta S) - 1) (Asmussen 2003, Sec. XIII.5, Cramer-Lundberg).
+    Infeasible where rho >= 1, or the prompts in service or waiting (Little's law, with the
+    slot margin of `steady_state`) exceed the replica's sequences or KV capacity (P + 1 each).
+    """
+    rate, prompt_all = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(_f(rate_rps), _f(prompt_tokens)))
+    prompt = prompt_all * (1.0 - _f(prefix_hit_rate))
+    chunk = np.maximum(np.minimum(_f(cost.chunk_tokens), prompt), 1.0)
+    service = np.ceil(prompt / chunk) * iteration_time_s(cost, 0.0, 0.0, chunk, chunk * prompt / 2.0, 1.0, pipelined)
+    rho = rate * service
+    stable = rho < 1.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        wait_mean = np.where(stable, rate * service**2 / (2.0 * (1.0 - rho)), np.nan)
+        theta = _md1_decay_rate(rate, service)
+        c = (1.0 - rho) / (rate * service * np.exp(theta * service) - 1.0)
+
+        def ttft_q(q: float) -> Array:
+            return service + np.where(c > 1.0 - q, np.log(c / (1.0 - q)) / theta, 0.0)
+
+        in_system = rate * (wait_mean + service)
+    slots_ok = in_system + SLOT_STAFFING_BETA * np.sqrt(np.maximum(np.nan_to_num(in_system, nan=np.inf), 0.0)) <= _f(cost.max_sequences)
+    kv_ok = np.nan_to_num(in_system, nan=np.inf) * (prompt_all + 1.0) <= _f(cost.kv_capacity_tokens)
+    feasible = stable & slots_ok & kv_ok
+    nan = np.where(feasible, 1.0, np.nan)
+    zero = np.zeros_like(rate) * nan
+    ttft_mean = (wait_mean + service) * nan
+    return SteadyState(
+        feasible=feasible, itl_mean_s=zero, tpot_mean_s=zero, itl_p50_s=zero, itl_p90_s=zero, itl_p99_s=zero,
+        ttft_mean_s=ttft_mean, ttft_p50_s=ttft_q(0.5) * nan, ttft_p90_s=ttft_q(0.9) * nan, ttft_p99_s=ttft_q(0.99) * nan,
+        e2e_mean_s=ttft_mean, decode_seqs_in_flight=zero, requests_in_system=in_system * nan, output_tokens_per_s=rate * nan,
+        prefill_iteration_share=np.ones_like(rate) * nan, prefill_utilisation=rho * nan, kv_tokens_in_use=in_system * (prompt_all + 1.0) * nan,
+    )
+
+
+def fewest_replicas(ok: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, ...], max_replicas: int) -> NDArray[np.int64]:
+    """Smallest n per column with ok(n) (ok must hold for every count above it): doubling from 1, then bisection over
+    integers, all columns at once; 0 where even `max_replicas` fail (as `replicas_needed`)."""
+    lo, hi = np.zeros(shape), np.ones(shape)
+    good = ok(hi)
+    while True:
+        grow = ~good & (hi < max_replicas)
+        if not grow.any():
+            break
+        lo = np.where(grow, hi, lo)
+        hi = np.where(grow, np.minimum(hi * 2.0, float(max_replicas)), hi)
+        good = np.where(grow, ok(hi), good)
+    while True:
+        gap = good & ((hi - lo) > 1)
+        if not gap.any():
+            break
+        mid = np.where(gap, np.floor((lo + hi) / 2.0), hi)
+        inner = ok(np.maximum(mid, 1.0))
+        hi = np.where(gap & inner, mid, hi)
+        lo = np.where(gap & ~inner, mid, lo)
+    return np.where(good, hi, 0).astype(np.int64)
+
+
+def prefill_replicas_needed(cost: IterationCost, rate_rps: float, prompt_tokens: float, kv_transfer_s: ArrayLike, *, percentile: int = 90,
+                            ttft_slo_s: float | None = None, max_replicas: int = 4096, prefix_hit_rate: float = 0.0) -> NDArray[np.int64]:
+    """Fewest prefill-only replicas per layout (`prefill_only_state` at rate / n) that are stable and whose TTFT at the
+    percentile plus the KV transfer meets the TTFT SLO."""
+    move = _f(kv_transfer_s)
+
+    def ok(n: Array) -> NDArray[np.bool_]:
+        state = prefill_only_state(cost, rate_rps / n, prompt_tokens, prefix_hit_rate=prefix_hit_rate)
+        good = np.asarray(state.feasible, dtype=bool).copy()
+        if ttft_slo_s is not None:
+            good &= np.nan_to_num(getattr(state, f"ttft_p{percentile}_s"), nan=np.inf) + move <= ttft_slo_s
+        return good
+
+    return fewest_replicas(ok, np.broadcast_shapes(_shape(cost), np.shape(move)), max_replicas)
+
+
+def max_stable_rate_rps(feasible_at: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, ...], iterations: int = 16) -> Array:
+    """Largest arrival rate at which `feasible_at(rate)` holds (doubling from 1 request/s, then bisection), requests/s."""
+    hi = np.full(shape, 1.0)
+    for _ in range(60):
+        up = feasible_at(hi)
+        if not up.any():
+            break
+        hi = np.where(up, hi * 2.0, hi)
+    lo = np.zeros(shape)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        up = feasible_at(mid)
+        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+    return lo
+
+
+def decode_replicas_needed(cost: IterationCost, rate_rps: float, prompt_tokens: float, output_tokens: float, *, percentile: int = 90,
+                           tpot_slo_s: float | None = None, max_replicas: int = 4096, tokens_per_step: float = 1.0,
+                           verify_tokens: float = 1.0) -> NDArray[np.int64]:
+    """Fewest decode-only replicas per layout (`decode_only_state` at rate / n) that are stable and meet the TPOT SLO
+    (ITL at the percentile / tokens per step)."""
+
+    def ok(n: Array) -> NDArray[np.bool_]:  # 24 bisection steps: the ITL from above within 2^-24 of its bracket (conservative)
+        state = decode_only_state(cost, rate_rps / n, prompt_tokens, output_tokens, tokens_per_step=tokens_per_step, verify_tokens=verify_tokens,
+                                  iterations=24)
+        good = np.asarray(state.feasible, dtype=bool).copy()
+        if tpot_slo_s is not None:
+            good &= np.nan_to_num(getattr(state, f"itl_p{percentile}_s") / tokens_per_step, nan=np.inf) <= tpot_slo_s
+        return good
+
+    return fewest_replicas(ok, _shape(cost), max_replicas)
+
+
+def decode_max_rate_rps(cost: IterationCost, prompt_tokens: float, output_tokens: float, *, iterations: int = 16, **kwargs: object) -> Array:
+    """Largest stable arrival rate of a decode-only replica (`decode_only_state`), requests/s."""
+    return max_stable_rate_rps(lambda r: decode_only_state(cost, r, prompt_tokens, output_tokens, **kwargs).feasible,  # type: ignore[arg-type]
+                               _shape(cost), iterations)
+
+
+def prefill_max_rate_rps(cost: IterationCost, prompt_tokens: float, *, iterations: int = 16, prefix_hit_rate: float = 0.0) -> Array:
+    """Largest stable arrival rate of a prefill-only replica (`prefill_only_state`), requests/s."""
+    return max_stable_rate_rps(lambda r: prefill_only_state(cost, r, prompt_tokens, prefix_hit_rate=prefix_hit_rate).feasible,
+                               _shape(cost), iterations)
 
 
 def _meets(state: SteadyState | DisaggregatedState, percentile: int, ttft_slo_s: float | None, tpot_slo_s: float | None) -> NDArray[np.bool_]:
@@ -614,17 +819,37 @@ def size_pools(cost: IterationCost, gpus_per_replica: int, rate_rps: float, prom
     n_colo = int(n[ok][0]) if ok.any() else 0
     pcost = prefill_cost or cost
     pgpus = prefill_gpus_per_replica or gpus_per_replica
-    pre = steady_state(pcost, rate_rps / n, prompt_tokens, 1.0)
+    pre = prefill_only_state(pcost, rate_rps / n, prompt_tokens)
     move = kv_transfer_s(prompt_tokens, kv_bytes_per_token, link_gbps)
     ttft = np.nan_to_num(getattr(pre, f"ttft_p{percentile}_s"), nan=np.inf) + move
     pre_ok = pre.feasible & (ttft <= (ttft_slo_s if ttft_slo_s is not None else np.inf))
-    dec = steady_state(cost, rate_rps / n, prompt_tokens, output_tokens, prefix_hit_rate=1.0)
+    dec = decode_only_state(cost, rate_rps / n, prompt_tokens, output_tokens)
     dec_ok = _meets(dec, percentile, None, tpot_slo_s)
     x = int(n[pre_ok][0]) if pre_ok.any() else 0
     y = int(n[dec_ok][0]) if dec_ok.any() else 0
     disagg = x * pgpus + y * gpus_per_replica if x and y else 0
     return PoolSizing(colocated_replicas=n_colo, colocated_gpus=n_colo * gpus_per_replica, prefill_replicas=x, decode_replicas=y,
                       disaggregated_gpus=disagg)
+
+
+def pool_replicas_needed(prefill: IterationCost, decode: IterationCost, rate_rps: float, prompt_tokens: float, output_tokens: float,
+                         kv_transfer_s: ArrayLike, *, percentile: int = 90, ttft_slo_s: float | None = None,
+                         tpot_slo_s: float | None = None, max_replicas: int = 4096, prefix_hit_rate: float = 0.0,
+                         tokens_per_step: float = 1.0,
+                         verify_tokens: float = 1.0) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Fewest prefill replicas x and decode replicas y per layout pair (numpy columns) carrying `rate_rps` with the SLOs met.
+
+    As `size_pools` (DistServe Sec. 4.1 sizes the two pools independently), over columns and with
+    the workload's traffic terms: x is the fewest prompt-only replicas (`prefill_replicas_needed`)
+    whose TTFT at the percentile plus the KV transfer meets the TTFT SLO, y the fewest decode-only replicas (`decode_only_state`: the prompt's KV
+    arrives, no prefill chunk) whose ITL per token meets the TPOT SLO. Without an SLO a pool is sized for stability. 0
+    where no count up to `max_replicas` does (then the pair is not a plan).
+    """
+    x = prefill_replicas_needed(prefill, rate_rps, prompt_tokens, kv_transfer_s, percentile=percentile, ttft_slo_s=ttft_slo_s,
+                                max_replicas=max_replicas, prefix_hit_rate=prefix_hit_rate)
+    y = decode_replicas_needed(decode, rate_rps, prompt_tokens, output_tokens, percentile=percentile, tpot_slo_s=tpot_slo_s,
+                               max_replicas=max_replicas, tokens_per_step=tokens_per_step, verify_tokens=verify_tokens)
+    return x, y
 
 
 def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,

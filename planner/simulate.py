@@ -245,6 +245,29 @@ def simulate(cost: IterationCost, requests: Requests, *, tokens_per_step: float 
 
 
 
+def simulate_disaggregated(prefill_cost: IterationCost, decode_cost: IterationCost, prefill_requests: Requests, decode_requests: Requests,
+                           kv_transfer_s: float, *, tokens_per_step: float = 1.0, verify_tokens: float = 1.0, prefix_hit_rate: float = 0.0,
+                           warmup_fraction: float = 0.1, progress: bool = False) -> SimResult:
+    """One prefill replica and one decode replica of a disaggregated plan (DistServe, Zhong et al. 2024, Sec. 3), each fed
+    its share of the arrivals: the prefill replica runs prompts with one output token (its TTFT + the KV transfer is the
+    request's TTFT), the decode replica runs the requests with their prompts' KV already present (prefix hit 1: one token
+    to admit, then decode steps only). ITL, throughput and sequences in flight are the decode replica's; end-to-end
+    latency adds the prefill replica's median TTFT and the transfer to the decode replica's."""
+    ones = np.ones_like(prefill_requests.prompt_tokens)
+    pre = simulate(prefill_cost, Requests(prefill_requests.arrival_s, prefill_requests.prompt_tokens, ones),
+                   prefix_hit_rate=prefix_hit_rate, warmup_fraction=warmup_fraction, progress=progress)
+    dec = simulate(decode_cost, decode_requests, tokens_per_step=tokens_per_step, verify_tokens=verify_tokens, prefix_hit_rate=1.0,
+                   warmup_fraction=warmup_fraction, progress=progress)
+    head = pre.ttft_p50_s + kv_transfer_s
+    return SimResult(
+        requests=pre.requests + dec.requests, ttft_mean_s=pre.ttft_mean_s + kv_transfer_s, ttft_p50_s=pre.ttft_p50_s + kv_transfer_s,
+        ttft_p90_s=pre.ttft_p90_s + kv_transfer_s, ttft_p99_s=pre.ttft_p99_s + kv_transfer_s, itl_mean_s=dec.itl_mean_s,
+        itl_p50_s=dec.itl_p50_s, itl_p90_s=dec.itl_p90_s, itl_p99_s=dec.itl_p99_s, e2e_p50_s=dec.e2e_p50_s + head,
+        e2e_p90_s=dec.e2e_p90_s + head, e2e_p99_s=dec.e2e_p99_s + head, output_tokens_per_s=dec.output_tokens_per_s,
+        decode_seqs_in_flight=dec.decode_seqs_in_flight, iterations=pre.iterations + dec.iterations, rejected=pre.rejected + dec.rejected,
+    )
+
+
 def load_sweep(cost: IterationCost, prompt_tokens: int, output_tokens: int, rates_rps: np.ndarray, *, requests: int = 2000,
                seed: int = 0, **kwargs: float) -> list[tuple[float, SimResult]]:
     """Simulated results at several arrival rates (same seed each), for a latency-vs-load curve."""

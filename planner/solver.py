@@ -122,8 +122,14 @@ def layout_summary(e: Evaluation) -> str:
         hybrid = f" (hybrid, shard group {lay.zero_group})" if lay.zero_group else ""
         return (f"{lay.num_gpus}x {lay.gpu} {lay.precision.value} {lay.framework.value} tp={lay.tp}{cp} pp={lay.pp} dp={lay.dp}{ep} "
                 f"zero={int(lay.zero)}{hybrid} ckpt={lay.checkpointing.name.lower()} mb={lay.micro_batch} accum={lay.grad_accum}{off}")
+    if lay.disaggregated:
+        units = f"{lay.replicas}x " if lay.replicas > 1 else ""
+        return (f"{units}prefill pool: {lay.prefill_replicas}x (tp={lay.prefill_tp} pp={lay.prefill_pp} batch={lay.prefill_batch}), "
+                f"decode pool: {lay.decode_replicas}x (tp={lay.tp} pp={lay.pp} batch={lay.batch}), on {lay.gpus_per_replica}x {lay.gpu}: "
+                f"w={lay.weight_precision.value} kv={lay.kv_precision.value}, KV transfer {e.perf.kv_transfer_s * 1000:.3g} ms")
+    dp = f" attention_dp={lay.attention_dp} (attention tp={lay.tp // lay.attention_dp}, experts ep={lay.tp})" if lay.attention_dp > 1 else ""
     return (f"{lay.replicas}x ({lay.gpus_per_replica}x {lay.gpu}) w={lay.weight_precision.value} kv={lay.kv_precision.value} "
-            f"tp={lay.tp} pp={lay.pp} batch={lay.batch}")
+            f"tp={lay.tp} pp={lay.pp}{dp} batch={lay.batch}")
 
 
 def plan_cost(e: Evaluation) -> float:
@@ -508,6 +514,14 @@ def verify(scenario: Scenario, model: ModelSpec, chosen: Evaluation, assumptions
     problems = []
     if not fresh.memory.fits:
         problems.append("does not fit in memory")
+    if isinstance(fresh, InferenceEvaluation) and fresh.layout.disaggregated:
+        from planner.memory import inference_memory
+
+        lay = fresh.layout
+        prefill = lay.model_copy(update={"tp": lay.prefill_tp, "pp": lay.prefill_pp, "batch": lay.prefill_batch, "replicas": 1,
+                                         "prefill_replicas": 0, "decode_replicas": 0})
+        if not inference_memory(model, scenario.workload, prefill, gpu, assumptions).fits:  # type: ignore[arg-type]
+            problems.append("a prefill replica does not fit in memory")
     if scenario.search.max_gpus and fresh.layout.num_gpus > scenario.search.max_gpus:
         problems.append("exceeds max_gpus")
     inventory = scenario.constraints.inventory.get(fresh.layout.gpu)

@@ -3,7 +3,8 @@
 Structure (what a parallel layout must satisfy) is applied here: TP divides the attention
 heads and stays within a node's scale-up domain, PP <= layers, EP divides the routed experts
 and the DP degree, micro-batch x DP x accumulation = the global batch, whole nodes beyond one
-node, FP8 only on cards that have it. Legal layouts are enumerated as numpy columns (one chunk
+node, FP8 only on cards that have it; serving adds MoE data-parallel attention rows (`dp_attention_values`) and
+disaggregated prefill/decode units paired from the best replica layouts (`disaggregated_table`). Legal layouts are enumerated as numpy columns (one chunk
 per GPU type and TP degree), evaluated by `planner.evaluate.Table` memory first (configurations
 that do not fit are dropped: memory is physics, not a user limit), then speed and cost for the
 rows that fit. What remains is a coefficient table per GPU type, pruned by exact dominance on
@@ -31,7 +32,7 @@ from planner.cost import PriceQuote, price_quote
 from planner.enums import FRAMEWORK_ZERO_STAGES, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.errors import InputError
 from planner.evaluate import InferenceEvaluation, Table, TrainingEvaluation, inference_table, training_table
-from planner.memory import FRAMEWORKS, KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns
+from planner.memory import FRAMEWORKS, KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, pool_columns, serving_unit_gpus
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
 from planner.units import SECONDS_PER_HOUR
@@ -296,14 +297,134 @@ def inference_layout_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec,
     batches = np.array(sorted(set(search.batch_per_replica or SERVING_BATCHES)), dtype=np.int64)
     weight_precisions = [w for w in search.weight_precisions if w is not WeightPrecision.FP8 or gpu.supports_fp8]
     kv_precisions = [k for k in search.kv_precisions if k.value != "fp8" or gpu.supports_fp8]
-    groups = [(tp, pp, WEIGHT_PRECISIONS.index(wp), KV_PRECISIONS.index(kvp))
+    groups = [(tp, pp, WEIGHT_PRECISIONS.index(wp), KV_PRECISIONS.index(kvp), 1)
               for tp in tp_values(scenario, model, gpu) for pp in (search.pp or (1, 2, 4))
-              if pp <= model.num_layers and whole_nodes(tp * pp, node) for wp in weight_precisions for kvp in kv_precisions]
-    table = np.array(groups, dtype=np.int64).reshape(-1, 4)
-    cols = {name: np.repeat(table[:, j], len(batches)) for j, name in enumerate(("tp", "pp", "weight_precision", "kv_precision"))}
+              if pp <= model.num_layers and whole_nodes(tp * pp, node) for wp in weight_precisions for kvp in kv_precisions
+              if not model.is_moe or 1 in (search.attention_dp or (1,))]
+    groups += [(tp, 1, WEIGHT_PRECISIONS.index(wp), KV_PRECISIONS.index(kvp), dp) for tp, dp in dp_attention_values(scenario, model, node)
+               if 1 in (search.pp or (1,)) for wp in weight_precisions for kvp in kv_precisions]
+    table = np.array(groups, dtype=np.int64).reshape(-1, 5)
+    cols = {name: np.repeat(table[:, j], len(batches)) for j, name in enumerate(("tp", "pp", "weight_precision", "kv_precision", "attention_dp"))}
     cols["batch"] = np.tile(batches, len(groups))
     cols["replicas"] = np.ones(len(cols["batch"]), dtype=np.int64)
-    return cols, np.arange(len(groups), dtype=np.int64) * len(batches)
+    cols |= pool_columns(cols)  # colocated: no separate prefill pool
+    keep = (cols["attention_dp"] == 1) | (cols["batch"] >= DP_ATTENTION_MIN_SEQS_PER_RANK * cols["attention_dp"])
+    group_id = np.repeat(np.arange(len(groups), dtype=np.int64), len(batches))[keep]
+    return {k: v[keep] for k, v in cols.items()}, np.flatnonzero(np.diff(group_id, prepend=-1)).astype(np.int64)
+
+
+DP_ATTENTION_MIN_SEQS_PER_RANK = 8
+"""Data-parallel attention rows start at 8 sequences per DP rank: it pays off for large batches, where TP attention
+would replicate the MLA cache on every rank (SGLang docs, 'DP, DPA and sgl-router'; Ray Serve LLM, 'Data parallel
+attention': high-throughput, KV-limited serving). A search bound (assumption), not a physical limit."""
+
+
+def dp_attention_values(scenario: Scenario, model: ModelSpec, node: int) -> list[tuple[int, int]]:
+    """(tp, attention_dp) pairs of MoE replicas with data-parallel attention (attention_dp > 1), as SGLang and
+    TensorRT-LLM serve DeepSeek-V3 (DeepSeek-V3 report, arXiv:2412.19437, Sec. 3.4): tp cards in whole nodes, routed
+    experts split over all of them (tp divides the experts; across nodes the all-to-all uses the NIC), attention TP =
+    tp / attention_dp dividing the heads and within one node. Dense models: none."""
+    if not model.is_moe:
+        return []
+    allowed = scenario.search.tp or tuple(2**i for i in range(7))
+    dps = scenario.search.attention_dp or tuple(2**i for i in range(1, 7))
+    return [(tp, dp) for tp in sorted(set(allowed)) for dp in sorted(set(dps)) if dp > 1 and tp % dp == 0 and whole_nodes(tp, node)
+            and model.n_routed_experts % tp == 0 and model.num_heads % (tp // dp) == 0 and tp // dp <= node]
+
+
+DISAGGREGATED_PREFILL_CANDIDATES = 2
+"""Prefill replica layouts per (GPU, precisions) that are paired into disaggregated units (the fewest GPUs for the load)."""
+DISAGGREGATED_DECODE_CANDIDATES = 2
+"""Decode replica layouts per (GPU, precisions) that are paired into disaggregated units."""
+PREFILL_BATCH_CAP = 16
+"""Largest batch (prompts held at once) considered for a prefill replica: prompts leave after their first token, so a
+prefill replica holds few at a time and a larger batch only takes KV memory."""
+
+
+def disaggregation_searched(scenario: Scenario) -> bool:
+    """Disaggregated units are searched when allowed (`search.disaggregated`) and the load is a request rate (a
+    tokens/s target is one), not a closed loop of users or a concurrency target."""
+    workload = scenario.workload
+    assert isinstance(workload, InferenceWorkload)
+    return True in scenario.search.disaggregated and workload.resolved_traffic().request_rate_rps is not None and not workload.concurrent_sequences
+
+
+def _best_per_group(score: np.ndarray, gpus: np.ndarray, batch: np.ndarray, group: np.ndarray, keep: int) -> np.ndarray:
+    """Indices of the `keep` rows with the lowest score (then fewer GPUs, smaller batch, earlier row) in each group; score 0 = none."""
+    order = np.lexsort((np.arange(len(score)), batch, gpus, score, group))
+    order = order[score[order] > 0]
+    chosen, count, last = [], 0, None
+    for i in order:
+        count = count + 1 if group[i] == last else 1
+        last = group[i]
+        if count <= keep:
+            chosen.append(i)
+    return np.array(chosen, dtype=np.int64)
+
+
+def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, gpu: GpuSpec, node: int, table: Table) -> Table | None:
+    """Disaggregated units (x prefill + y decode replicas, DistServe) on one GPU type, from its fitting colocated rows.
+
+    The search stays bounded: per (weight, KV precision) the rows are scored alone, as a prefill
+    replica (the fewest GPUs, x x tp x pp, of prompt-only replicas meeting the TTFT SLO less a
+    transfer over one NIC; per TP and PP the largest batch up to PREFILL_BATCH_CAP) and as a decode replica (the fewest
+    GPUs, y x tp x pp, of decode-only replicas meeting the TPOT SLO); the best
+    DISAGGREGATED_PREFILL_CANDIDATES x DISAGGREGATED_DECODE_CANDIDATES pairs are then sized
+    together (`perf.size_disaggregated_pools`, whose transfer depends on the pair) and scored by
+    the evaluator (`perf.disaggregated_perf_columns`). The pools are sized independently, so the
+    best pair is among these unless the transfer link changes the order.
+    """
+    from planner import serving
+    from planner.perf import MAX_REPLICAS, prefill_cost_columns, serving_cost_columns, size_disaggregated_pools
+
+    workload = scenario.workload
+    assert isinstance(workload, InferenceWorkload)
+    table = table.take(pool_columns(table.layout)["attention_dp"] == 1)  # pools pair TP-attention replicas
+    if not len(table):
+        return None
+    traffic = workload.resolved_traffic()
+    lay, mem = table.layout, table.memory
+    rate = float(traffic.request_rate_rps)  # type: ignore[arg-type]
+    p_mean, o_mean = traffic.prompt.mean_tokens(), traffic.output.mean_tokens()
+    gpus = (lay["tp"] * lay["pp"]).astype(np.int64)
+    group = lay["weight_precision"] * len(KV_PRECISIONS) + lay["kv_precision"]
+    # one prefill candidate per (TP, PP, precisions): its largest fitting batch up to PREFILL_BATCH_CAP
+    shape = (lay["tp"] * 1000 + lay["pp"]) * 100 + group
+    capped = np.nonzero(lay["batch"] <= PREFILL_BATCH_CAP)[0]
+    order = capped[np.lexsort((-lay["batch"][capped], shape[capped]))]
+    small = np.sort(order[np.unique(shape[order], return_index=True)[1]])
+    pick = lambda c, rows: {k: v[rows] for k, v in c.items()}  # noqa: E731
+    x_alone = np.zeros(len(table), dtype=np.int64)
+    if len(small):
+        base = {k: lay[k][small] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas")}
+        pcost = prefill_cost_columns(model, workload, gpu, assumptions, base, pick(mem, small), node)
+        move = serving.kv_transfer_s(p_mean, mem["kv_bytes_per_token"][small], gpu.network_gbps_per_gpu)
+        x_alone[small] = serving.prefill_replicas_needed(pcost, rate, p_mean, move, percentile=traffic.slo.percentile,
+                                                         ttft_slo_s=traffic.slo.ttft_s, max_replicas=MAX_REPLICAS,
+                                                         prefix_hit_rate=traffic.prefix_cache_hit_rate)
+    base = {k: lay[k] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas")}
+    dcost = serving_cost_columns(model, workload, gpu, assumptions, base, mem, node)
+    y_alone = serving.decode_replicas_needed(dcost, rate, p_mean, o_mean, percentile=traffic.slo.percentile, tpot_slo_s=traffic.slo.tpot_s,
+                                             max_replicas=MAX_REPLICAS, tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens)
+    prefill = _best_per_group(x_alone * gpus, gpus, lay["batch"], group, DISAGGREGATED_PREFILL_CANDIDATES)
+    decode = _best_per_group(y_alone * gpus, gpus, lay["batch"], group, DISAGGREGATED_DECODE_CANDIDATES)
+    pairs = [(i, j) for j in decode for i in prefill if group[i] == group[j]]
+    if not pairs:
+        return None
+    p_rows, d_rows = np.array([i for i, _ in pairs]), np.array([j for _, j in pairs])
+    cols = {k: lay[k][d_rows] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch")}
+    ones = np.ones(len(pairs), dtype=np.int64)
+    cols |= {"replicas": ones, "prefill_replicas": ones, "decode_replicas": ones, "attention_dp": ones, "prefill_tp": lay["tp"][p_rows],
+             "prefill_pp": lay["pp"][p_rows], "prefill_batch": lay["batch"][p_rows]}
+    units = inference_table(model, workload, gpu, assumptions, None, cols, node)
+    x, y = size_disaggregated_pools(model, workload, gpu, assumptions, units.layout, units.memory, node)
+    sized = (x > 0) & (y > 0)
+    if not sized.any():
+        return None
+    cols = {k: v[sized] for k, v in cols.items()} | {"prefill_replicas": x[sized].astype(np.int64), "decode_replicas": y[sized].astype(np.int64)}
+    units = inference_table(model, workload, gpu, assumptions, None, cols, node)
+    units = units.take(units.fits).with_perf()
+    return units.take(units.perf["replicas_needed"] > 0)
 
 
 # ---- building the space ---------------------------------------------------------------------
@@ -382,7 +503,16 @@ def _join(parts: list[Table]) -> Table:
 
 
 def _pruned(table: Table) -> Table:
-    return table.take(dominance_keep(dominance_values(table)))
+    """The rows `dominance_keep` keeps. Without a price, disaggregated serving units are kept and compared with nothing:
+    their cost depends on the instances each pool rents, not on their GPU count alone, so only the priced pruning
+    (`priced_table`) compares them."""
+    if table.training or table.price is not None:
+        return table.take(dominance_keep(dominance_values(table)))
+    split = pool_columns(table.layout)["prefill_replicas"] > 0
+    keep = split.copy()
+    colocated = np.nonzero(~split)[0]
+    keep[colocated] = dominance_keep(dominance_values(table.take(colocated)))
+    return table.take(keep)
 
 
 def evaluate_training_gpu(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, gpu: GpuSpec, node: int, prune: bool,
@@ -425,8 +555,13 @@ def evaluate_inference_gpu(scenario: Scenario, model: ModelSpec, assumptions: As
     out.structural_count = int(np.minimum(first_misfit + 1, sizes).sum())
     out.note_misfit(table, position == limit)
     table = table.take(position < limit).with_perf()
+    units = disaggregated_table(scenario, model, assumptions, gpu, node, table) if disaggregation_searched(scenario) else None
+    if False not in scenario.search.disaggregated:
+        table = table.take(np.zeros(len(table), dtype=bool))
     table = table.take(table.perf["replicas_needed"] > 0)  # stable under the load with some replica count
     table = replace(table, layout={**table.layout, "replicas": table.perf["replicas_needed"].astype(np.int64)}).priced(None)
+    if units is not None and len(units):
+        table = _join([table, units.priced(None)])
     out.table = (_pruned(table) if prune else table).with_row_ids()
     return out
 
@@ -473,6 +608,9 @@ def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, 
     """
     if not isinstance(scenario.workload, (TrainingWorkload, InferenceWorkload)):
         raise InputError("workload.kind: must be training or inference.")
+    if isinstance(scenario.workload, InferenceWorkload) and False not in scenario.search.disaggregated and not disaggregation_searched(scenario):
+        raise InputError("search.disaggregated: [true] alone needs a request rate or tokens/s target (a concurrency is served by "
+                         "colocated replicas); allowed: [false], [true, false].")
     space = Space(gpus=candidate_gpus(scenario), pruned=prune)
     priced = [(gpu, quote, node, table_key(scenario, model, assumptions, gpu, node, prune, explain))
               for gpu, quote, node in priced_gpus(scenario, space, assumptions)]
@@ -531,7 +669,7 @@ def dominance_values(table: Table) -> np.ndarray:
         time = table.cost["time_to_train_s"] if table.price else table.perf["time_to_train_s"]
         cost = table.cost["cost_usd"] if table.price else n * time / SECONDS_PER_HOUR
         return np.column_stack([n.astype(float), cost, time])
-    gpus = (lay["tp"] * lay["pp"]).astype(float)
+    gpus = serving_unit_gpus(lay).astype(float)
     per_replica_usd_h = table.cost["usd_per_hour"] / lay["replicas"] if table.price else gpus
     return np.column_stack([gpus, per_replica_usd_h, -table.perf["output_tokens_per_s"], -lay["batch"].astype(float),
                             table.perf["ttft_s"], table.perf["tpot_s"], table.perf["replicas_needed"].astype(float)])

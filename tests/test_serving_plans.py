@@ -29,6 +29,18 @@ def replay(scenario: Scenario, plan: InferenceEvaluation, requests: int, seed: i
     w = scenario.workload
     traffic = w.resolved_traffic()
     g = resolve_gpu(plan.layout.gpu)
+    if plan.layout.disaggregated:  # one prefill and one decode replica at their shares of the rate (tests/test_serving_layouts.py)
+        from planner.perf import serving_pool_costs
+
+        lay = plan.layout
+        pcost, dcost, move = serving_pool_costs(resolve_model(w.model), w, lay, g, scenario.resolved_assumptions(), node_size(scenario, g))
+        rng = np.random.default_rng(seed)
+        prompts, outputs = traffic.prompt.sample(requests, rng), traffic.output.sample(requests, rng)
+        fleet = traffic.request_rate_rps / lay.replicas
+        pre = simulate.poisson_requests(fleet / lay.prefill_replicas, requests, prompts, outputs, seed)
+        dec = simulate.poisson_requests(fleet / lay.decode_replicas, requests, prompts, outputs, seed + 1)
+        return simulate.simulate_disaggregated(pcost, dcost, pre, dec, move, tokens_per_step=traffic.tokens_per_step,
+                                               verify_tokens=traffic.verify_tokens, prefix_hit_rate=traffic.prefix_cache_hit_rate), fleet / lay.decode_replicas
     cost = serving_cost(resolve_model(w.model), w, plan.layout, g, scenario.resolved_assumptions(), node_size(scenario, g))
     fleet = traffic.request_rate_rps or plan.perf.request_rate_rps * plan.perf.replicas_needed
     rate = fleet / plan.layout.replicas
@@ -100,7 +112,8 @@ def random_scenario(rng: random.Random, i: int) -> dict:
         traffic["slo"]["ttft_s"] = round(rng.uniform(0.3, 3.0), 3)
     return {"name": f"random-serving-{i}", "workload": {"kind": "inference", "model": model, "traffic": traffic},
             "search": {"gpus": [rng.choice(GPUS)], "weight_precisions": ["bf16", "fp8"], "kv_precisions": ["bf16"], "pp": [1],
-                       "tp": [1, 2, 4, 8]},
+                       "tp": [1, 2, 4, 8], "disaggregated": [False], "attention_dp": [1]},  # colocated TP replicas: the load model
+            # under test here; disaggregated pools and DP attention are replayed in tests/test_serving_layouts.py
             "objective": rng.choice(["min_cost", "min_gpus"])}
 
 
