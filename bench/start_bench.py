@@ -1,0 +1,64 @@
+"""Benchmark: one-configuration commands answer in <= 0.5 s wall (issue #11, "fast start").
+
+Runs each command as a user would (a fresh `planner` process, so imports count) several times
+and prints the median and worst wall time: `planner memory` for a serving configuration (which
+runs the load-aware steady state of one replica), for a training configuration, and `planner
+validate` on a bundled scenario.
+
+Run: `.venv/bin/python bench/start_bench.py [--repeat N]` (a benchmark, not a test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+LIMIT_S = 0.5
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = (
+    ("memory, serving", ["memory", "--model", "deepseek-llm-7b", "--gpu", "RTX-4090", "--weights", "int8", "--batch", "4"]),
+    ("memory, serving MoE TP8", ["memory", "--model", "deepseek-v3", "--gpu", "H200", "--weights", "fp8", "--kv", "fp8", "--tp", "8",
+                                 "--batch", "64"]),
+    ("memory, training", ["memory", "--model", "deepseek-llm-67b", "--gpu", "H100", "--kind", "training", "--dp", "8", "--zero", "3"]),
+    ("validate", ["validate", "scenarios/deepseek-67b-serving-h100.yaml"]),
+)
+
+
+def planner_executable() -> list[str]:
+    """The installed console script next to this interpreter, else `python -m planner.cli`."""
+    script = Path(sys.executable).with_name("planner")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "planner.cli"]
+
+
+def wall_s(argv: list[str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 1):  # 1: a valid configuration that does not fit (memory) or has no plan
+        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=8, help="runs per command (the median is reported)")
+    args = parser.parse_args()
+    base = planner_executable()
+    ok = True
+    print(f"load average at start: {os.getloadavg()[0]:.2f}")
+    for name, argv in COMMANDS:
+        times = [wall_s(base + argv) for _ in range(args.repeat)]
+        median = statistics.median(times)
+        ok &= median <= LIMIT_S
+        print(f"{name:26s} median {median:.3f} s, worst {max(times):.3f} s over {args.repeat} runs "
+              f"({'ok' if median <= LIMIT_S else 'OVER'} the {LIMIT_S} s goal)")
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
