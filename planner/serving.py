@@ -341,11 +341,11 @@ class SteadyState:
     prefill_iteration_share: Array
     """Share of iterations that carry a prefill chunk."""
     prefill_utilisation: Array
-    """Share of the prefill capacity (chunk budget) in use: the M/G/1 rho of TTFT queueing."""
+    """rate x marginal time of a prompt in a chunk: the branching factor rho of the iteration chain (`_prefill_cycles`)."""
     kv_tokens_in_use: Array
 
 
-CHAIN_REFINEMENTS = 6
+CHAIN_REFINEMENTS = 3
 """Fixed-point steps from the fluid iteration time to the iteration chain's mean (`steady_state`)."""
 
 
@@ -363,7 +363,7 @@ def _decode_terms(cost: IterationCost, t: Array, rate: Array, prompt: Array, out
 
 
 def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
-               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 34) -> tuple[Array, ...]:
+               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 22) -> tuple[Array, ...]:
     """Bisection for the mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`)."""
 
     def terms(t: Array) -> tuple[Array, ...]:
@@ -479,7 +479,8 @@ def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_mome
     A tagged prompt (Poisson arrivals see time averages, Wolff 1982) lands in an iteration of size-biased length T*
     (density T f(T) / E[T], Feller 1971 Vol. II, Sec. I.4 / Kleinrock 1975 Vol. 1 Sec. 5.2), waits its residual
     U T*, then runs in the next iteration with the prompts that arrived during T*:
-    TTFT = own + U T* + s Y(T*). With share q_p = E[T 1{prefill}] / E[T] of time in prefill iterations:
+    TTFT = own + U T* + s Y(T*); E[U T*] = E[T^2] / (2 E[T]) is the residual term of the Pollaczek-Khinchine mean
+    (Kleinrock 1975, Vol. 1, Eq. 5.105 with the iteration as the unit of service). With share q_p = E[T 1{prefill}] / E[T] of time in prefill iterations:
     decode-only arrivals (T* = t_d) wait U(0, t_d (1 + 2 rho)) (mean t_d (1/2 + rho)); prefill arrivals wait X with
     E[X] = E[T*] (1/2 + rho) and Var X = E[T*^2] / 12 + s^2 rate a2 E[T*] + (1/2 + rho)^2 Var T*, where
     E[T*^j] = E[T^(j+1) 1{prefill}] / E[T 1{prefill}], fitted by a gamma distribution (two-moment fit, as Whitt 1982,
@@ -548,7 +549,7 @@ def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_mome
                          iteration_var_s2=np.maximum(m2 - m1**2, 0.0))
 
 
-def _ttft_quantile(cycles: PrefillCycles, q: float, iterations: int = 30) -> Array:
+def _ttft_quantile(cycles: PrefillCycles, q: float, iterations: int = 24) -> Array:
     """q-quantile of own + W, W ~ idle 0 + (1 - share - idle) [U(0, t_d) + join x Bernoulli] + share Gamma(mean, var) (bisection on the CDF)."""
     share, width, join, pj = cycles.prefill_time_share, cycles.decode_iteration_s, cycles.join_s, cycles.join_probability
     shape = cycles.prefill_wait_mean_s**2 / cycles.prefill_wait_var_s2
@@ -567,31 +568,42 @@ def _ttft_quantile(cycles: PrefillCycles, q: float, iterations: int = 30) -> Arr
 def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
                  prompt_second_moment: ArrayLike | None = None, prefix_hit_rate: ArrayLike = 0.0,
                  tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0, pipelined: bool = True,
-                 percentiles: bool = True) -> SteadyState:
+                 percentiles: bool | tuple[int, ...] = True) -> SteadyState:
     """TTFT, ITL, in-flight sequences and throughput of one colocated replica at `rate_rps` (Poisson arrivals).
 
-    Fixed point (fluid, Little's law): decode sequences B = rate x O / tau x T, where T is the
-    mean iteration time and tau the tokens per decode step (1 without speculation). A share pi
-    of iterations carries prefill chunks (Sarathi-Serve Sec. 4.2: decodes first, then chunks
-    up to the budget C - B): with chunk c0 = min(C - B, (1 + rate t_1) P) (t_1: an iteration
-    with one prompt; prompts arriving meanwhile join), pi = rate P T / c0; once pi reaches
-    1 every iteration carries rate P T prefill tokens. T = pi t_p + (1 - pi) t_d, with t_d,
-    t_p the iteration times without and with a chunk (`iteration_time_s`). Infeasible (not a
-    number) when no fixed point exists below the KV capacity (P + O tokens reserved per
-    sequence, TensorRT-LLM's GUARANTEED_NO_EVICT policy), max_sequences, or the chunk budget.
+    Engine: each iteration runs one step of every decoding sequence, then prompt chunks FCFS up to
+    the budget C - B (Sarathi-Serve, Agrawal et al. 2024, OSDI, Sec. 4.2-4.3; vLLM V1 scheduler
+    with chunked prefill, docs.vllm.ai "Optimization and Tuning: chunked prefill"); prompts that
+    arrive during an iteration are admitted at the next boundary; a prompt's first token comes at
+    the end of the iteration that finishes it (what `planner.simulate` replays).
 
-    ITL percentiles: the two-point mixture {t_d w.p. 1 - pi, t_p w.p. pi} (each iteration gives
-    every decode sequence one step). TTFT = half a decode-only iteration when arriving in one
-    (renewal residual) + queueing for prefill + ceil(P / (C - B)) chunk iterations of the prompt
-    (with the decode batch). Queueing: M/G/1 on prefill work (Pollaczek-Khinchine, Kleinrock
-    1975 Vol. 1 Eq. 5.105); prompts arriving during a prefill iteration join the next one
-    (chunk (1 + rate t_1) P up to the budget), so the service per prompt is P t_p / chunk and
-    rho = rate E[S] is the share of time spent in prefill. Wait percentiles: W = 0 with
-    probability 1 - rho, else the residual of the prompt in service, uniform on
-    [0, E[S^2]/E[S]], plus an exponential queue with the remaining mean (Kingman's
-    heavy-traffic exponential tail); the M/G/1 mean is kept exactly. The decode-iteration
-    residual enters p50 at its mean and p90/p99 at its maximum. Prefix-cache
-    hits remove a share of the prompt from prefill (not from the KV footprint).
+    1. Fluid start and stability (Little's law): decode sequences B = rate x O / tau x T (T the
+       mean iteration time, tau tokens per decode step); pi = rate P T / c0 iterations carry a
+       chunk c0 = min(C - B, (1 + rate t_1) P); T = pi t_p + (1 - pi) t_d (bisection,
+       `_solve_itl`). Infeasible (not a number) when no fixed point exists below the KV capacity
+       (P + O tokens reserved per sequence, TensorRT-LLM's GUARANTEED_NO_EVICT policy),
+       max_sequences, or the chunk budget, or when prefill work alone fills the time.
+    2. Iteration chain (`_prefill_cycles`): the lengths of successive iterations form a
+       branching process with immigration (prompts arriving during one iteration make the next
+       one longer); its stationary E[T] replaces the fluid T (fixed point in B, Aitken-
+       accelerated), giving ITL mean = E[T], B and throughput = B tau / E[T] (consistent by
+       construction), the share of iterations that carry prompts, and TTFT: own chunk
+       iterations + the residual of the iteration in progress at arrival (size-biased,
+       Kleinrock 1975 Vol. 1 Sec. 5.2) + the prompts that join the same chunk. TTFT
+       percentiles: the CDF of that mixture (idle engine / decode-only iteration / prefill
+       iteration with a gamma-fitted wait), inverted by bisection (`_ttft_quantile`). This
+       replaces the M/G/1 (Pollaczek-Khinchine) view of prefill work, which has the same mean
+       when prompts are served one at a time but misses that prompts batched into one
+       iteration all finish at its end.
+    3. ITL percentiles: a token waits one iteration: decode-only (share 1 - pi) with the
+       size-biased, over-dispersed decode batch (gamma), or one carrying chunks (the chain's
+       prefill-iteration length, gamma); tails take pi x `cost.itl_tail_share_margin`
+       (assumption `serving_itl_tail_share_margin`), since p90/p99 jump to the prefill
+       iteration once its token share passes 1 - q.
+
+    Prefix-cache hits remove a share of the prompt from prefill (not from the KV footprint).
+    `percentiles`: True for p50/p90/p99, a tuple of percentiles (e.g. (90,)) for those only,
+    False for means and feasibility only (rate searches); the others are not a number.
     """
     rate = _f(rate_rps)
     prompt_all, output = _f(prompt_tokens), _f(output_tokens)
@@ -607,14 +619,23 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     # bursts; the iteration chain of `_prefill_cycles` gives E[T] for a given decode batch, and B = rate O / tau E[T]
     # closes the loop (fixed-point iteration from the fluid T, which is below it).
     share = np.clip(pi, 1e-6, 1.0)
+    history: list[Array] = []
     for step in range(CHAIN_REFINEMENTS + 1):
         decode, ctx, budget, t_d, t_one = _decode_terms(cost, t, rate, prompt, output, tau, verify, pipelined)
         own = np.ceil(prompt / budget) * t_one  # the prompt's own chunk iterations
         cycles = _prefill_cycles(cost, rate, prompt, moment2, decode, ctx, budget, t_d, own, verify, pipelined, p_start=share,
-                                 iterations=4 if step else 12)
+                                 iterations=3 if step else 8)
         share = cycles.prefill_iteration_share
         if step < CHAIN_REFINEMENTS:
-            t = np.where(np.isfinite(cycles.iteration_mean_s) & (cycles.utilisation < 1.0), np.maximum(cycles.iteration_mean_s, t), t)
+            good = np.isfinite(cycles.iteration_mean_s) & (cycles.utilisation < 1.0)
+            history.append(t)
+            t = np.where(good, np.maximum(cycles.iteration_mean_s, t), t)
+            if len(history) == 2:  # Aitken's delta-squared extrapolation of the monotone iteration (Burden & Faires, Sec. 2.5)
+                t0_, t1_ = history
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    jump = (t - t1_) ** 2 / (t - 2.0 * t1_ + t0_)
+                t = np.where(good & np.isfinite(jump) & (t - 2.0 * t1_ + t0_ < 0.0), t - jump, t)
+                history = []
     rho = cycles.utilisation
     feasible = feasible & (rho < 1.0)
     ttft_mean = cycles.ttft_mean_s
@@ -623,8 +644,10 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
         chunk = np.clip(rate * prompt * cycles.iteration_mean_s / share, np.minimum(prompt, budget), budget)
     t_p = iteration_time_s(cost, decode, ctx, chunk, chunk * prompt / 2.0, verify, pipelined)
 
+    wanted = (50, 90, 99) if percentiles is True else tuple(percentiles or ())
+
     def ttft_q(q: float) -> Array:
-        if not percentiles:  # feasibility and means only (rate searches)
+        if round(q * 100) not in wanted:  # feasibility and means only (rate searches), or another percentile
             return np.full_like(rho, np.nan)
         return _ttft_quantile(cycles, q)
 
@@ -653,14 +676,14 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     shape_p, scale_p = mean_p**2 / np.maximum(var_p, 1e-30), np.maximum(var_p, 1e-30) / np.maximum(mean_p, 1e-300)
 
     def itl_q(q: float) -> Array:
-        if not percentiles:
+        if round(q * 100) not in wanted:
             return np.full_like(rho, np.nan)
         lo = np.zeros_like(t)
         hi = np.maximum(t_d + slope_d * np.maximum(_gamma_quantile(q, shape_b + 1.0, theta_b) - decode, 0.0), _gamma_quantile(q, shape_p, scale_p))
         hi = np.maximum(hi, t_d)
         # tails: the token-weighted share of prefill iterations, which the percentile jumps across, x the margin
         share = pi if q <= 0.5 else np.minimum(pi * _f(cost.itl_tail_share_margin), 1.0)
-        for _ in range(30):
+        for _ in range(24):
             mid = 0.5 * (lo + hi)
             decode_cdf = _gamma_cdf((mid - t_d) / slope_d + decode, shape_b + 1.0, theta_b)
             below = (1.0 - share) * decode_cdf + share * _gamma_cdf(mid, shape_p, scale_p) < q
@@ -828,7 +851,7 @@ def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: Arr
     tau = _f(kwargs.get("tokens_per_step", 1.0))  # type: ignore[arg-type]
 
     def ok(n: Array) -> NDArray[np.bool_]:
-        state = steady_state(cost, _f(rate_rps) / n, prompt_tokens, output_tokens, percentiles=ttft_slo_s is not None or tpot_slo_s is not None,
+        state = steady_state(cost, _f(rate_rps) / n, prompt_tokens, output_tokens, percentiles=(percentile,) if ttft_slo_s is not None or tpot_slo_s is not None else False,
                              **kwargs)  # type: ignore[arg-type]
         good = np.asarray(state.feasible, dtype=bool).copy()
         if ttft_slo_s is not None:

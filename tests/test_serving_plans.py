@@ -62,7 +62,7 @@ def test_bundled_serving_plan_is_consistent_and_meets_its_slos_in_simulation(nam
     assert perf.output_tokens_per_s * perf.itl_mean_s / tau == pytest.approx(perf.decode_seqs_in_flight, rel=0.01)
     assert plan.layout.replicas >= perf.replicas_needed >= 1
     assert perf.tpot_s <= (scenario.workload.slo.tpot_s or math.inf)
-    sim, _ = replay(scenario, plan, 1500, seed=0)
+    sim, _ = replay(scenario, plan, REPLAY_REQUESTS, seed=0)
     assert sim.output_tokens_per_s * sim.itl_mean_s == pytest.approx(sim.decode_seqs_in_flight, rel=0.01)
     assert not meets_in_simulation(scenario, sim), name
     if perf.utilisation > 0.8:  # the 15% agreement is claimed up to 80% of the stable rate
@@ -70,9 +70,8 @@ def test_bundled_serving_plan_is_consistent_and_meets_its_slos_in_simulation(nam
     assert perf.tpot_p50_s * tau == pytest.approx(sim.itl_p50_s, rel=0.15)
     if scenario.workload.resolved_traffic().request_rate_rps is not None:
         # a closed loop of N users (concurrency-stated) never queues more than N; the Poisson replay at its rate does,
-        # so TTFT is compared for rate-stated loads only; the M/G/1 prefill wait is high by up to ~20% when prompts
-        # batch into one prefill iteration (README, "How close")
-        assert perf.ttft_p50_s == pytest.approx(sim.ttft_p50_s, rel=0.25)
+        # so TTFT is compared for rate-stated loads only
+        assert perf.ttft_p50_s == pytest.approx(sim.ttft_p50_s, rel=0.15)
 
 
 def test_the_chat_scenario_gets_enough_gpus_for_its_tpot() -> None:
@@ -104,9 +103,10 @@ def random_scenario(rng: random.Random, i: int) -> dict:
             "objective": rng.choice(["min_cost", "min_gpus"])}
 
 
-REPLAY_REQUESTS = 3000
+REPLAY_REQUESTS = 20_000
 """Requests replayed per plan: enough that the simulated p90 of a replica at up to 80% load is not sampling noise (with
-600 requests, the p90 inter-token latency of a small batch moves by ~15% between seeds)."""
+600 requests the p90 inter-token latency of a small batch moves by ~15% between seeds, with 3,000 the p90 TTFT of a
+busy replica by ~10%: random-serving-45, 1.13 s with 3,000 requests, 1.02 s with 20,000 for two seeds, model 1.02 s)."""
 
 
 def _over(scenario: Scenario, sim: simulate.SimResult, key: str) -> float:
@@ -154,7 +154,7 @@ def test_plans_of_30_random_serving_scenarios_meet_their_slos_in_simulation() ->
           f"worst {max(abs(e) for e in ttft_err):.1%}, median {float(np.median(np.abs(ttft_err))):.1%}")
     assert not missed, text  # every plan meets its SLOs at their percentile in simulation, no slack
     assert max(abs(e) for e in itl_err) <= 0.15, text
-    assert max(abs(e) for e in ttft_err) <= 0.25, text
+    assert max(abs(e) for e in ttft_err) <= 0.15, text
     assert float(np.median(np.abs(ttft_err))) <= 0.05, text
 
 
