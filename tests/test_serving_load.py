@@ -193,9 +193,9 @@ def random_cases(count: int, seed: int) -> tuple[list[str], serving.IterationCos
     return names, stacked, prompt_a, output_a, rates
 
 
-SIM_REQUESTS = 2000
+SIM_REQUESTS = 10_000
 """Requests replayed per random scenario: with 600 the simulated p50 of a replica at 70-80% load moves by ~10% between
-seeds (sampling noise of the reference, not model error)."""
+seeds, with 2,000 by up to ~10% still (sampling noise of the reference, not model error)."""
 
 
 def test_analytic_p50_ttft_and_itl_match_the_simulator_on_30_random_scenarios() -> None:
@@ -218,8 +218,9 @@ def test_analytic_p50_ttft_and_itl_match_the_simulator_on_30_random_scenarios() 
     assert np.abs(errors[:, 0]).max() <= 0.15, report
     assert np.abs(errors[:, 1]).max() <= 0.15, report
     assert np.abs(errors[:, 2]).max() <= 0.15, report  # mean TTFT (the M_1 of the iteration chain)
-    # the tails come from the same chain: p90 and p99 TTFT within 25% (sampling noise of the simulated p99 included)
-    assert np.abs(errors[:, 3:]).max() <= 0.25, report
+    # the tails come from the same chain: p90 TTFT within 15%, p99 within 20%
+    assert np.abs(errors[:, 3]).max() <= 0.15, report
+    assert np.abs(errors[:, 4]).max() <= 0.20, report
 
 
 def test_simulated_sequences_in_flight_match_littles_law() -> None:
