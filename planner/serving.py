@@ -481,7 +481,9 @@ def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_mome
     U T*, then runs in the next iteration with the prompts that arrived during T*:
     TTFT = own + U T* + s Y(T*); E[U T*] = E[T^2] / (2 E[T]) is the residual term of the Pollaczek-Khinchine mean
     (Kleinrock 1975, Vol. 1, Eq. 5.105 with the iteration as the unit of service). With share q_p = E[T 1{prefill}] / E[T] of time in prefill iterations:
-    decode-only arrivals (T* = t_d) wait U(0, t_d (1 + 2 rho)) (mean t_d (1/2 + rho)); prefill arrivals wait X with
+    decode-only arrivals (T* = t_d) wait U(0, t_d), plus s E[P] when another prompt arrived in the same iteration
+    (probability 1 - exp(-rate t_d)); an arrival to an idle engine (no decode batch: exp(-B), Poisson occupancy) waits
+    nothing; prefill arrivals wait X with
     E[X] = E[T*] (1/2 + rho) and Var X = E[T*^2] / 12 + s^2 rate a2 E[T*] + (1/2 + rho)^2 Var T*, where
     E[T*^j] = E[T^(j+1) 1{prefill}] / E[T 1{prefill}], fitted by a gamma distribution (two-moment fit, as Whitt 1982,
     'Approximating a point process by a renewal process', and the gamma fit of M/G/1 waits, Tijms 2003, A First
@@ -640,9 +642,6 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     feasible = feasible & (rho < 1.0)
     ttft_mean = cycles.ttft_mean_s
     pi = share
-    with np.errstate(divide="ignore", invalid="ignore"):
-        chunk = np.clip(rate * prompt * cycles.iteration_mean_s / share, np.minimum(prompt, budget), budget)
-    t_p = iteration_time_s(cost, decode, ctx, chunk, chunk * prompt / 2.0, verify, pipelined)
 
     wanted = (50, 90, 99) if percentiles is True else tuple(percentiles or ())
 
