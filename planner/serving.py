@@ -363,7 +363,7 @@ def _decode_terms(cost: IterationCost, t: Array, rate: Array, prompt: Array, out
 
 
 def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
-               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 22) -> tuple[Array, ...]:
+               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 16) -> tuple[Array, ...]:
     """Bisection for the mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`)."""
 
     def terms(t: Array) -> tuple[Array, ...]:
@@ -663,13 +663,19 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     shape_b = np.maximum(decode, 1e-9) / theta_b
 
     # ITL percentiles: a token waits one iteration; iterations are decode-only (share 1 - p of the chain) with the
-    # size-biased batch, t_d linear in it (secant from B to its 99th percentile), or carry prompt chunks, with the
-    # chain's prefill-iteration length (mean and variance from M1, M2, plus the batch's share), fitted by a gamma.
-    # The q-quantile of that mixture by bisection on its CDF.
-    n_hi = np.maximum(_gamma_quantile(0.99, shape_b + 1.0, theta_b), decode + 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        td_hi = iteration_time_s(cost, n_hi, ctx * np.where(decode > 0, n_hi / decode, 1.0), 0.0, 0.0, verify, pipelined)
-    slope_d = np.maximum((td_hi - t_d) / (n_hi - decode), 1e-15)
+    # size-biased batch, t_d linear in it (secant from max(1, B) to its 99th percentile), or carry prompt chunks, with
+    # the chain's prefill-iteration length (mean and variance from M1, M2, plus the batch's share), fitted by a gamma.
+    # The batch a token sees is itself + the others: 1 + X, X gamma with the size-biased mean minus 1 (for Poisson
+    # occupancy 1 + Poisson(B)). The q-quantile of that mixture by bisection on its CDF.
+    others_mean = np.maximum(decode + theta_b - 1.0, 1e-9)
+    others_var = (shape_b + 1.0) * theta_b**2
+    shape_x, scale_x = others_mean**2 / others_var, others_var / others_mean
+    per_seq_ctx = prompt + output / 2.0
+    n_a = np.maximum(decode, 1.0)
+    n_hi = np.maximum(1.0 + _gamma_quantile(0.99, shape_x, scale_x), n_a + 1.0)
+    td_a = iteration_time_s(cost, n_a, n_a * per_seq_ctx, 0.0, 0.0, verify, pipelined)
+    td_hi = iteration_time_s(cost, n_hi, n_hi * per_seq_ctx, 0.0, 0.0, verify, pipelined)
+    slope_d = np.maximum((td_hi - td_a) / (n_hi - n_a), 1e-15)
     mean_p = cycles.prefill_iteration_mean_s
     var_p = cycles.prefill_iteration_var_s2 + slope_d**2 * var_b
     shape_p, scale_p = mean_p**2 / np.maximum(var_p, 1e-30), np.maximum(var_p, 1e-30) / np.maximum(mean_p, 1e-300)
@@ -678,13 +684,14 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
         if round(q * 100) not in wanted:
             return np.full_like(rho, np.nan)
         lo = np.zeros_like(t)
-        hi = np.maximum(t_d + slope_d * np.maximum(_gamma_quantile(q, shape_b + 1.0, theta_b) - decode, 0.0), _gamma_quantile(q, shape_p, scale_p))
-        hi = np.maximum(hi, t_d)
+        hi = np.maximum(td_a + slope_d * np.maximum(1.0 + _gamma_quantile(q, shape_x, scale_x) - n_a, 0.0), _gamma_quantile(q, shape_p, scale_p))
+        hi = np.maximum(hi, td_a)
         # tails: the token-weighted share of prefill iterations, which the percentile jumps across, x the margin
         share = pi if q <= 0.5 else np.minimum(pi * _f(cost.itl_tail_share_margin), 1.0)
         for _ in range(24):
             mid = 0.5 * (lo + hi)
-            decode_cdf = _gamma_cdf((mid - t_d) / slope_d + decode, shape_b + 1.0, theta_b)
+            others = (mid - td_a) / slope_d + n_a - 1.0
+            decode_cdf = np.where(others < 0.0, 0.0, _gamma_cdf(others, shape_x, scale_x))  # a token's batch holds itself
             below = (1.0 - share) * decode_cdf + share * _gamma_cdf(mid, shape_p, scale_p) < q
             lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
         return hi
