@@ -622,10 +622,12 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     # closes the loop (fixed-point iteration from the fluid T, which is below it).
     share = np.clip(pi, 1e-6, 1.0)
     history: list[Array] = []
+    work = np.maximum(prompt, 1.0)  # a fully cached prompt still runs one token to sample from (as `planner.simulate`)
+    moment2 = np.maximum(moment2, work**2)
     for step in range(CHAIN_REFINEMENTS + 1):
-        decode, ctx, budget, t_d, t_one = _decode_terms(cost, t, rate, prompt, output, tau, verify, pipelined)
-        own = np.ceil(prompt / budget) * t_one  # the prompt's own chunk iterations
-        cycles = _prefill_cycles(cost, rate, prompt, moment2, decode, ctx, budget, t_d, own, verify, pipelined, p_start=share,
+        decode, ctx, budget, t_d, t_one = _decode_terms(cost, t, rate, work, output, tau, verify, pipelined)
+        own = np.ceil(work / budget) * t_one  # the prompt's own chunk iterations
+        cycles = _prefill_cycles(cost, rate, work, moment2, decode, ctx, budget, t_d, own, verify, pipelined, p_start=share,
                                  iterations=3 if step else 8)
         share = cycles.prefill_iteration_share
         if step < CHAIN_REFINEMENTS:
