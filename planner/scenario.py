@@ -90,6 +90,7 @@ class Assumptions(BaseModel):
     price_stale_after_days: int = Field(gt=0, description="Price rows older than this many days are flagged as stale.")
     hosting_usd_per_kw_month: float = Field(ge=0, description="Colocation of owned servers, USD per kW of wall power per month.")
     engine_overhead_s: float = Field(ge=0, description="Serving engine's scheduler/sampler time per iteration, seconds.")
+    serving_itl_tail_share_margin: float = Field(ge=1, description="Tail ITL percentiles: share of prefill iterations x this margin.")
     serving_allreduce_latency_s: float = Field(ge=0, description="Latency of one small decode all-reduce (one-shot, in a node), seconds.")
     serving_oneshot_max_bytes: float = Field(ge=0, description="Largest all-reduce message the one-shot kernel takes, bytes.")
     serving_custom_allreduce_max_bytes: float = Field(gt=0, description="Largest message of the custom all-reduce; above it NCCL ring latency, bytes.")

@@ -37,9 +37,6 @@ from planner.units import FLOPS_PER_TFLOP
 
 Array = NDArray[np.float64]
 
-ITL_TAIL_GUARD = 0.5
-"""Tail ITL percentiles switch to the prefill-iteration time at pi >= ITL_TAIL_GUARD x (1 - q) (see `steady_state`)."""
-
 SLOT_STAFFING_BETA = 2.33
 """Halfin-Whitt staffing margin for sequence slots: P(wait for a slot) ~ 1% (Halfin & Whitt 1981, Eq. 1, alpha(2.33))."""
 
@@ -94,6 +91,8 @@ class IterationCost:
     """KV-cache tokens the replica holds (whole blocks after weights, workspace and reserve)."""
     max_sequences: ArrayLike
     """Scheduler cap on running sequences (vLLM max_num_seqs)."""
+    itl_tail_share_margin: ArrayLike = 1.0
+    """Tail ITL percentiles take the share of prefill iterations x this (assumption `serving_itl_tail_share_margin`)."""
 
     def take(self, index: int) -> IterationCost:
         """The coefficients of one layout as floats (for the simulator)."""
@@ -230,6 +229,7 @@ def iteration_cost_columns(model: ModelSpec, assumptions: Assumptions, *, tp: Ar
         chunk_tokens=float(assumptions.prefill_chunk_tokens),
         kv_capacity_tokens=_f(kv_capacity_tokens),
         max_sequences=_f(max_sequences),
+        itl_tail_share_margin=float(assumptions.serving_itl_tail_share_margin),
     )
 
 
@@ -293,6 +293,7 @@ def moe_iteration_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions,
         chunk_tokens=float(assumptions.prefill_chunk_tokens * attention_dp),
         kv_capacity_tokens=float(kv_tokens),
         max_sequences=float(max_sequences_per_dp_rank * attention_dp),
+        itl_tail_share_margin=float(assumptions.serving_itl_tail_share_margin),
     )
 
 
@@ -341,12 +342,29 @@ class SteadyState:
     prefill_iteration_share: Array
     """Share of iterations that carry a prefill chunk."""
     prefill_utilisation: Array
-    """Share of the prefill capacity (chunk budget) in use: the M/G/1 rho of TTFT queueing."""
+    """rate x marginal time of a prompt in a chunk: the branching factor rho of the iteration chain (`_prefill_cycles`)."""
     kv_tokens_in_use: Array
 
 
+CHAIN_REFINEMENTS = 3
+"""Fixed-point steps from the fluid iteration time to the iteration chain's mean (`steady_state`)."""
+
+
+def _decode_terms(cost: IterationCost, t: Array, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
+                  pipelined: bool) -> tuple[Array, Array, Array, Array, Array]:
+    """At mean iteration time t: decode batch B = rate O / tau t (Little), its KV context, chunk budget C - B, the
+    decode-only iteration time and the iteration with one prompt chunk."""
+    decode = rate * output / tokens_per_step * t
+    ctx = decode * (prompt + output / 2.0)
+    budget = np.maximum(_f(cost.chunk_tokens) - decode * verify_tokens, 1e-9)
+    one = np.minimum(prompt, budget)
+    t_d = iteration_time_s(cost, decode, ctx, 0.0, 0.0, verify_tokens, pipelined)
+    t_one = iteration_time_s(cost, decode, ctx, one, one * prompt / 2.0, verify_tokens, pipelined)
+    return decode, ctx, budget, t_d, t_one
+
+
 def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
-               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 34) -> tuple[Array, ...]:
+               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 16) -> tuple[Array, ...]:
     """Bisection for the mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`)."""
 
     def terms(t: Array) -> tuple[Array, ...]:
@@ -385,53 +403,210 @@ def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, t
     return (feasible, t, *terms(t))
 
 
-def _uniform_plus_exponential_quantile(q: Array, width: Array, mean: Array, iterations: int = 50) -> Array:
-    """Quantile of U(0, width) + Exp(mean), by bisection on its closed-form CDF."""
-    q = np.clip(q, 0.0, 1.0 - 1e-12)
+def _normal_cdf(z: Array) -> Array:
+    """Standard normal CDF via erf of Abramowitz & Stegun 1964, Eq. 7.1.26 (absolute error < 1.5e-7)."""
+    x = np.abs(z) / math.sqrt(2.0)
+    u = 1.0 / (1.0 + 0.3275911 * x)
+    poly = u * (0.254829592 + u * (-0.284496736 + u * (1.421413741 + u * (-1.453152027 + u * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-x * x)
+    return 0.5 * (1.0 + np.sign(z) * erf)
 
-    def cdf(w: Array) -> Array:
-        a = np.maximum(width, 1e-15)
-        inside = (w - mean * (1.0 - np.exp(-w / mean))) / a
-        beyond = 1.0 - mean * (np.exp(-np.maximum(w - a, 0.0) / mean) - np.exp(-w / mean)) / a
-        return np.where(w < a, inside, beyond)
 
-    lo = np.zeros_like(q)
-    hi = width + mean * (np.log(1.0 / (1.0 - q)) + 1.0)
+def _gamma_cdf(x: Array, shape: Array, scale: Array) -> Array:
+    """Gamma CDF by the Wilson-Hilferty cube-root normal approximation (Wilson & Hilferty 1931, PNAS 17; Johnson, Kotz &
+    Balakrishnan 1994, Continuous Univariate Distributions Vol. 1, Eq. 17.99)."""
+    c = 1.0 / (9.0 * shape)
+    return _normal_cdf((np.cbrt(np.maximum(x, 0.0) / (shape * scale)) - (1.0 - c)) / np.sqrt(c))
+
+
+def _gamma_quantile(q: float, shape: Array, scale: Array) -> Array:
+    """Inverse of `_gamma_cdf` (Wilson-Hilferty)."""
+    from statistics import NormalDist
+
+    c = 1.0 / (9.0 * shape)
+    return shape * scale * np.maximum(1.0 - c + NormalDist().inv_cdf(q) * np.sqrt(c), 0.0) ** 3
+
+
+@dataclass(frozen=True)
+class PrefillCycles:
+    """TTFT of a replica from its iteration cycles (see `_prefill_cycles`); numpy columns."""
+
+    own_s: Array
+    """The prompt's own chunk iterations with no other prompt in them."""
+    prefill_time_share: Array
+    """Share of time spent in iterations that carry prompt chunks (what a Poisson arrival sees, PASTA)."""
+    idle_share: Array
+    """Share of arrivals that find the engine idle (no decode batch, no prompt): they wait for nothing."""
+    utilisation: Array
+    """rate x marginal prefill time of a prompt (rate x s x E[P]): the branching factor of the cycle recursion."""
+    decode_iteration_s: Array
+    """An arrival during a decode-only iteration waits its residual U(0, t_d) ..."""
+    join_probability: Array
+    """... plus, with probability 1 - exp(-rate t_d), the marginal time of another prompt joining its chunk ..."""
+    join_s: Array
+    """... which is s x E[P]."""
+    prefill_wait_mean_s: Array
+    """Mean wait beyond `own_s` of an arrival during a prefill iteration."""
+    prefill_wait_var_s2: Array
+    """Its variance (the wait is fitted by a gamma distribution with this mean and variance)."""
+    ttft_mean_s: Array
+    prefill_iteration_share: Array
+    """Share of iterations that carry prompt chunks (the two-state chain's stationary probability)."""
+    prefill_iteration_mean_s: Array
+    """Mean length of an iteration that carries prompt chunks."""
+    prefill_iteration_var_s2: Array
+    """Its variance."""
+    iteration_mean_s: Array
+    """E[T] over iterations (the chain's stationary mean)."""
+    iteration_var_s2: Array
+    """Var T over iterations."""
+
+
+def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_moment2: Array, decode: Array, ctx: Array, budget: Array,
+                    t_d: Array, own: Array, verify: Array, pipelined: bool, p_start: Array | None = None, iterations: int = 12) -> PrefillCycles:
+    """TTFT of an engine that, at every iteration boundary, puts every waiting prompt into the next iteration's chunk.
+
+    The scheduler (vLLM V1 with chunked prefill, Sarathi-Serve Sec. 4.2-4.3; what `planner.simulate` replays)
+    admits the prompts that arrived during iteration k into iteration k+1, FCFS up to the budget C - B. The iteration
+    lengths form a Markov chain: T_{k+1} = t_d (decode only) when no prompt arrived during T_k, else
+    t_0 + s Y_k with Y_k the prompt tokens that arrived (compound Poisson with mean rate E[P] T_k), t_0 + s P the
+    iteration with one prompt and s the marginal time of a prompt token (secant of `iteration_time_s` from one prompt to
+    two, the roofline's compute slope once a chunk is compute-bound). This is a branching process with immigration
+    (Galton-Watson with immigration; Athreya & Ney 1972, Branching Processes, Ch. VI): with rho = rate s E[P] < 1 its
+    stationary moments follow from E[Y^j | T] (compound Poisson: E[Y] = l a1 T, E[Y^2] = l a2 T + l^2 a1^2 T^2,
+    E[Y^3] = l a3 T + 3 l^2 a1 a2 T^2 + l^3 a1^3 T^3 with a_j = E[P^j]), giving M_j = E[T^j] for j = 1..3 in closed
+    form; the share p of iterations with a prompt is the stationary law of the two-state chain (decode, prefill) with
+    P(prefill | previous T) = 1 - E[exp(-rate T)] (the prefill-iteration length taken as gamma for the transform).
+    A tagged prompt (Poisson arrivals see time averages, Wolff 1982) lands in an iteration of size-biased length T*
+    (density T f(T) / E[T], Feller 1971 Vol. II, Sec. I.4 / Kleinrock 1975 Vol. 1 Sec. 5.2), waits its residual
+    U T*, then runs in the next iteration with the prompts that arrived during T*:
+    TTFT = own + U T* + s Y(T*); E[U T*] = E[T^2] / (2 E[T]) is the residual term of the Pollaczek-Khinchine mean
+    (Kleinrock 1975, Vol. 1, Eq. 5.105 with the iteration as the unit of service). With share q_p = E[T 1{prefill}] / E[T] of time in prefill iterations:
+    decode-only arrivals (T* = t_d) wait U(0, t_d), plus s E[P] when another prompt arrived in the same iteration
+    (probability 1 - exp(-rate t_d)); an arrival to an idle engine (no decode batch: exp(-B), Poisson occupancy) waits
+    nothing; prefill arrivals wait X with
+    E[X] = E[T*] (1/2 + rho) and Var X = E[T*^2] / 12 + s^2 rate a2 E[T*] + (1/2 + rho)^2 Var T*, where
+    E[T*^j] = E[T^(j+1) 1{prefill}] / E[T 1{prefill}], fitted by a gamma distribution (two-moment fit, as Whitt 1982,
+    'Approximating a point process by a renewal process', and the gamma fit of M/G/1 waits, Tijms 2003, A First
+    Course in Stochastic Models, Sec. 2.5). E[P^3] is the lognormal value a2^3 / a1^3 (exact P^3 for fixed lengths).
+    A prompt longer than the budget spans ceil(P / (C - B)) iterations (`own`); the cycle then counts its
+    iterations at s = t(C - B) / (C - B) per token. Not modelled: a chunk spilling past the budget into the next
+    iteration when many prompts wait (the budget is 8,192 tokens; at <= 80% utilisation this is rare).
+    """
+    lam = rate
+    a1 = np.maximum(prompt, 1e-9)
+    a2 = np.maximum(prompt_moment2, a1**2)
+    a3 = a2**3 / a1**3
+    one = np.minimum(prompt, budget)
+    two = np.minimum(2.0 * prompt, budget)
+    t_1 = iteration_time_s(cost, decode, ctx, one, one * prompt / 2.0, verify, pipelined)
+    t_2 = iteration_time_s(cost, decode, ctx, two, two * prompt / 2.0, verify, pipelined)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(two > one + 0.5, (t_2 - t_1) / np.maximum(two - one, 1e-9), t_1 / np.maximum(one, 1e-9))
+    t0 = np.maximum(own - s * a1, 0.0)
+    rho = lam * s * a1
+    ok = rho < 1.0
+    r = np.where(ok, rho, 0.0)
+    p = np.clip(lam * own if p_start is None else p_start, 1e-6, 1.0)
+
+    def first_two(p: Array) -> tuple[Array, Array]:
+        m1 = ((1.0 - p) * t_d + p * t0) / (1.0 - r)
+        m2 = ((1.0 - p) * t_d**2 + p * t0**2 + (2.0 * t0 * r + s**2 * lam * a2) * m1) / (1.0 - r**2)
+        return m1, m2
+
+    for _ in range(iterations):
+        m1, m2 = first_two(p)
+        mean_p = np.maximum((m1 - (1.0 - p) * t_d) / p, 1e-12)
+        var_p = np.maximum((m2 - (1.0 - p) * t_d**2) / p - mean_p**2, 0.0)
+        # a prefill iteration lasts at least the one-prompt iteration: own + Gamma(excess mean, var) for the transform
+        excess = np.maximum(mean_p - own, 1e-12)
+        theta = var_p / excess
+        laplace = np.exp(-lam * np.minimum(own, mean_p)) * np.where(
+            theta * lam > 1e-9, np.exp(-(excess / np.maximum(theta, 1e-300)) * np.log1p(lam * theta)), np.exp(-lam * excess))
+        enter = 1.0 - np.exp(-lam * t_d)  # a prompt arrives during a decode-only iteration
+        p = np.clip(enter / (enter + laplace), 1e-9, 1.0)
+    m1, m2 = first_two(p)
+    m3 = ((1.0 - p) * t_d**3 + p * t0**3 + 3.0 * t0**2 * r * m1 + 3.0 * t0 * s**2 * (lam * a2 * m1 + lam**2 * a1**2 * m2)
+          + s**3 * (lam * a3 * m1 + 3.0 * lam**2 * a1 * a2 * m2)) / (1.0 - r**3)
+    w1 = m1 - (1.0 - p) * t_d
+    w2 = np.maximum(m2 - (1.0 - p) * t_d**2, 0.0)
+    w3 = np.maximum(m3 - (1.0 - p) * t_d**3, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        share = np.clip(w1 / m1, 0.0, 1.0)
+        some = (w1 > 1e-12 * m1) & np.isfinite(w2 / w1) & np.isfinite(w3 / w1)  # prefill iterations of negligible share: one prompt
+        ts1 = np.where(some, w2 / w1, own)
+        ts2 = np.where(some, w3 / w1, own**2)
+    wait_p = ts1 * (0.5 + r)
+    var_x = ts2 / 12.0 + s**2 * lam * a2 * ts1 + (0.5 + r) ** 2 * np.maximum(ts2 - ts1**2, 0.0)
+    join = s * a1
+    # an arrival that finds no sequence decoding and no prompt prefilling starts at once: M/G/inf occupancy is 0 with
+    # probability exp(-B) (Poisson, Kleinrock 1975, Vol. 1, Sec. 3.8 M/G/infinity)
+    idle = (1.0 - share) * np.exp(-np.maximum(decode, 0.0))
+    mean = own + (1.0 - share - idle) * t_d * (0.5 + r) + share * wait_p
+    nan = np.where(ok, 1.0, np.nan)
+    return PrefillCycles(own_s=own, prefill_time_share=share, idle_share=idle, utilisation=rho, decode_iteration_s=t_d,
+                         join_probability=-np.expm1(-lam * t_d), join_s=join, prefill_wait_mean_s=wait_p,
+                         prefill_wait_var_s2=np.maximum(var_x, 1e-30), ttft_mean_s=mean * nan, prefill_iteration_share=p, iteration_mean_s=m1,
+                         prefill_iteration_mean_s=np.where(some, w1 / np.maximum(p, 1e-300), own),
+                         prefill_iteration_var_s2=np.where(some, np.maximum(w2 / np.maximum(p, 1e-300) - (w1 / np.maximum(p, 1e-300)) ** 2, 0.0), 0.0),
+                         iteration_var_s2=np.maximum(m2 - m1**2, 0.0))
+
+
+def _ttft_quantile(cycles: PrefillCycles, q: float, iterations: int = 24) -> Array:
+    """q-quantile of own + W, W ~ idle 0 + (1 - share - idle) [U(0, t_d) + join x Bernoulli] + share Gamma(mean, var) (bisection on the CDF)."""
+    share, width, join, pj = cycles.prefill_time_share, cycles.decode_iteration_s, cycles.join_s, cycles.join_probability
+    shape = cycles.prefill_wait_mean_s**2 / cycles.prefill_wait_var_s2
+    scale = cycles.prefill_wait_var_s2 / np.maximum(cycles.prefill_wait_mean_s, 1e-300)
+    lo = np.zeros_like(share)
+    hi = width + join + _gamma_quantile(q, shape, scale)
+    w = np.maximum(width, 1e-300)
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        below = cdf(mid) < q
+        decode_cdf = (1.0 - pj) * np.clip(mid / w, 0.0, 1.0) + pj * np.clip((mid - join) / w, 0.0, 1.0)
+        below = cycles.idle_share + (1.0 - share - cycles.idle_share) * decode_cdf + share * _gamma_cdf(mid, shape, scale) < q
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return hi
+    return cycles.own_s + hi
 
 
 def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
                  prompt_second_moment: ArrayLike | None = None, prefix_hit_rate: ArrayLike = 0.0,
                  tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0, pipelined: bool = True,
-                 percentiles: bool = True) -> SteadyState:
+                 percentiles: bool | tuple[int, ...] = True) -> SteadyState:
     """TTFT, ITL, in-flight sequences and throughput of one colocated replica at `rate_rps` (Poisson arrivals).
 
-    Fixed point (fluid, Little's law): decode sequences B = rate x O / tau x T, where T is the
-    mean iteration time and tau the tokens per decode step (1 without speculation). A share pi
-    of iterations carries prefill chunks (Sarathi-Serve Sec. 4.2: decodes first, then chunks
-    up to the budget C - B): with chunk c0 = min(C - B, (1 + rate t_1) P) (t_1: an iteration
-    with one prompt; prompts arriving meanwhile join), pi = rate P T / c0; once pi reaches
-    1 every iteration carries rate P T prefill tokens. T = pi t_p + (1 - pi) t_d, with t_d,
-    t_p the iteration times without and with a chunk (`iteration_time_s`). Infeasible (not a
-    number) when no fixed point exists below the KV capacity (P + O tokens reserved per
-    sequence, TensorRT-LLM's GUARANTEED_NO_EVICT policy), max_sequences, or the chunk budget.
+    Engine: each iteration runs one step of every decoding sequence, then prompt chunks FCFS up to
+    the budget C - B (Sarathi-Serve, Agrawal et al. 2024, OSDI, Sec. 4.2-4.3; vLLM V1 scheduler
+    with chunked prefill, docs.vllm.ai "Optimization and Tuning: chunked prefill"); prompts that
+    arrive during an iteration are admitted at the next boundary; a prompt's first token comes at
+    the end of the iteration that finishes it (what `planner.simulate` replays).
 
-    ITL percentiles: the two-point mixture {t_d w.p. 1 - pi, t_p w.p. pi} (each iteration gives
-    every decode sequence one step). TTFT = half a decode-only iteration when arriving in one
-    (renewal residual) + queueing for prefill + ceil(P / (C - B)) chunk iterations of the prompt
-    (with the decode batch). Queueing: M/G/1 on prefill work (Pollaczek-Khinchine, Kleinrock
-    1975 Vol. 1 Eq. 5.105); prompts arriving during a prefill iteration join the next one
-    (chunk (1 + rate t_1) P up to the budget), so the service per prompt is P t_p / chunk and
-    rho = rate E[S] is the share of time spent in prefill. Wait percentiles: W = 0 with
-    probability 1 - rho, else the residual of the prompt in service, uniform on
-    [0, E[S^2]/E[S]], plus an exponential queue with the remaining mean (Kingman's
-    heavy-traffic exponential tail); the M/G/1 mean is kept exactly. The decode-iteration
-    residual enters p50 at its mean and p90/p99 at its maximum. Prefix-cache
-    hits remove a share of the prompt from prefill (not from the KV footprint).
+    1. Fluid start and stability (Little's law): decode sequences B = rate x O / tau x T (T the
+       mean iteration time, tau tokens per decode step); pi = rate P T / c0 iterations carry a
+       chunk c0 = min(C - B, (1 + rate t_1) P); T = pi t_p + (1 - pi) t_d (bisection,
+       `_solve_itl`). Infeasible (not a number) when no fixed point exists below the KV capacity
+       (P + O tokens reserved per sequence, TensorRT-LLM's GUARANTEED_NO_EVICT policy),
+       max_sequences, or the chunk budget, or when prefill work alone fills the time.
+    2. Iteration chain (`_prefill_cycles`): the lengths of successive iterations form a
+       branching process with immigration (prompts arriving during one iteration make the next
+       one longer); its stationary E[T] replaces the fluid T (fixed point in B, Aitken-
+       accelerated), giving ITL mean = E[T], B and throughput = B tau / E[T] (consistent by
+       construction), the share of iterations that carry prompts, and TTFT: own chunk
+       iterations + the residual of the iteration in progress at arrival (size-biased,
+       Kleinrock 1975 Vol. 1 Sec. 5.2) + the prompts that join the same chunk. TTFT
+       percentiles: the CDF of that mixture (idle engine / decode-only iteration / prefill
+       iteration with a gamma-fitted wait), inverted by bisection (`_ttft_quantile`). This
+       replaces the M/G/1 (Pollaczek-Khinchine) view of prefill work, which has the same mean
+       when prompts are served one at a time but misses that prompts batched into one
+       iteration all finish at its end.
+    3. ITL percentiles: a token waits one iteration: decode-only (share 1 - pi) with the
+       size-biased, over-dispersed decode batch (gamma), or one carrying chunks (the chain's
+       prefill-iteration length, gamma); tails take pi x `cost.itl_tail_share_margin`
+       (assumption `serving_itl_tail_share_margin`), since p90/p99 jump to the prefill
+       iteration once its token share passes 1 - q.
+
+    Prefix-cache hits remove a share of the prompt from prefill (not from the KV footprint).
+    `percentiles`: True for p50/p90/p99, a tuple of percentiles (e.g. (90,)) for those only,
+    False for means and feasibility only (rate searches); the others are not a number.
     """
     rate = _f(rate_rps)
     prompt_all, output = _f(prompt_tokens), _f(output_tokens)
@@ -440,46 +615,89 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     rate, prompt, output, prompt_all = np.broadcast_arrays(rate, prompt, output, prompt_all)
     prompt_all = np.asarray(prompt_all, dtype=float)
     feasible, t, decode, ctx, budget, chunk, pi, t_d, t_p, t_one = _solve_itl(cost, rate, prompt, output, tau, verify, pipelined, prompt_all + output)
-    # KV footprint counts the whole prompt (cached prefixes still occupy blocks).
-    chunks_per_prompt = np.ceil(prompt / budget)
-    own = chunks_per_prompt * t_one
-    # Prefill server: a prompt occupies its chunk iterations (time share of prefill iterations = rate x S);
-    # once every iteration carries prefill (pi = 1) prompts share iterations and the budget is the server.
-    per_token = t_p / chunk
-    service = prompt * per_token
+    # the share of time in prefill iterations stays below 1 (a prompt's chunks at the per-token time of the typical chunk)
+    feasible = feasible & (rate * prompt * t_p / chunk < 1.0)
     moment2 = _f(prompt_second_moment) * (1.0 - _f(prefix_hit_rate)) ** 2 if prompt_second_moment is not None else prompt**2
-    second = moment2 * per_token**2
-    rho = rate * service
-    wait_mean = rate * second / (2.0 * np.maximum(1.0 - rho, 1e-12))
-    residual = (1.0 - pi) * t_d / 2.0  # arriving during a decode-only iteration (prefill residuals are in the M/G/1 wait)
-    ttft_mean = residual + wait_mean + own
+    # The fluid fixed point above (pi = rate P T / chunk) under-states the mean iteration time when prompts arrive in
+    # bursts; the iteration chain of `_prefill_cycles` gives E[T] for a given decode batch, and B = rate O / tau E[T]
+    # closes the loop (fixed-point iteration from the fluid T, which is below it).
+    share = np.clip(pi, 1e-6, 1.0)
+    history: list[Array] = []
+    work = np.maximum(prompt, 1.0)  # a fully cached prompt still runs one token to sample from (as `planner.simulate`)
+    moment2 = np.maximum(moment2, work**2)
+    for step in range(CHAIN_REFINEMENTS + 1):
+        decode, ctx, budget, t_d, t_one = _decode_terms(cost, t, rate, work, output, tau, verify, pipelined)
+        own = np.ceil(work / budget) * t_one  # the prompt's own chunk iterations
+        cycles = _prefill_cycles(cost, rate, work, moment2, decode, ctx, budget, t_d, own, verify, pipelined, p_start=share,
+                                 iterations=3 if step else 8)
+        share = cycles.prefill_iteration_share
+        if step < CHAIN_REFINEMENTS:
+            good = np.isfinite(cycles.iteration_mean_s) & (cycles.utilisation < 1.0)
+            history.append(t)
+            t = np.where(good, np.maximum(cycles.iteration_mean_s, t), t)
+            if len(history) == 2:  # Aitken's delta-squared extrapolation of the monotone iteration (Burden & Faires, Sec. 2.5)
+                t0_, t1_ = history
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    jump = (t - t1_) ** 2 / (t - 2.0 * t1_ + t0_)
+                t = np.where(good & np.isfinite(jump) & (t - 2.0 * t1_ + t0_ < 0.0), t - jump, t)
+                history = []
+    rho = cycles.utilisation
+    feasible = feasible & (rho < 1.0)
+    ttft_mean = cycles.ttft_mean_s
+    pi = share
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        width = np.where(service > 0, second / service, 0.0)  # residual of the prompt in service: uniform on [0, E[S^2]/E[S]]
-        excess = np.maximum(np.where(rho > 0, wait_mean / rho, 0.0) - width / 2.0, 1e-12)  # queue behind it: exponential
+    wanted = (50, 90, 99) if percentiles is True else tuple(percentiles or ())
 
-    def wait_q(q: float) -> Array:
-        if not percentiles:  # feasibility and means only (rate searches)
+    def ttft_q(q: float) -> Array:
+        if round(q * 100) not in wanted:  # feasibility and means only (rate searches), or another percentile
             return np.full_like(rho, np.nan)
-        return np.where(rho > 1.0 - q, _uniform_plus_exponential_quantile(1.0 - (1.0 - q) / np.maximum(rho, 1e-12), width, excess), 0.0)
+        return _ttft_quantile(cycles, q)
+
+    # The decode batch a token sees. Sequences complete prefill in bursts (the iteration chain above), so the count of
+    # sequences that finished prefill within the last O / tau iterations is over-dispersed: with c_k the prompts finished
+    # in iteration k (mean rate M1, Var c = rate M1 + rate^2 Var T) and lag-k autocorrelation ~ rho^k (the branching
+    # factor of the chain; AR(1) sum, Box & Jenkins 1976, Sec. 3.2), Var B ~ (O / tau) Var c (1 + rho) / (1 - rho);
+    # rho = 0 gives the Poisson occupancy of M/G/inf (Kleinrock 1975, Vol. 1). A token sees the batch size-biased
+    # (Feller 1971, Vol. II, Sec. I.4): for B ~ Gamma(k, theta) fitted to the mean and variance, Gamma(k + 1, theta).
+    r_c = np.clip(rho, 0.0, 0.95)
+    var_c = rate * cycles.iteration_mean_s + rate**2 * cycles.iteration_var_s2
+    var_b = np.maximum(output / tau * var_c * (1.0 + r_c) / (1.0 - r_c), np.maximum(decode, 1e-9))
+    theta_b = var_b / np.maximum(decode, 1e-9)
+    shape_b = np.maximum(decode, 1e-9) / theta_b
+
+    # ITL percentiles: a token waits one iteration; iterations are decode-only (share 1 - p of the chain) with the
+    # size-biased batch, t_d linear in it (secant from max(1, B) to its 99th percentile), or carry prompt chunks, with
+    # the chain's prefill-iteration length (mean and variance from M1, M2, plus the batch's share), fitted by a gamma.
+    # The batch a token sees is itself + the others: 1 + X, X gamma with the size-biased mean minus 1 (for Poisson
+    # occupancy 1 + Poisson(B)). The q-quantile of that mixture by bisection on its CDF.
+    others_mean = np.maximum(decode + theta_b - 1.0, 1e-9)
+    others_var = (shape_b + 1.0) * theta_b**2
+    shape_x, scale_x = others_mean**2 / others_var, others_var / others_mean
+    per_seq_ctx = prompt + output / 2.0
+    n_a = np.maximum(decode, 1.0)
+    n_hi = np.maximum(1.0 + _gamma_quantile(0.99, shape_x, scale_x), n_a + 1.0)
+    td_a = iteration_time_s(cost, n_a, n_a * per_seq_ctx, 0.0, 0.0, verify, pipelined)
+    td_hi = iteration_time_s(cost, n_hi, n_hi * per_seq_ctx, 0.0, 0.0, verify, pipelined)
+    slope_d = np.maximum((td_hi - td_a) / (n_hi - n_a), 1e-15)
+    mean_p = cycles.prefill_iteration_mean_s
+    var_p = cycles.prefill_iteration_var_s2 + slope_d**2 * var_b
+    shape_p, scale_p = mean_p**2 / np.maximum(var_p, 1e-30), np.maximum(var_p, 1e-30) / np.maximum(mean_p, 1e-300)
 
     def itl_q(q: float) -> Array:
-        # Tail percentiles (q > 0.5) take the prefill-iteration time once prefill iterations fill half the tail mass
-        # (pi >= ITL_TAIL_GUARD (1 - q)): the share of prefill iterations fluctuates around the fluid pi, and the
-        # simulator's share exceeds it near full load, so the two-point mixture's jump is placed conservatively.
-        if q <= 0.5:
-            return np.where(pi <= 1.0 - q, t_d, t_p)
-        # the decode batch fluctuates: M/G/inf occupancy is Poisson with variance = mean (Kleinrock 1975, Vol. 1,
-        # M/G/infinity), and a token sees the size-biased batch, 1 + Poisson(B) (Feller 1971, Vol. II, Sec. I.4);
-        # tail iterations carry 1 + B + z_q sqrt(B) sequences (normal approximation)
-        from statistics import NormalDist
-
-        grown = decode + 1.0 + NormalDist().inv_cdf(q) * np.sqrt(np.maximum(decode, 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ctx_grown = ctx * np.where(decode > 0, grown / decode, 1.0)
-        td_q = iteration_time_s(cost, grown, ctx_grown, 0.0, 0.0, verify, pipelined)
-        tp_q = iteration_time_s(cost, grown, ctx_grown, chunk, chunk * prompt / 2.0, verify, pipelined)
-        return np.where(pi <= ITL_TAIL_GUARD * (1.0 - q), td_q, tp_q)
+        if round(q * 100) not in wanted:
+            return np.full_like(rho, np.nan)
+        lo = np.zeros_like(t)
+        hi = np.maximum(td_a + slope_d * np.maximum(1.0 + _gamma_quantile(q, shape_x, scale_x) - n_a, 0.0), _gamma_quantile(q, shape_p, scale_p))
+        hi = np.maximum(hi, td_a)
+        # tails: the token-weighted share of prefill iterations, which the percentile jumps across, x the margin
+        share = pi if q <= 0.5 else np.minimum(pi * _f(cost.itl_tail_share_margin), 1.0)
+        for _ in range(24):
+            mid = 0.5 * (lo + hi)
+            others = (mid - td_a) / slope_d + n_a - 1.0
+            decode_cdf = np.where(others < 0.0, 0.0, _gamma_cdf(others, shape_x, scale_x))  # a token's batch holds itself
+            below = (1.0 - share) * decode_cdf + share * _gamma_cdf(mid, shape_p, scale_p) < q
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        return hi
 
     in_system = rate * (ttft_mean + output / tau * t)
     kv_in_use = in_system * (prompt_all + output)
@@ -493,8 +711,7 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
         feasible=feasible,
         itl_mean_s=t * nan, tpot_mean_s=t / tau * nan, itl_p50_s=itl_q(0.5) * nan, itl_p90_s=itl_q(0.9) * nan, itl_p99_s=itl_q(0.99) * nan,
         ttft_mean_s=ttft_mean * nan,
-        ttft_p50_s=(own + wait_q(0.5) + residual) * nan, ttft_p90_s=(own + wait_q(0.9) + 2.0 * residual) * nan,
-        ttft_p99_s=(own + wait_q(0.99) + 2.0 * residual) * nan,
+        ttft_p50_s=ttft_q(0.5) * nan, ttft_p90_s=ttft_q(0.9) * nan, ttft_p99_s=ttft_q(0.99) * nan,
         e2e_mean_s=(ttft_mean + (output - 1.0) / tau * t) * nan,
         decode_seqs_in_flight=decode * nan, requests_in_system=in_system * nan,
         output_tokens_per_s=rate * output * nan, prefill_iteration_share=pi * nan, prefill_utilisation=rho * nan,
@@ -867,7 +1084,7 @@ def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: Arr
     tau = _f(kwargs.get("tokens_per_step", 1.0))  # type: ignore[arg-type]
 
     def ok(n: Array) -> NDArray[np.bool_]:
-        state = steady_state(cost, _f(rate_rps) / n, prompt_tokens, output_tokens, percentiles=ttft_slo_s is not None,
+        state = steady_state(cost, _f(rate_rps) / n, prompt_tokens, output_tokens, percentiles=(percentile,) if ttft_slo_s is not None or tpot_slo_s is not None else False,
                              **kwargs)  # type: ignore[arg-type]
         good = np.asarray(state.feasible, dtype=bool).copy()
         if ttft_slo_s is not None:

@@ -195,28 +195,34 @@ def random_cases(count: int, seed: int) -> tuple[list[str], serving.IterationCos
     return names, stacked, prompt_a, output_a, rates
 
 
+SIM_REQUESTS = 10_000
+"""Requests replayed per random scenario: with 600 the simulated p50 of a replica at 70-80% load moves by ~10% between
+seeds, with 2,000 by up to ~10% still (sampling noise of the reference, not model error)."""
+
+
 def test_analytic_p50_ttft_and_itl_match_the_simulator_on_30_random_scenarios() -> None:
     names, costs, prompts, outputs, rates = random_cases(30, seed=2024)
     state = serving.steady_state(costs, rates, prompts, outputs)
     assert state.feasible.all()
     rows = []
     for i, name in enumerate(names):
-        sim = simulate.simulate(costs.take(i), simulate.poisson_requests(float(rates[i]), 600, int(prompts[i]), int(outputs[i]), seed=i))
+        sim = simulate.simulate(costs.take(i), simulate.poisson_requests(float(rates[i]), SIM_REQUESTS, int(prompts[i]), int(outputs[i]), seed=i))
         rows.append((name, float(state.ttft_p50_s[i]) / sim.ttft_p50_s - 1, float(state.itl_p50_s[i]) / sim.itl_p50_s - 1,
-                     float(state.itl_mean_s[i]) / sim.itl_mean_s - 1, float(state.prefill_utilisation[i]), float(state.prefill_iteration_share[i])))
-    report = "\n".join(f"{r[0]}: TTFT {r[1]:+.2f} ITL {r[2]:+.2f} ITLmean {r[3]:+.2f} rho_prefill {r[4]:.2f} pi {r[5]:.2f}" for r in rows)
-    ttft_err = np.array([r[1] for r in rows])
-    itl_err = np.array([r[2] for r in rows])
-    rho = np.array([r[4] for r in rows])
-    pi = np.array([r[5] for r in rows])
-    # Where prefill queueing is light (rho <= 0.4) and decode iterations dominate (pi <= 0.3): within 15%.
-    calm = (rho <= 0.4) & (pi <= 0.3)
-    assert calm.sum() >= 20, report
-    assert np.abs(ttft_err[calm]).max() <= 0.15, report
-    assert np.abs(itl_err[calm]).max() <= 0.15, report
-    # Heavier prefill load: the M/G/1 view underestimates batched-prefill waits (documented); within 40%.
-    assert np.abs(ttft_err).max() <= 0.40, report
-    assert np.abs(itl_err).max() <= 0.40, report
+                     float(state.ttft_mean_s[i]) / sim.ttft_mean_s - 1, float(state.ttft_p90_s[i]) / sim.ttft_p90_s - 1,
+                     float(state.ttft_p99_s[i]) / sim.ttft_p99_s - 1))
+    report = "\n".join(f"{r[0]}: TTFT p50 {r[1]:+.3f} ITL p50 {r[2]:+.3f} TTFT mean {r[3]:+.3f} p90 {r[4]:+.3f} p99 {r[5]:+.3f}" for r in rows)
+    errors = np.array([r[1:] for r in rows])
+    print(f"\n[30 random scenarios vs simulator] |p50 TTFT error| worst {np.abs(errors[:, 0]).max():.1%} median "
+          f"{np.median(np.abs(errors[:, 0])):.1%}; |p50 ITL error| worst {np.abs(errors[:, 1]).max():.1%} median "
+          f"{np.median(np.abs(errors[:, 1])):.1%}; TTFT p90 {errors[:, 3].min():+.1%}..{errors[:, 3].max():+.1%}, "
+          f"p99 {errors[:, 4].min():+.1%}..{errors[:, 4].max():+.1%}")
+    # every scenario, busy prefill included: p50 TTFT and p50 ITL within 15% of the simulator
+    assert np.abs(errors[:, 0]).max() <= 0.15, report
+    assert np.abs(errors[:, 1]).max() <= 0.15, report
+    assert np.abs(errors[:, 2]).max() <= 0.15, report  # mean TTFT (the M_1 of the iteration chain)
+    # the tails come from the same chain: p90 TTFT within 15%, p99 within 20%
+    assert np.abs(errors[:, 3]).max() <= 0.15, report
+    assert np.abs(errors[:, 4]).max() <= 0.20, report
 
 
 def test_simulated_sequences_in_flight_match_littles_law() -> None:

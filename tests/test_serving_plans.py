@@ -74,7 +74,7 @@ def test_bundled_serving_plan_is_consistent_and_meets_its_slos_in_simulation(nam
     assert perf.output_tokens_per_s * perf.itl_mean_s / tau == pytest.approx(perf.decode_seqs_in_flight, rel=0.01)
     assert plan.layout.replicas >= perf.replicas_needed >= 1
     assert perf.tpot_s <= (scenario.workload.slo.tpot_s or math.inf)
-    sim, _ = replay(scenario, plan, 1500, seed=0)
+    sim, _ = replay(scenario, plan, REPLAY_REQUESTS, seed=0)
     assert sim.output_tokens_per_s * sim.itl_mean_s == pytest.approx(sim.decode_seqs_in_flight, rel=0.01)
     assert not meets_in_simulation(scenario, sim), name
     if perf.utilisation > 0.8:  # the 15% agreement is claimed up to 80% of the stable rate
@@ -82,9 +82,8 @@ def test_bundled_serving_plan_is_consistent_and_meets_its_slos_in_simulation(nam
     assert perf.tpot_p50_s * tau == pytest.approx(sim.itl_p50_s, rel=0.15)
     if scenario.workload.resolved_traffic().request_rate_rps is not None:
         # a closed loop of N users (concurrency-stated) never queues more than N; the Poisson replay at its rate does,
-        # so TTFT is compared for rate-stated loads only; the M/G/1 prefill wait is high by up to ~20% when prompts
-        # batch into one prefill iteration (README, "How close")
-        assert perf.ttft_p50_s == pytest.approx(sim.ttft_p50_s, rel=0.25)
+        # so TTFT is compared for rate-stated loads only
+        assert perf.ttft_p50_s == pytest.approx(sim.ttft_p50_s, rel=0.15)
 
 
 def test_the_chat_scenario_gets_enough_gpus_for_its_tpot() -> None:
@@ -117,12 +116,10 @@ def random_scenario(rng: random.Random, i: int) -> dict:
             "objective": rng.choice(["min_cost", "min_gpus"])}
 
 
-SIM_SLACK = 0.03
-"""Tail latencies of 600 simulated requests carry sampling noise of a few percent, and the analytic ITL tail is a normal
-approximation of the batch fluctuation: a plan passes when the simulated TPOT percentile is within 3% of the limit."""
-SIM_TTFT_SLACK = 0.25
-"""TTFT tails: the M/G/1 prefill queue with uniform-plus-exponential waits under-states the simulator's p90 by up to ~20%
-when prompts batch into long prefill iterations (README, "How close")."""
+REPLAY_REQUESTS = 20_000
+"""Requests replayed per plan: enough that the simulated p90 of a replica at up to 80% load is not sampling noise (with
+600 requests the p90 inter-token latency of a small batch moves by ~15% between seeds, with 3,000 the p90 TTFT of a
+busy replica by ~10%: random-serving-45, 1.13 s with 3,000 requests, 1.02 s with 20,000 for two seeds, model 1.02 s)."""
 
 
 def _over(scenario: Scenario, sim: simulate.SimResult, key: str) -> float:
@@ -136,8 +133,9 @@ def _over(scenario: Scenario, sim: simulate.SimResult, key: str) -> float:
 
 def test_plans_of_30_random_serving_scenarios_meet_their_slos_in_simulation() -> None:
     rng = random.Random(1212)
-    checked, exact, report = 0, 0, []
-    worst_ttft = worst_tpot = 0.0
+    checked, report = 0, []
+    missed: list[str] = []
+    worst_ttft = worst_tpot = -1.0
     ttft_err, itl_err = [], []
     for i in range(80):
         scenario = parse_scenario(random_scenario(rng, i))
@@ -147,11 +145,14 @@ def test_plans_of_30_random_serving_scenarios_meet_their_slos_in_simulation() ->
             continue  # no plan meets the SLOs (explained elsewhere)
         if plan.perf.utilisation > 0.8:
             continue
-        sim, _ = replay(scenario, plan, 600, seed=i)
-        misses = meets_in_simulation(scenario, sim, slack=SIM_SLACK, ttft_slack=SIM_TTFT_SLACK)
-        exact += not meets_in_simulation(scenario, sim)
-        report.append(f"{scenario.name} {plan.layout.gpu} tp{plan.layout.tp} b{plan.layout.batch} x{plan.layout.replicas} "
-                      f"u={plan.perf.utilisation:.2f}: {misses or 'ok'}")
+        sim, _ = replay(scenario, plan, REPLAY_REQUESTS, seed=i)
+        misses = meets_in_simulation(scenario, sim)
+        line = (f"{scenario.name} {plan.layout.gpu} tp{plan.layout.tp} b{plan.layout.batch} x{plan.layout.replicas} "
+                f"u={plan.perf.utilisation:.2f}: TTFT p50 {plan.perf.ttft_p50_s:.4g}/{sim.ttft_p50_s:.4g} "
+                f"TPOT p50 {plan.perf.tpot_p50_s:.4g}/{sim.itl_p50_s:.4g} {misses or 'ok'}")
+        report.append(line)
+        if misses:
+            missed.append(line)
         ttft_err.append(plan.perf.ttft_p50_s / sim.ttft_p50_s - 1)
         itl_err.append(plan.perf.tpot_p50_s / sim.itl_p50_s - 1)
         worst_ttft = max(worst_ttft, _over(scenario, sim, "ttft"))
@@ -160,15 +161,14 @@ def test_plans_of_30_random_serving_scenarios_meet_their_slos_in_simulation() ->
         if checked >= 30:
             break
     assert checked >= 30, "\n".join(report)
-    print(f"\n[30 random serving plans] worst simulated overshoot of the SLO: TTFT {worst_ttft:+.1%}, TPOT {worst_tpot:+.1%}")
-    assert exact >= 0.8 * checked, "\n".join(report)
-    assert worst_tpot <= SIM_SLACK, "\n".join(report)
-    assert worst_ttft <= SIM_TTFT_SLACK, "\n".join(report)
-    print(f"\n[30 random serving plans] SLOs met exactly in simulation: {exact}/{checked}; p50 ITL error: worst {max(abs(e) for e in itl_err):.1%}; p50 TTFT error: worst "
-          f"{max(abs(e) for e in ttft_err):.1%}, median {float(np.median(np.abs(ttft_err))):.1%}")
-    assert max(abs(e) for e in itl_err) <= 0.15, itl_err
-    assert max(abs(e) for e in ttft_err) <= 0.40, ttft_err  # busy prefill: the M/G/1 view (tests/test_serving_load.py, README)
-    assert float(np.median(np.abs(ttft_err))) <= 0.15, ttft_err
+    text = "\n".join(report)
+    print(f"\n[30 random serving plans] SLOs met in simulation: {checked - len(missed)}/{checked}; closest to the SLO: TTFT "
+          f"{worst_ttft:+.1%}, TPOT {worst_tpot:+.1%}; p50 ITL error: worst {max(abs(e) for e in itl_err):.1%}; p50 TTFT error: "
+          f"worst {max(abs(e) for e in ttft_err):.1%}, median {float(np.median(np.abs(ttft_err))):.1%}")
+    assert not missed, text  # every plan meets its SLOs at their percentile in simulation, no slack
+    assert max(abs(e) for e in itl_err) <= 0.15, text
+    assert max(abs(e) for e in ttft_err) <= 0.15, text
+    assert float(np.median(np.abs(ttft_err))) <= 0.05, text
 
 
 def test_an_unreachable_tpot_is_explained_with_the_best_value_under_load() -> None:
