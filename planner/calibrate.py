@@ -38,7 +38,7 @@ FIT_ITERATIONS = 60  # most fixed-point passes of the fit (the DP and EP overlap
 FIT_TOLERANCE = 1e-7  # the passes stop once no parameter moves by more than this, relative
 MIN_RUNS = 5  # a parameter is fitted only when at least this many runs spend >= 10% of their step in it; else it keeps its catalog value
 SHAPE_FIELDS = tuple(ModelShape.model_fields)
-FORBID = ConfigDict(extra="forbid", frozen=True)
+FORBID = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class Run(BaseModel):

@@ -28,7 +28,7 @@ CATALOG_DIR = Path(__file__).resolve().parent.parent / "catalogs"
 class GpuSpec(BaseModel):
     """One accelerator model, as catalogs/gpus.csv describes it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     name: str = Field(description="Canonical id, e.g. H100-SXM.")
     display_name: str = Field(description="Human name.")
@@ -63,7 +63,7 @@ class GpuSpec(BaseModel):
 class PriceRow(BaseModel):
     """One cloud price: a GPU at a provider, offering, region and term."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     gpu: str = Field(description="GPU id from gpus.csv.")
     provider: str = Field(description="Cloud or marketplace.")
@@ -80,7 +80,7 @@ class PriceRow(BaseModel):
 class OnPremRow(BaseModel):
     """Buying a GPU: capex, life and wall power, for total cost of ownership."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     gpu: str = Field(description="GPU id from gpus.csv.")
     capex_usd_per_gpu: float = Field(gt=0, description="Purchase price per GPU incl. its server share, USD.")
@@ -93,7 +93,7 @@ class OnPremRow(BaseModel):
 class ModelEntry(BaseModel):
     """One catalog model: its config file and its published parameter counts."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     name: str = Field(description="Model id.")
     display_name: str = Field(description="Human name.")

@@ -34,7 +34,7 @@ HOURS_PER_MONTH = 730.0
 class InstanceOffer(BaseModel):
     """One way to rent (or buy) a GPU: an instance size at a price."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     gpus_per_instance: int = Field(ge=1, description="GPUs in one instance (or server); the unit that is paid for.")
     usd_per_gpu_hour: float = Field(gt=0, description="Price per GPU-hour after the scenario's multiplier, USD.")
@@ -50,7 +50,7 @@ class InstanceOffer(BaseModel):
 class PriceQuote(BaseModel):
     """The price used for a GPU, and where it comes from."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     gpu: str = Field(description="GPU id.")
     usd_per_gpu_hour: float = Field(gt=0, description="Price per GPU-hour after the scenario's multiplier, USD.")
@@ -148,7 +148,7 @@ def spot_expected_time_s(compute_s: Any, instances: Any, interruptions_per_insta
 class SpotRisk(BaseModel):
     """What preemption adds to a training run on spot instances."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     compute_time_s: float = Field(description="Time to train without interruptions, seconds.")
     expected_time_s: float = Field(description="Expected wall time with checkpoints, lost work and restarts, seconds.")

@@ -58,7 +58,7 @@ from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
 class TrainingEvaluation(BaseModel):
     """Everything planner predicts for one training layout."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     layout: TrainingLayout = Field(description="The configuration.")
     memory: MemoryBreakdown = Field(description="Most loaded card.")
@@ -71,7 +71,7 @@ class TrainingEvaluation(BaseModel):
 class InferenceEvaluation(BaseModel):
     """Everything planner predicts for one serving layout (replicas included)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     layout: InferenceLayout = Field(description="The configuration.")
     memory: MemoryBreakdown = Field(description="Most loaded card of a replica.")

@@ -16,7 +16,7 @@ from planner.enums import FRAMEWORK_ZERO_STAGES, Checkpointing, Framework, KvPre
 class TrainingLayout(BaseModel):
     """One training configuration on one GPU type."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     gpu: str = Field(description="GPU id.")
     precision: TrainPrecision = Field(description="Precision policy.")
@@ -73,7 +73,7 @@ class TrainingLayout(BaseModel):
 class InferenceLayout(BaseModel):
     """One serving replica layout on one GPU type, and how many replicas."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     gpu: str = Field(description="GPU id.")
     weight_precision: WeightPrecision = Field(description="Weight precision.")

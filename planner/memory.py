@@ -44,7 +44,7 @@ def where(condition: Flag, if_true: Num, if_false: Num) -> Num:
 class MemoryTerm(BaseModel):
     """One line of a per-card memory breakdown."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     name: str = Field(description="weights, gradients, optimizer_states, activations, logits, kv_cache, workspace, reserve, ...")
     bytes: float = Field(ge=0, description="Bytes on the most loaded card.")
@@ -62,7 +62,7 @@ class MemoryTerm(BaseModel):
 class MemoryBreakdown(BaseModel):
     """Memory of the most loaded card against its capacity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     terms: tuple[MemoryTerm, ...] = Field(description="Terms of the most loaded card, reserve included.")
     capacity_bytes: float = Field(description="Usable card memory (after the serving utilisation cap, if any).")

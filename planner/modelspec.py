@@ -32,7 +32,7 @@ MAX_LAYERS = 10_000
 class ModelSpec(BaseModel):
     """Architecture of a decoder-only transformer, dense or MoE, with MHA/GQA/MQA or MLA."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     name: str = Field(description="Model id (catalog name or the config file's stem).")
     hidden_size: int = Field(gt=0, le=MAX_DIM, description="Model width h.")

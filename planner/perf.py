@@ -145,7 +145,7 @@ def speed_catalog(assumptions: Assumptions) -> speed.SpeedCatalog:
 class TrainingPerf(BaseModel):
     """Predicted speed of a training layout (the terms of `planner.speed.training_design`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     step_time_s: float = Field(description="One optimizer step, seconds.")
     compute_s: float = Field(description="FLOP-bound kernels per step (GEMMs, grouped MoE GEMMs, attention, MoE dispatch), bubble excluded.")
@@ -275,7 +275,7 @@ class InferencePerf(BaseModel):
     """Predicted speed of one serving replica at the load it carries (`planner.serving.steady_state`), with the bare
     decode-step terms as breakdown."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     percentile: int = Field(description="Percentile of the SLO figures (ttft_s, tpot_s): 50, 90 or 99.")
     replicas_needed: int = Field(description="Fewest replicas meeting the load and SLOs (0: not even stable); the replica's load is rate / this.")

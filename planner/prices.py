@@ -53,7 +53,7 @@ SKYPILOT_CLOUD_NAMES: dict[tuple[str, str], str | None] = {
 class ImportSummary(BaseModel):
     """What an import read, kept and could not map."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(defer_build=True, extra="forbid")
 
     path: str = Field(description="The price file written.")
     rows: int = Field(description="Price rows written.")

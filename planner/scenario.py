@@ -31,7 +31,7 @@ from planner.errors import InputError
 from planner.files import load_structured, shorten
 from planner.traffic import ServingSlo, TokenLengths, Traffic
 
-FORBID = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+FORBID = ConfigDict(defer_build=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 MAX_LIST_VALUES = 64
 """Most values a search list (GPUs, degrees, batch sizes, precisions) may hold: the table grows with their product."""

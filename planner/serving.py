@@ -719,22 +719,60 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     )
 
 
+SEARCH_GRID_CELLS = 512
+"""Most (candidate rate x layout) cells one step of a boundary search evaluates. A numpy pass over a few layouts costs
+about the same for 1 or 512 cells, so a table of few rows (one configuration: `planner memory`) tries many rates per
+pass and needs few passes; a large table bisects (two candidates per layout, one pass per halving)."""
+
+
+DOUBLINGS = 2.0 ** np.arange(61, dtype=float)
+"""Candidate upper brackets of a stable rate, 1 to 2**60 requests/s."""
+
+
+def search_fan(shape: tuple[int, ...]) -> int:
+    """Sub-intervals a boundary search splits each bracket into per pass: 2 (bisection) for large tables, up to 64."""
+    return int(max(2, min(64, SEARCH_GRID_CELLS // max(1, math.prod(shape)))))
+
+
+def shrink_bracket(feasible_at: Callable[[Array], NDArray[np.bool_]], lo: Array, hi: Array, halvings: int) -> tuple[Array, Array]:
+    """Shrink [lo, hi] per column, feasible at lo and not at hi (a monotone boundary), to (hi - lo) / 2**halvings or less.
+
+    Each pass evaluates the fan - 1 interior points of `search_fan` equal sub-intervals at once (one `feasible_at` call
+    over a (fan - 1, *shape) grid) and keeps the sub-interval where feasibility ends: a k-ary search, which is bisection
+    for fan = 2; ceil(halvings / log2(fan)) passes.
+    """
+    fan = search_fan(lo.shape)
+    steps = math.ceil(halvings / math.log2(fan))
+    fractions = (np.arange(1, fan, dtype=float) / fan).reshape((fan - 1,) + (1,) * lo.ndim)
+    for _ in range(steps):
+        width = hi - lo
+        ok = np.asarray(feasible_at(lo + width * fractions), dtype=bool)
+        k = np.where(ok.all(axis=0), fan - 1, np.argmin(ok, axis=0))  # feasible grid points below the first infeasible one
+        lo, hi = lo + width * (k / fan), lo + width * ((k + 1) / fan)
+    return lo, hi
+
+
 def max_rate_rps(cost: IterationCost, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *, iterations: int = 32,
                  **kwargs: object) -> Array:
-    """Largest stable arrival rate of a replica (bisection on `steady_state(...).feasible`), requests/s."""
+    """Largest stable arrival rate of a replica (`steady_state(...).feasible`: doubling from 1 request/s to bracket it,
+    then `shrink_bracket` by 2**-iterations), requests/s."""
     prompt, output = np.broadcast_arrays(_f(prompt_tokens), _f(output_tokens))
     shape = np.broadcast_shapes(prompt.shape, _shape(cost))
-    hi = np.full(shape, 1.0)
-    for _ in range(60):
-        ok = steady_state(cost, hi, prompt, output, percentiles=False, **kwargs).feasible  # type: ignore[arg-type]
-        if not ok.any():
-            break
-        hi = np.where(ok, hi * 2.0, hi)
-    lo = np.zeros(shape)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        ok = steady_state(cost, mid, prompt, output, percentiles=False, **kwargs).feasible  # type: ignore[arg-type]
-        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+
+    def feasible_at(rate: Array) -> NDArray[np.bool_]:
+        return steady_state(cost, rate, prompt, output, percentiles=False, **kwargs).feasible  # type: ignore[arg-type]
+
+    if search_fan(shape) >= 32:  # few layouts: every power of two at once, the first infeasible one brackets the rate
+        ok = np.asarray(feasible_at(np.broadcast_to(DOUBLINGS.reshape((-1,) + (1,) * len(shape)), (len(DOUBLINGS),) + shape)), dtype=bool)
+        hi = DOUBLINGS[np.where(ok.all(axis=0), len(DOUBLINGS) - 1, np.argmin(ok, axis=0))]
+    else:
+        hi = np.full(shape, 1.0)
+        for _ in range(len(DOUBLINGS) - 1):
+            ok = feasible_at(hi)
+            if not ok.any():
+                break
+            hi = np.where(ok, hi * 2.0, hi)
+    lo, _ = shrink_bracket(feasible_at, np.zeros(shape), hi, iterations)
     return lo
 
 
@@ -909,10 +947,16 @@ def prefill_only_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: 
     )
 
 
-def fewest_replicas(ok: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, ...], max_replicas: int) -> NDArray[np.int64]:
-    """Smallest n per column with ok(n) (ok must hold for every count above it): doubling from 1, then bisection over
-    integers, all columns at once; 0 where even `max_replicas` fail (as `replicas_needed`)."""
-    lo, hi = np.zeros(shape), np.ones(shape)
+def fewest_replicas(ok: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, ...], max_replicas: int,
+                    at_least: ArrayLike = 1) -> NDArray[np.int64]:
+    """Smallest n per column with ok(n) (ok must hold for every count above it); 0 where even `max_replicas` fail.
+
+    Doubling from `at_least` (a count known to be needed) brackets n, then a k-ary search over the integers between
+    (`search_fan` candidates per pass, all columns at once in one `ok` call over a (fan - 1, *shape) grid; bisection
+    for large tables) narrows the bracket to one.
+    """
+    lo = np.broadcast_to(np.maximum(_f(at_least) - 1.0, 0.0), shape).astype(float)  # fails (or is 0)
+    hi = np.minimum(np.maximum(lo * 2.0, lo + 1.0), float(max_replicas))
     good = ok(hi)
     while True:
         grow = ~good & (hi < max_replicas)
@@ -921,15 +965,22 @@ def fewest_replicas(ok: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, 
         lo = np.where(grow, hi, lo)
         hi = np.where(grow, np.minimum(hi * 2.0, float(max_replicas)), hi)
         good = np.where(grow, ok(hi), good)
+    possible = np.asarray(good, dtype=bool)
+    fan = search_fan(shape)
+    fractions = (np.arange(1, fan, dtype=float) / fan).reshape((fan - 1,) + (1,) * len(shape))
     while True:
-        gap = good & ((hi - lo) > 1)
+        gap = possible & ((hi - lo) > 1)
         if not gap.any():
             break
-        mid = np.where(gap, np.floor((lo + hi) / 2.0), hi)
-        inner = ok(np.maximum(mid, 1.0))
-        hi = np.where(gap & inner, mid, hi)
-        lo = np.where(gap & ~inner, mid, lo)
-    return np.where(good, hi, 0).astype(np.int64)
+        points = np.where(gap, np.minimum(lo + np.maximum(1.0, np.floor((hi - lo) * fractions)), hi - 1.0), hi)
+        passed = np.asarray(ok(np.maximum(points, 1.0)), dtype=bool)
+        first = np.argmax(passed, axis=0)  # the first candidate that passes, where any does
+        any_pass = passed.any(axis=0)
+        at_first = np.take_along_axis(points, first[np.newaxis], axis=0)[0]
+        before_first = np.where(first > 0, np.take_along_axis(points, np.maximum(first - 1, 0)[np.newaxis], axis=0)[0], lo)
+        hi = np.where(gap & any_pass, at_first, hi)
+        lo = np.where(gap, np.where(any_pass, before_first, points[-1]), lo)
+    return np.where(possible, hi, 0).astype(np.int64)
 
 
 def prefill_replicas_needed(cost: IterationCost, rate_rps: float, prompt_tokens: float, kv_transfer_s: ArrayLike, *, percentile: int = 90,
@@ -1075,9 +1126,9 @@ def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: Arr
     """Fewest replicas per layout (numpy column) that carry `rate_rps` in total with the SLOs met at the percentile.
 
     Each replica takes rate / n (a load balancer spreading Poisson arrivals keeps them Poisson).
-    Latency falls as n grows, so the smallest n is found by doubling from `at_least` (a count
-    known to be needed, e.g. ceil(rate / max_rate_rps)) and bisection over integers, all layouts
-    at once; 0 where even `max_replicas` do not meet the SLOs (e.g. a TPOT below the bare decode
+    Latency falls as n grows, so the smallest n is found by `fewest_replicas` (doubling from
+    `at_least`, a count known to be needed, e.g. ceil(rate / max_rate_rps), then a search over
+    integers), all layouts at once; 0 where even `max_replicas` do not meet the SLOs (e.g. a TPOT below the bare decode
     step). This is the coefficient the solver needs in place of `ceil(target / throughput)`.
     `tpot_slo_s` is compared with the inter-token latency per token (ITL / tokens per step).
     """
@@ -1094,27 +1145,7 @@ def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: Arr
         return good
 
     shape = np.broadcast_shapes(_shape(cost), np.shape(rate_rps), np.shape(prompt_tokens), np.shape(output_tokens))
-    # lo fails, hi succeeds: start just below `at_least` (a count known to be needed) and double up to max_replicas
-    lo = np.broadcast_to(np.maximum(_f(at_least) - 1.0, 0.0), shape).astype(float)
-    hi = np.minimum(np.maximum(lo * 2.0, lo + 1.0), float(max_replicas))
-    good = ok(hi)
-    while True:
-        grow = ~good & (hi < max_replicas)
-        if not grow.any():
-            break
-        lo = np.where(grow, hi, lo)
-        hi = np.where(grow, np.minimum(hi * 2.0, float(max_replicas)), hi)
-        good = np.where(grow, ok(hi), good)
-    possible = good
-    while True:
-        gap = possible & ((hi - lo) > 1)
-        if not gap.any():
-            break
-        mid = np.where(gap, np.floor((lo + hi) / 2.0), hi)
-        good = ok(np.maximum(mid, 1.0))
-        hi = np.where(gap & good, mid, hi)
-        lo = np.where(gap & ~good, mid, lo)
-    return np.where(possible, hi, 0).astype(np.int64)
+    return fewest_replicas(ok, shape, max_replicas, at_least)
 
 
 def iteration_time_scalar_s(cost: IterationCost, decode_seqs: float, decode_context_tokens: float, prefill_tokens: float,
@@ -1141,12 +1172,12 @@ def rate_for_concurrency(cost: IterationCost, concurrency: ArrayLike, prompt_tok
     bisection below `max_rate_rps`; NaN where N exceeds what the replica holds stably.
     """
     n = _f(concurrency)
-    hi = max_rate_rps(cost, prompt_tokens, output_tokens, **kwargs) * np.ones_like(n)
-    lo = np.zeros_like(hi)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        state = steady_state(cost, mid, prompt_tokens, output_tokens, percentiles=False, **kwargs)  # type: ignore[arg-type]
-        below = np.nan_to_num(state.requests_in_system, nan=np.inf) < n
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    hi = max_rate_rps(cost, prompt_tokens, output_tokens, iterations=16, **kwargs) * np.ones_like(n)
+
+    def below(rate: Array) -> NDArray[np.bool_]:
+        state = steady_state(cost, rate, prompt_tokens, output_tokens, percentiles=False, **kwargs)  # type: ignore[arg-type]
+        return np.nan_to_num(state.requests_in_system, nan=np.inf) < n
+
+    lo, _ = shrink_bracket(below, np.zeros_like(hi), hi, iterations)
     state = steady_state(cost, lo, prompt_tokens, output_tokens, percentiles=False, **kwargs)  # type: ignore[arg-type]
     return np.where(np.abs(state.requests_in_system / n - 1.0) < 0.02, lo, np.nan)

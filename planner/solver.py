@@ -50,7 +50,7 @@ Evaluation = TrainingEvaluation | InferenceEvaluation
 class Alternative(BaseModel):
     """The best plan on one GPU type, or why that GPU type has none."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     gpu: str = Field(description="GPU id.")
     feasible: bool = Field(description="A plan exists on this GPU type within the limits.")
@@ -65,7 +65,7 @@ class Alternative(BaseModel):
 class ParetoPoint(BaseModel):
     """One point of the cost vs speed frontier: training trades cost against time to train, serving against TPOT."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     cost: float = Field(description="Training: $ for the run; serving: $/hour.")
     metric: str = Field(description="What the frontier trades against cost: 'time to train (days)' or 'TPOT pNN under load (ms)'.")
@@ -84,7 +84,7 @@ class ParetoPoint(BaseModel):
 class Plan(BaseModel):
     """The chosen plan, verified, with its evidence."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     scenario: str = Field(description="Scenario name.")
     kind: Literal["training", "inference"] = Field(description="Workload type.")

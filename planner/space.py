@@ -55,12 +55,22 @@ class Space:
 
     tables: list[Table] = field(default_factory=list)
     structural_count: int = 0
-    closest_misfit: TrainingEvaluation | InferenceEvaluation | None = None
+    _misfit: tuple[Table, PriceQuote] | None = None
+    _closest_misfit: TrainingEvaluation | InferenceEvaluation | None = None
     unpriced_gpus: list[str] = field(default_factory=list)
     gpus: list[GpuSpec] = field(default_factory=list)
     pruned: bool = False
     _rows: list[TrainingEvaluation | InferenceEvaluation] | None = None
     _table_rows: list[list[TrainingEvaluation | InferenceEvaluation]] = field(default_factory=list)
+
+    @property
+    def closest_misfit(self) -> TrainingEvaluation | InferenceEvaluation | None:
+        """The layout closest to fitting (smallest total / capacity) over every priced GPU type, with its speed and cost:
+        built on first use (explanations of a search where nothing fits), as its speed costs as much as a small table's."""
+        if self._closest_misfit is None and self._misfit is not None:
+            table, quote = self._misfit
+            self._closest_misfit = table.with_perf().priced(quote).evaluation_at(0)
+        return self._closest_misfit
 
     @property
     def rows(self) -> list[TrainingEvaluation | InferenceEvaluation]:
@@ -491,7 +501,7 @@ class GpuEvaluation:
         k = int(np.argmin(ratio))
         if ratio[k] < self.misfit_ratio:
             self.misfit_ratio = float(ratio[k])
-            self.misfit = table.take(index[k:k + 1]).with_perf()
+            self.misfit = table.take(index[k:k + 1])
 
 
 def _join(parts: list[Table]) -> Table:
@@ -622,7 +632,7 @@ def build_space(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, 
         space.structural_count += evaluated.structural_count
         if evaluated.misfit is not None and evaluated.misfit_ratio < best:
             best = evaluated.misfit_ratio
-            space.closest_misfit = evaluated.misfit.priced(quote).evaluation_at(0)
+            space._misfit = (evaluated.misfit, quote)
         if evaluated.table is not None and len(evaluated.table):
             table, rows = priced_table(evaluated.table, quote, key, prune)
             space.tables.append(table)

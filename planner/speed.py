@@ -76,7 +76,7 @@ padding kernels that make up the per-copy cost run on the GPU and speed up with 
 (NeMo 26.02 Qwen3-30B-A3B: B200 9691 vs H100 5113 tokens/s/GPU, 1.9x, on layouts whose step the per-copy cost dominates).
 One constant, fitted across generations (a per-family row is refitted from only the 4-6 MoE runs of that family)."""
 MOE_PERMUTE_PASSES = 6.0  # token permute/unpermute: gather+scatter in forward and backward (Megatron-Core moe token dispatcher)
-FORBID = ConfigDict(extra="forbid", frozen=True)
+FORBID = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class ModelShape(BaseModel):

@@ -80,7 +80,7 @@ MAX_AXIS_VALUES = 1_000
 class Study(BaseModel):
     """A study: a base scenario and the variations to solve."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=200, description="Short name of the study.")
     description: str = Field(default="", description="What the study wants to find out.")
@@ -118,7 +118,7 @@ class Study(BaseModel):
 class Case(BaseModel):
     """One variation of the base scenario, ready to solve."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
     index: int = Field(ge=0, description="Position in the study (grid order or list order); the table's row order.")
     case_id: str = Field(description="Stable id: a hash of the axis values, the key for resuming.")

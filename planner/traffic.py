@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from planner.errors import InputError
 
-FORBID = ConfigDict(extra="forbid", frozen=True)
+FORBID = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
 class TokenLengths(BaseModel):
