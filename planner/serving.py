@@ -730,26 +730,36 @@ DOUBLINGS = 2.0 ** np.arange(61, dtype=float)
 
 
 def search_fan(shape: tuple[int, ...]) -> int:
-    """Sub-intervals a boundary search splits each bracket into per pass: 2 (bisection) for large tables, up to 64."""
-    return int(max(2, min(64, SEARCH_GRID_CELLS // max(1, math.prod(shape)))))
+    """Sub-intervals a boundary search splits each bracket into per pass, a power of two: 2 (bisection) for large
+    tables, up to 64 for one layout."""
+    cells = max(2, min(64, SEARCH_GRID_CELLS // max(1, math.prod(shape))))
+    return 1 << (cells.bit_length() - 1)
 
 
 def shrink_bracket(feasible_at: Callable[[Array], NDArray[np.bool_]], lo: Array, hi: Array, halvings: int) -> tuple[Array, Array]:
-    """Shrink [lo, hi] per column, feasible at lo and not at hi (a monotone boundary), to (hi - lo) / 2**halvings or less.
+    """Shrink [lo, hi] per column, feasible at lo and not at hi (a monotone boundary), to (hi - lo) / 2**halvings.
 
-    Each pass evaluates the fan - 1 interior points of `search_fan` equal sub-intervals at once (one `feasible_at` call
-    over a (fan - 1, *shape) grid) and keeps the sub-interval where feasibility ends: a k-ary search, which is bisection
-    for fan = 2; ceil(halvings / log2(fan)) passes.
+    The candidates are the points lo + (hi - lo) j / 2**halvings (integer j), so the answer, the last feasible one, is
+    the same whatever the fan: bisection (fan 2, large tables) and the k-ary search of a few layouts (`search_fan`
+    candidates per pass, one `feasible_at` call over a (fan - 1, *shape) grid) evaluate the same numbers, and the
+    evaluator's one-row verification of a plan reproduces its table's figures exactly.
     """
     fan = search_fan(lo.shape)
-    steps = math.ceil(halvings / math.log2(fan))
-    fractions = (np.arange(1, fan, dtype=float) / fan).reshape((fan - 1,) + (1,) * lo.ndim)
-    for _ in range(steps):
-        width = hi - lo
-        ok = np.asarray(feasible_at(lo + width * fractions), dtype=bool)
-        k = np.where(ok.all(axis=0), fan - 1, np.argmin(ok, axis=0))  # feasible grid points below the first infeasible one
-        lo, hi = lo + width * (k / fan), lo + width * ((k + 1) / fan)
-    return lo, hi
+    cells = float(2**halvings)
+    width = hi - lo
+    j_lo, j_hi = np.zeros(lo.shape), np.full(lo.shape, cells)
+    steps = np.arange(1, fan, dtype=float).reshape((fan - 1,) + (1,) * lo.ndim)
+    while True:
+        gap = j_hi - j_lo
+        if not (gap > 1).any():
+            break
+        sub = np.maximum(1.0, gap / fan)  # powers of two: the candidates stay on the grid
+        j = j_lo + sub * steps
+        inside = j < j_hi
+        ok = np.asarray(feasible_at(lo + width * (np.minimum(j, j_hi) / cells)), dtype=bool) & inside
+        k = np.where(ok.all(axis=0), fan - 1, np.argmin(ok, axis=0))  # feasible candidates below the first infeasible one
+        j_lo, j_hi = j_lo + sub * k, np.minimum(j_lo + sub * (k + 1), j_hi)
+    return lo + width * (j_lo / cells), lo + width * (j_hi / cells)
 
 
 def max_rate_rps(cost: IterationCost, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *, iterations: int = 32,
