@@ -463,6 +463,7 @@ def inference_perf_columns(
                   tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens)
     cost = serving_cost_columns(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
     b = cols["batch"].astype(float)
+    capacity = serving.max_rate_rps(cost, p_mean, o_mean, iterations=16, **kwargs)
     if traffic.request_rate_rps is not None:
         rate = np.full(len(b), traffic.request_rate_rps)
         floor = np.ones(len(b))
@@ -471,10 +472,9 @@ def inference_perf_columns(
         beta = serving.SLOT_STAFFING_BETA  # users a replica of b slots holds with the slot margin of `serving.steady_state`
         usable = np.maximum(((-beta + np.sqrt(beta**2 + 4.0 * b)) / 2.0) ** 2 * (1.0 - 1e-6), 1e-9)
         floor = np.ceil(traffic.concurrency / usable)
-        rate = np.nan_to_num(serving.rate_for_concurrency(cost, traffic.concurrency / floor, p_mean, o_mean, iterations=24, **kwargs) * floor,
-                             nan=0.0)
+        rate = np.nan_to_num(serving.rate_for_concurrency(cost, traffic.concurrency / floor, p_mean, o_mean, iterations=24,
+                                                          max_rate=capacity, **kwargs) * floor, nan=0.0)
     rate = np.maximum(rate, 1e-12)
-    capacity = serving.max_rate_rps(cost, p_mean, o_mean, iterations=16, **kwargs)
     # stability alone: ceil(rate / capacity), one more where the bisected capacity sits a hair above the true one
     with np.errstate(divide="ignore", invalid="ignore"):
         k_stable = np.where(capacity > 0, np.ceil(rate / capacity), 0.0)

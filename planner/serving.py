@@ -1175,14 +1175,16 @@ def iteration_time_scalar_s(cost: IterationCost, decode_seqs: float, decode_cont
 
 
 def rate_for_concurrency(cost: IterationCost, concurrency: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
-                         iterations: int = 50, **kwargs: object) -> Array:
+                         iterations: int = 50, max_rate: ArrayLike | None = None, **kwargs: object) -> Array:
     """Arrival rate at which a closed loop of `concurrency` users keeps that many requests in the system.
 
     Little's law, N = rate x (TTFT + O x ITL / tau) (Little 1961), solved for the rate by
-    bisection below `max_rate_rps`; NaN where N exceeds what the replica holds stably.
+    bisection below `max_rate_rps` (or `max_rate`, when the caller has it); NaN where N exceeds what the replica
+    holds stably.
     """
     n = _f(concurrency)
-    hi = max_rate_rps(cost, prompt_tokens, output_tokens, iterations=16, **kwargs) * np.ones_like(n)
+    top = max_rate_rps(cost, prompt_tokens, output_tokens, iterations=16, **kwargs) if max_rate is None else _f(max_rate)
+    hi = top * np.ones_like(n)
 
     def below(rate: Array) -> NDArray[np.bool_]:
         state = steady_state(cost, rate, prompt_tokens, output_tokens, percentiles=False, **kwargs)  # type: ignore[arg-type]
