@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from planner.catalog import CATALOG_DIR, GpuSpec, load_gpus
+from planner.catalog import CATALOG_DIR, SAFE_LOADER, GpuSpec, load_gpus
 from planner.errors import InputError
 from planner.speed import FRAMEWORKS, RECOMPUTE_CODES, ModelShape, SpeedCatalog, load_speed_catalog, parameter_vector, training_design
 
@@ -252,7 +252,7 @@ def overlay_dict(fitted: SpeedCatalog, base: SpeedCatalog, runs: Iterable[Run], 
 def load_overlay(path: Path) -> dict[str, Any]:
     """Read a calibration overlay YAML (as `planner calibrate` writes it)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.load(Path(path).read_text(), Loader=SAFE_LOADER)
     except OSError as error:
         raise InputError(f"calibration file {path}: {error.strerror}") from None
     if not isinstance(data, dict) or not isinstance(data.get("efficiency"), list):
