@@ -21,7 +21,14 @@ from planner.solver import solve
 from planner.space import node_size
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-SERVING = ["deepseek-67b-serving-h100", "deepseek-7b-consumer-gpu", "deepseek-v3-serving", "llama-3.1-70b-chat"]
+SERVING = sorted(path.stem for path in SCENARIOS.glob("*.yaml") if path.read_text().count("kind: inference"))
+"""Every bundled serving scenario (a new one is checked without editing this list)."""
+
+
+def test_the_bundled_serving_scenarios_are_all_checked() -> None:
+    assert set(SERVING) >= {"deepseek-67b-serving-h100", "deepseek-7b-consumer-gpu", "deepseek-v3-serving", "llama-3.1-70b-chat",
+                            "llama-3.1-70b-long-prompt"}
+    assert all(load_scenario(SCENARIOS / f"{name}.yaml").workload.kind == "inference" for name in SERVING)
 
 
 def replay(scenario: Scenario, plan: InferenceEvaluation, requests: int, seed: int) -> tuple[simulate.SimResult, float]:
