@@ -48,6 +48,11 @@ def _f(x: ArrayLike) -> Array:
     return np.asarray(x, dtype=float)
 
 
+def _clip(x: ArrayLike, lo: float, hi: float) -> Array:
+    """np.clip's values without its per-call overhead (it dominates on the small columns of the inner loops)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 # ---- per-iteration cost ------------------------------------------------------------------------
 
 
@@ -138,7 +143,7 @@ def stage_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tok
     compute = (_f(cost.compute_s_per_token) * tokens
                + _f(cost.attention_s_per_context_token) * (_f(decode_context_tokens) * s + _f(prefill_context_tokens)))
     lo, hi = _f(cost.large_message_tokens), _f(cost.ring_message_tokens)
-    extra = _f(cost.large_message_extra_s) * np.clip((tokens - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0)
+    extra = _f(cost.large_message_extra_s) * _clip((tokens - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0)
     return _f(cost.fixed_s) + extra + np.maximum(memory, compute) + _f(cost.comm_s_per_token) * tokens
 
 
@@ -507,7 +512,7 @@ def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_mome
     rho = lam * s * a1
     ok = rho < 1.0
     r = np.where(ok, rho, 0.0)
-    p = np.clip(lam * own if p_start is None else p_start, 1e-6, 1.0)
+    p = _clip(lam * own if p_start is None else p_start, 1e-6, 1.0)
 
     def first_two(p: Array) -> tuple[Array, Array]:
         m1 = ((1.0 - p) * t_d + p * t0) / (1.0 - r)
@@ -524,7 +529,7 @@ def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_mome
         laplace = np.exp(-lam * np.minimum(own, mean_p)) * np.where(
             theta * lam > 1e-9, np.exp(-(excess / np.maximum(theta, 1e-300)) * np.log1p(lam * theta)), np.exp(-lam * excess))
         enter = 1.0 - np.exp(-lam * t_d)  # a prompt arrives during a decode-only iteration
-        p = np.clip(enter / (enter + laplace), 1e-9, 1.0)
+        p = _clip(enter / (enter + laplace), 1e-9, 1.0)
     m1, m2 = first_two(p)
     m3 = ((1.0 - p) * t_d**3 + p * t0**3 + 3.0 * t0**2 * r * m1 + 3.0 * t0 * s**2 * (lam * a2 * m1 + lam**2 * a1**2 * m2)
           + s**3 * (lam * a3 * m1 + 3.0 * lam**2 * a1 * a2 * m2)) / (1.0 - r**3)
@@ -532,7 +537,7 @@ def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_mome
     w2 = np.maximum(m2 - (1.0 - p) * t_d**2, 0.0)
     w3 = np.maximum(m3 - (1.0 - p) * t_d**3, 0.0)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        share = np.clip(w1 / m1, 0.0, 1.0)
+        share = _clip(w1 / m1, 0.0, 1.0)
         some = (w1 > 1e-12 * m1) & np.isfinite(w2 / w1) & np.isfinite(w3 / w1)  # prefill iterations of negligible share: one prompt
         ts1 = np.where(some, w2 / w1, own)
         ts2 = np.where(some, w3 / w1, own**2)
@@ -562,7 +567,7 @@ def _ttft_quantile(cycles: PrefillCycles, q: float, iterations: int = 24) -> Arr
     w = np.maximum(width, 1e-300)
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        decode_cdf = (1.0 - pj) * np.clip(mid / w, 0.0, 1.0) + pj * np.clip((mid - join) / w, 0.0, 1.0)
+        decode_cdf = (1.0 - pj) * _clip(mid / w, 0.0, 1.0) + pj * _clip((mid - join) / w, 0.0, 1.0)
         below = cycles.idle_share + (1.0 - share - cycles.idle_share) * decode_cdf + share * _gamma_cdf(mid, shape, scale) < q
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
     return cycles.own_s + hi
@@ -621,7 +626,7 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     # The fluid fixed point above (pi = rate P T / chunk) under-states the mean iteration time when prompts arrive in
     # bursts; the iteration chain of `_prefill_cycles` gives E[T] for a given decode batch, and B = rate O / tau E[T]
     # closes the loop (fixed-point iteration from the fluid T, which is below it).
-    share = np.clip(pi, 1e-6, 1.0)
+    share = _clip(pi, 1e-6, 1.0)
     history: list[Array] = []
     work = np.maximum(prompt, 1.0)  # a fully cached prompt still runs one token to sample from (as `planner.simulate`)
     moment2 = np.maximum(moment2, work**2)
@@ -659,7 +664,7 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     # factor of the chain; AR(1) sum, Box & Jenkins 1976, Sec. 3.2), Var B ~ (O / tau) Var c (1 + rho) / (1 - rho);
     # rho = 0 gives the Poisson occupancy of M/G/inf (Kleinrock 1975, Vol. 1). A token sees the batch size-biased
     # (Feller 1971, Vol. II, Sec. I.4): for B ~ Gamma(k, theta) fitted to the mean and variance, Gamma(k + 1, theta).
-    r_c = np.clip(rho, 0.0, 0.95)
+    r_c = _clip(rho, 0.0, 0.95)
     var_c = rate * cycles.iteration_mean_s + rate**2 * cycles.iteration_var_s2
     var_b = np.maximum(output / tau * var_c * (1.0 + r_c) / (1.0 - r_c), np.maximum(decode, 1e-9))
     theta_b = var_b / np.maximum(decode, 1e-9)
