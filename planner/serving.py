@@ -767,16 +767,9 @@ def shrink_bracket(feasible_at: Callable[[Array], NDArray[np.bool_]], lo: Array,
     return lo + width * (j_lo / cells), lo + width * (j_hi / cells)
 
 
-def max_rate_rps(cost: IterationCost, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *, iterations: int = 32,
-                 **kwargs: object) -> Array:
-    """Largest stable arrival rate of a replica (`steady_state(...).feasible`: doubling from 1 request/s to bracket it,
-    then `shrink_bracket` by 2**-iterations), requests/s."""
-    prompt, output = np.broadcast_arrays(_f(prompt_tokens), _f(output_tokens))
-    shape = np.broadcast_shapes(prompt.shape, _shape(cost))
-
-    def feasible_at(rate: Array) -> NDArray[np.bool_]:
-        return steady_state(cost, rate, prompt, output, percentiles=False, **kwargs).feasible  # type: ignore[arg-type]
-
+def max_stable_rate_rps(feasible_at: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, ...], iterations: int = 16) -> Array:
+    """Largest arrival rate at which `feasible_at(rate)` holds per column (doubling from 1 request/s to bracket it, then
+    `shrink_bracket` by 2**-iterations), requests/s."""
     if search_fan(shape) >= 32:  # few layouts: every power of two at once, the first infeasible one brackets the rate
         ok = np.asarray(feasible_at(np.broadcast_to(DOUBLINGS.reshape((-1,) + (1,) * len(shape)), (len(DOUBLINGS),) + shape)), dtype=bool)
         hi = DOUBLINGS[np.where(ok.all(axis=0), len(DOUBLINGS) - 1, np.argmin(ok, axis=0))]
@@ -789,6 +782,16 @@ def max_rate_rps(cost: IterationCost, prompt_tokens: ArrayLike, output_tokens: A
             hi = np.where(ok, hi * 2.0, hi)
     lo, _ = shrink_bracket(feasible_at, np.zeros(shape), hi, iterations)
     return lo
+
+
+def max_rate_rps(cost: IterationCost, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *, iterations: int = 32,
+                 **kwargs: object) -> Array:
+    """Largest stable arrival rate of a colocated replica (`max_stable_rate_rps` of `steady_state(...).feasible`),
+    requests/s."""
+    prompt, output = np.broadcast_arrays(_f(prompt_tokens), _f(output_tokens))
+    shape = np.broadcast_shapes(prompt.shape, _shape(cost))
+    return max_stable_rate_rps(lambda rate: steady_state(cost, rate, prompt, output, percentiles=False, **kwargs).feasible,  # type: ignore[arg-type]
+                               shape, iterations)
 
 
 def utilisation(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, **kwargs: object) -> Array:
@@ -1014,22 +1017,6 @@ def prefill_replicas_needed(cost: IterationCost, rate_rps: float, prompt_tokens:
     return fewest_replicas(ok, np.broadcast_shapes(_shape(cost), np.shape(move)), max_replicas)
 
 
-def max_stable_rate_rps(feasible_at: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, ...], iterations: int = 16) -> Array:
-    """Largest arrival rate at which `feasible_at(rate)` holds (doubling from 1 request/s, then bisection), requests/s."""
-    hi = np.full(shape, 1.0)
-    for _ in range(60):
-        up = feasible_at(hi)
-        if not up.any():
-            break
-        hi = np.where(up, hi * 2.0, hi)
-    lo = np.zeros(shape)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        up = feasible_at(mid)
-        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
-    return lo
-
-
 def decode_replicas_needed(cost: IterationCost, rate_rps: float, prompt_tokens: float, output_tokens: float, *, percentile: int = 90,
                            tpot_slo_s: float | None = None, max_replicas: int = 4096, tokens_per_step: float = 1.0,
                            verify_tokens: float = 1.0) -> NDArray[np.int64]:
@@ -1092,24 +1079,17 @@ def size_pools(cost: IterationCost, gpus_per_replica: int, rate_rps: float, prom
                prefill_gpus_per_replica: int | None = None) -> PoolSizing:
     """Fewest replicas meeting the SLOs: n colocated, or x prefill + y decode (DistServe Sec. 4.1 sizes the two independently).
 
-    Colocated: the smallest n with `steady_state` at rate/n meeting TTFT and TPOT at the
-    percentile. Disaggregated: the smallest x meeting TTFT (prefill + KV transfer) and the
-    smallest y meeting TPOT; x and y do not interact (decode sees no prompts).
+    Colocated: `replicas_needed` (the smallest n with `steady_state` at rate/n meeting TTFT and
+    TPOT at the percentile). Disaggregated: `pool_replicas_needed` (the smallest x meeting TTFT,
+    prefill + KV transfer, and the smallest y meeting TPOT; x and y do not interact, decode sees
+    no prompts): the searches the evaluator sizes plans with, for one layout.
     """
-    n = np.arange(1, max_replicas + 1, dtype=float)
-    colo = steady_state(cost, rate_rps / n, prompt_tokens, output_tokens)
-    ok = _meets(colo, percentile, ttft_slo_s, tpot_slo_s)
-    n_colo = int(n[ok][0]) if ok.any() else 0
-    pcost = prefill_cost or cost
+    n_colo = int(replicas_needed(cost, rate_rps, prompt_tokens, output_tokens, percentile=percentile, ttft_slo_s=ttft_slo_s,
+                                 tpot_slo_s=tpot_slo_s, max_replicas=max_replicas))
     pgpus = prefill_gpus_per_replica or gpus_per_replica
-    pre = prefill_only_state(pcost, rate_rps / n, prompt_tokens)
-    move = kv_transfer_s(prompt_tokens, kv_bytes_per_token, link_gbps)
-    ttft = np.nan_to_num(getattr(pre, f"ttft_p{percentile}_s"), nan=np.inf) + move
-    pre_ok = pre.feasible & (ttft <= (ttft_slo_s if ttft_slo_s is not None else np.inf))
-    dec = decode_only_state(cost, rate_rps / n, prompt_tokens, output_tokens)
-    dec_ok = _meets(dec, percentile, None, tpot_slo_s)
-    x = int(n[pre_ok][0]) if pre_ok.any() else 0
-    y = int(n[dec_ok][0]) if dec_ok.any() else 0
+    x, y = (int(v) for v in pool_replicas_needed(prefill_cost or cost, cost, rate_rps, prompt_tokens, output_tokens,
+                                                 kv_transfer_s(prompt_tokens, kv_bytes_per_token, link_gbps), percentile=percentile,
+                                                 ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, max_replicas=max_replicas))
     disagg = x * pgpus + y * gpus_per_replica if x and y else 0
     return PoolSizing(colocated_replicas=n_colo, colocated_gpus=n_colo * gpus_per_replica, prefill_replicas=x, decode_replicas=y,
                       disaggregated_gpus=disagg)
