@@ -30,8 +30,8 @@ model_app = typer.Typer(no_args_is_help=True, help="Inspect a model.")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(model_app, name="model")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # ":name:" in a model or file name stays text
+err = Console(stderr=True, emoji=False)
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
@@ -660,8 +660,36 @@ def simulate_cmd(
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point (`planner`): run the command, then end the process.
+
+    A one-shot command has nothing left to clean up once its output is flushed, so it ends with
+    `os._exit` and skips the interpreter's teardown of every imported module (~0.05 s of a 0.5 s
+    `planner memory`) when that is safe: only the main thread runs and no `atexit` handler is
+    registered (a Dask client or process pool registers one; then Python exits normally).
+    Pydantic plugins (found through package entry points, ~0.02 s to scan) are off unless the
+    user's environment sets PYDANTIC_DISABLE_PLUGINS: the command line uses none.
+    """
+    import atexit
+    import os
+    import threading
+
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    try:
+        app()
+        code: object = 0
+    except SystemExit as stop:
+        code = stop.code
+    if not isinstance(code, int) and code is not None:
+        raise SystemExit(code)  # a message: Python prints it and exits 1
+    handlers = getattr(atexit, "_ncallbacks", lambda: 1)()
+    if threading.active_count() > 1 or handlers:
+        raise SystemExit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a closed pipe (`planner ... | head`): nothing more can be written
+            pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -99,6 +100,11 @@ class IterationCost:
     itl_tail_share_margin: ArrayLike = 1.0
     """Tail ITL percentiles take the share of prefill iterations x this (assumption `serving_itl_tail_share_margin`)."""
 
+    @cached_property
+    def prepared(self) -> PreparedCost:
+        """The coefficients as float columns, with the terms that are zero for every layout marked (computed once)."""
+        return PreparedCost.of(self)
+
     def take(self, index: int) -> IterationCost:
         """The coefficients of one layout as floats (for the simulator)."""
         shape = _shape(self)
@@ -107,6 +113,42 @@ class IterationCost:
             column = np.broadcast_to(_f(getattr(self, f.name)), shape)
             values[f.name] = float(column[index]) if shape else float(column)
         return IterationCost(**values)
+
+
+@dataclass(frozen=True)
+class PreparedCost:
+    """`IterationCost` as the inner loops read it: float columns, the expert base 1 - k/E, the all-reduce ramp's width,
+    and flags for terms that vanish in every layout (dense model, one-shot all-reduce only, no per-token traffic, one
+    pipeline stage), so `stage_time_s` skips them. Skipping adds nothing that was not + 0.0: the values are the same."""
+
+    fixed_s: Array
+    large_message_tokens: Array
+    ramp_tokens: Array
+    large_message_extra_s: Array
+    dense_weight_read_s: Array
+    expert_weight_read_s: Array
+    expert_miss: Array
+    compute_s_per_token: Array
+    attention_s_per_context_token: Array
+    kv_read_s_per_context_token: Array
+    comm_s_per_token: Array
+    pp: Array
+    moe: bool
+    ramp: bool
+    comm: bool
+    one_stage: bool
+
+    @classmethod
+    def of(cls, cost: IterationCost) -> PreparedCost:
+        e, k = _f(cost.routed_experts), _f(cost.experts_per_token)
+        extra, comm, pp = _f(cost.large_message_extra_s), _f(cost.comm_s_per_token), _f(cost.pp)
+        lo, hi = _f(cost.large_message_tokens), _f(cost.ring_message_tokens)
+        return cls(fixed_s=_f(cost.fixed_s), large_message_tokens=lo, ramp_tokens=np.maximum(hi - lo, 1e-9), large_message_extra_s=extra,
+                   dense_weight_read_s=_f(cost.dense_weight_read_s), expert_weight_read_s=_f(cost.expert_weight_read_s),
+                   expert_miss=1.0 - np.where(e > 0, k / np.maximum(e, 1.0), 0.0), compute_s_per_token=_f(cost.compute_s_per_token),
+                   attention_s_per_context_token=_f(cost.attention_s_per_context_token),
+                   kv_read_s_per_context_token=_f(cost.kv_read_s_per_context_token), comm_s_per_token=comm, pp=pp,
+                   moe=bool(e.any()), ramp=bool(extra.any()), comm=bool(comm.any()), one_stage=bool((pp == 1.0).all()))
 
 
 def _shape(cost: IterationCost) -> tuple[int, ...]:
@@ -118,12 +160,12 @@ def experts_touched_fraction(cost: IterationCost, tokens: ArrayLike) -> Array:
 
     As `planner.perf.expected_experts_touched`; 0 for dense models.
     """
-    e, k = _f(cost.routed_experts), _f(cost.experts_per_token)
-    if not e.any():  # dense model: no routed experts
+    c = cost.prepared
+    if not c.moe:  # dense model: no routed experts
         return np.zeros(np.shape(tokens))
     with np.errstate(divide="ignore", invalid="ignore"):
-        frac = 1.0 - np.power(1.0 - np.where(e > 0, k / np.maximum(e, 1.0), 0.0), _f(tokens))
-    return np.where(e > 0, frac, 0.0)
+        frac = 1.0 - np.power(c.expert_miss, _f(tokens))
+    return np.where(_f(cost.routed_experts) > 0, frac, 0.0)
 
 
 def stage_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tokens: ArrayLike, prefill_tokens: ArrayLike,
@@ -136,15 +178,18 @@ def stage_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tok
     `perf.prefill_flops`). Speculative verification runs `tokens_per_decode_seq` tokens per
     sequence through the weights against one KV read (Leviathan et al. 2023, Sec. 3).
     """
-    s = _f(tokens_per_decode_seq)
-    tokens = _f(decode_seqs) * s + _f(prefill_tokens)
-    memory = (_f(cost.dense_weight_read_s) + _f(cost.expert_weight_read_s) * experts_touched_fraction(cost, tokens)
-              + _f(cost.kv_read_s_per_context_token) * _f(decode_context_tokens))
-    compute = (_f(cost.compute_s_per_token) * tokens
-               + _f(cost.attention_s_per_context_token) * (_f(decode_context_tokens) * s + _f(prefill_context_tokens)))
-    lo, hi = _f(cost.large_message_tokens), _f(cost.ring_message_tokens)
-    extra = _f(cost.large_message_extra_s) * _clip((tokens - lo) / np.maximum(hi - lo, 1e-9), 0.0, 1.0)
-    return _f(cost.fixed_s) + extra + np.maximum(memory, compute) + _f(cost.comm_s_per_token) * tokens
+    c = cost.prepared
+    tokens = decode_seqs * tokens_per_decode_seq + prefill_tokens
+    if c.moe:
+        memory = c.dense_weight_read_s + c.expert_weight_read_s * experts_touched_fraction(cost, tokens) + c.kv_read_s_per_context_token * decode_context_tokens
+    else:
+        memory = c.dense_weight_read_s + c.kv_read_s_per_context_token * decode_context_tokens
+    compute = c.compute_s_per_token * tokens + c.attention_s_per_context_token * (decode_context_tokens * tokens_per_decode_seq + prefill_context_tokens)
+    total = c.fixed_s
+    if c.ramp:
+        total = total + c.large_message_extra_s * _clip((tokens - c.large_message_tokens) / c.ramp_tokens, 0.0, 1.0)
+    total = total + np.maximum(memory, compute)
+    return total + c.comm_s_per_token * tokens if c.comm else total
 
 
 def iteration_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tokens: ArrayLike, prefill_tokens: ArrayLike,
@@ -157,7 +202,10 @@ def iteration_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context
     card re-reads its weights once per micro-batch. Not pipelined: the whole batch passes the pp
     stages one after another (pp stage-times at the full work; what `perf.decode_step_s` models).
     """
-    pp = _f(cost.pp)
+    c = cost.prepared
+    if c.one_stage:  # pp = 1: the stage is the iteration (share and pp are 1.0)
+        return stage_time_s(cost, decode_seqs, decode_context_tokens, prefill_tokens, prefill_context_tokens, tokens_per_decode_seq)
+    pp = c.pp
     share = 1.0 / pp if pipelined else 1.0
     return pp * stage_time_s(cost, _f(decode_seqs) * share, _f(decode_context_tokens) * share, _f(prefill_tokens) * share,
                              _f(prefill_context_tokens) * share, tokens_per_decode_seq)
@@ -773,13 +821,18 @@ def max_stable_rate_rps(feasible_at: Callable[[Array], NDArray[np.bool_]], shape
     if search_fan(shape) >= 32:  # few layouts: every power of two at once, the first infeasible one brackets the rate
         ok = np.asarray(feasible_at(np.broadcast_to(DOUBLINGS.reshape((-1,) + (1,) * len(shape)), (len(DOUBLINGS),) + shape)), dtype=bool)
         hi = DOUBLINGS[np.where(ok.all(axis=0), len(DOUBLINGS) - 1, np.argmin(ok, axis=0))]
-    else:
-        hi = np.full(shape, 1.0)
-        for _ in range(len(DOUBLINGS) - 1):
-            ok = feasible_at(hi)
-            if not ok.any():
+    else:  # a block of powers of two per pass; the first infeasible one is the bracket, as doubling one at a time finds
+        block = max(2, min(len(DOUBLINGS), 4 * SEARCH_GRID_CELLS // max(1, math.prod(shape))))
+        hi = np.full(shape, DOUBLINGS[-1])
+        open_ = np.ones(shape, dtype=bool)
+        for start in range(0, len(DOUBLINGS), block):
+            powers = DOUBLINGS[start:start + block]
+            ok = np.asarray(feasible_at(np.broadcast_to(powers.reshape((-1,) + (1,) * len(shape)), (len(powers),) + shape)), dtype=bool)
+            found = open_ & ~ok.all(axis=0)
+            hi = np.where(found, powers[np.argmin(ok, axis=0)], hi)
+            open_ &= ~found
+            if not open_.any():
                 break
-            hi = np.where(ok, hi * 2.0, hi)
     lo, _ = shrink_bracket(feasible_at, np.zeros(shape), hi, iterations)
     return lo
 
@@ -976,14 +1029,17 @@ def fewest_replicas(ok: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, 
     lo = np.broadcast_to(np.maximum(_f(at_least) - 1.0, 0.0), shape).astype(float)  # fails (or is 0)
     hi = np.minimum(np.maximum(lo * 2.0, lo + 1.0), float(max_replicas))
     good = ok(hi)
+    reachable = np.ones(shape, dtype=bool)
+    if (~good & (hi < max_replicas)).any():  # rows that fail even at max_replicas do not double all the way there
+        reachable = np.asarray(ok(np.full(shape, float(max_replicas))), dtype=bool)
     while True:
-        grow = ~good & (hi < max_replicas)
+        grow = ~good & (hi < max_replicas) & reachable
         if not grow.any():
             break
         lo = np.where(grow, hi, lo)
         hi = np.where(grow, np.minimum(hi * 2.0, float(max_replicas)), hi)
         good = np.where(grow, ok(hi), good)
-    possible = np.asarray(good, dtype=bool)
+    possible = np.asarray(good, dtype=bool) & reachable
     fan = search_fan(shape)
     fractions = (np.arange(1, fan, dtype=float) / fan).reshape((fan - 1,) + (1,) * len(shape))
     while True:
