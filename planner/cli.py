@@ -30,8 +30,8 @@ model_app = typer.Typer(no_args_is_help=True, help="Inspect a model.")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(model_app, name="model")
 
-out = Console(emoji=False)  # ":name:" in a model or file name stays text
-err = Console(stderr=True, emoji=False)
+out = Console(emoji=False, highlight=False)  # ":name:" stays text; no repr colouring (its regex costs ~0.03 s to compile)
+err = Console(stderr=True, emoji=False, highlight=False)
 
 
 def guarded(fn: Callable[[], Any]) -> Any:
@@ -659,13 +659,47 @@ def simulate_cmd(
     guarded(body)
 
 
+SOLVING_COMMANDS = ("solve", "fleet")
+"""Commands whose first step is a CP-SAT model (`import_cp_sat_without_pandas` before they run)."""
+
+
+def import_cp_sat_without_pandas() -> None:
+    """Import OR-Tools' CP-SAT wrapper in the `planner` process without importing pandas.
+
+    `ortools.sat.python.cp_model` imports pandas at load (0.37 s of a ~2 s `planner solve` on a
+    2-core machine: pandas 3 is the largest import of the command) for its pandas helpers
+    (`new_int_var_series`, `values` of an Index) and their type hints, none of which planner
+    calls. In the command-line process, which runs no other code, a placeholder module named
+    pandas (empty `Index` and `Series` classes) stands in while cp_model loads and is removed at
+    once, so a later `import pandas` (a sweep, a report) loads the real one. If the import fails
+    with the placeholder, nothing is kept and the command imports cp_model as usual. Library use
+    (`planner.solve` from Python) never takes this path.
+    """
+    if "pandas" in sys.modules or "ortools.sat.python.cp_model" in sys.modules:
+        return
+    import types
+
+    placeholder = types.ModuleType("pandas", "stand-in while ortools.sat.python.cp_model loads (planner.cli)")
+    placeholder.Index = type("Index", (), {})  # type: ignore[attr-defined]
+    placeholder.Series = type("Series", (), {})  # type: ignore[attr-defined]
+    sys.modules["pandas"] = placeholder
+    try:
+        from ortools.sat.python import cp_model  # noqa: F401
+    except Exception:  # a cp_model that needs more of pandas at load: Python drops the half-loaded module
+        pass
+    finally:
+        if sys.modules.get("pandas") is placeholder:
+            del sys.modules["pandas"]
+
+
 def main() -> None:
     """Console entry point (`planner`): run the command, then end the process.
 
     A one-shot command has nothing left to clean up once its output is flushed, so it ends with
     `os._exit` and skips the interpreter's teardown of every imported module (~0.05 s of a 0.5 s
     `planner memory`) when that is safe: only the main thread runs and no `atexit` handler is
-    registered (a Dask client or process pool registers one; then Python exits normally).
+    registered but logging's own (run here; a Dask client or process pool registers more, and
+    then Python exits normally).
     Pydantic plugins (found through package entry points, ~0.02 s to scan) are off unless the
     user's environment sets PYDANTIC_DISABLE_PLUGINS: the command line uses none.
     """
@@ -674,6 +708,8 @@ def main() -> None:
     import threading
 
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    if len(sys.argv) > 1 and sys.argv[1] in SOLVING_COMMANDS:
+        import_cp_sat_without_pandas()
     try:
         app()
         code: object = 0
@@ -681,8 +717,13 @@ def main() -> None:
         code = stop.code
     if not isinstance(code, int) and code is not None:
         raise SystemExit(code)  # a message: Python prints it and exits 1
-    handlers = getattr(atexit, "_ncallbacks", lambda: 1)()
-    if threading.active_count() > 1 or handlers:
+    handlers = getattr(atexit, "_ncallbacks", lambda: -1)()
+    if "logging" in sys.modules and handlers > 0:  # logging registers its own `shutdown` at import: run it here
+        import logging
+
+        logging.shutdown()
+        handlers -= 1
+    if threading.active_count() > 1 or handlers != 0:
         raise SystemExit(code)
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -418,7 +418,9 @@ def _decode_terms(cost: IterationCost, t: Array, rate: Array, prompt: Array, out
 
 def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
                pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 16) -> tuple[Array, ...]:
-    """Bisection for the mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`)."""
+    """The mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`), from above within
+    2**-iterations of T (bracket [t_lo 2^(k-1), t_lo 2^k], then `shrink_bracket`: bisection over many layouts, a k-ary
+    search over few). Feasible where the root lies below the caps (KV capacity, max sequences, chunk budget)."""
 
     def terms(t: Array) -> tuple[Array, ...]:
         decode = rate * output / tokens_per_step * t
@@ -447,12 +449,11 @@ def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, t
         return pi * t_p + (1.0 - pi) * t_d - t
 
     feasible = (t_hi > t_lo) & (gap(np.where(t_hi > t_lo, t_hi, t_lo)) < 0)
-    lo, hi = t_lo.copy(), np.where(feasible, t_hi, t_lo)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        up = gap(mid) > 0
-        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
-    t = hi
+    # The root's bracket: the first power-of-two multiple of t_lo past it. It does not depend on the caps above (the
+    # figures at a rate are the same for any batch cap that holds them) and keeps the precision relative to T itself.
+    below_root = lambda t: gap(t) > 0  # noqa: E731
+    top = t_lo * first_failing_power(lambda m: feasible & below_root(t_lo * m), np.shape(t_lo))
+    _, t = shrink_bracket(below_root, np.where(feasible, top / 2.0, t_lo), np.where(feasible, top, t_lo), iterations)
     return (feasible, t, *terms(t))
 
 
@@ -800,6 +801,13 @@ def shrink_bracket(feasible_at: Callable[[Array], NDArray[np.bool_]], lo: Array,
     fan = search_fan(lo.shape)
     cells = float(2**halvings)
     width = hi - lo
+    if fan == 2:  # bisection: the same candidates as the loop below, without its bookkeeping
+        j_lo, step = np.zeros(lo.shape), cells / 2.0
+        for _ in range(halvings):
+            j = j_lo + step
+            j_lo = np.where(np.asarray(feasible_at(lo + width * (j / cells)), dtype=bool), j, j_lo)
+            step /= 2.0
+        return lo + width * (j_lo / cells), lo + width * ((j_lo + 1.0) / cells)
     j_lo, j_hi = np.zeros(lo.shape), np.full(lo.shape, cells)
     steps = np.arange(1, fan, dtype=float).reshape((fan - 1,) + (1,) * lo.ndim)
     while True:
@@ -815,25 +823,30 @@ def shrink_bracket(feasible_at: Callable[[Array], NDArray[np.bool_]], lo: Array,
     return lo + width * (j_lo / cells), lo + width * (j_hi / cells)
 
 
+def first_failing_power(holds: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, ...]) -> Array:
+    """Per column, the first power of two in DOUBLINGS (1 to 2**60) at which `holds` fails (2**60 where it never does).
+
+    `holds` receives a (powers, *shape) grid. A block of powers per pass (all 61 at once for a few layouts), so the
+    answer is the one doubling a power at a time finds, in fewer passes.
+    """
+    block = max(2, min(len(DOUBLINGS), 4 * SEARCH_GRID_CELLS // max(1, math.prod(shape))))
+    first = np.full(shape, DOUBLINGS[-1])
+    open_ = np.ones(shape, dtype=bool)
+    for start in range(0, len(DOUBLINGS), block):
+        powers = DOUBLINGS[start:start + block]
+        ok = np.asarray(holds(np.broadcast_to(powers.reshape((-1,) + (1,) * len(shape)), (len(powers),) + shape)), dtype=bool)
+        found = open_ & ~ok.all(axis=0)
+        first = np.where(found, powers[np.argmin(ok, axis=0)], first)
+        open_ &= ~found
+        if not open_.any():
+            break
+    return first
+
+
 def max_stable_rate_rps(feasible_at: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, ...], iterations: int = 16) -> Array:
-    """Largest arrival rate at which `feasible_at(rate)` holds per column (doubling from 1 request/s to bracket it, then
-    `shrink_bracket` by 2**-iterations), requests/s."""
-    if search_fan(shape) >= 32:  # few layouts: every power of two at once, the first infeasible one brackets the rate
-        ok = np.asarray(feasible_at(np.broadcast_to(DOUBLINGS.reshape((-1,) + (1,) * len(shape)), (len(DOUBLINGS),) + shape)), dtype=bool)
-        hi = DOUBLINGS[np.where(ok.all(axis=0), len(DOUBLINGS) - 1, np.argmin(ok, axis=0))]
-    else:  # a block of powers of two per pass; the first infeasible one is the bracket, as doubling one at a time finds
-        block = max(2, min(len(DOUBLINGS), 4 * SEARCH_GRID_CELLS // max(1, math.prod(shape))))
-        hi = np.full(shape, DOUBLINGS[-1])
-        open_ = np.ones(shape, dtype=bool)
-        for start in range(0, len(DOUBLINGS), block):
-            powers = DOUBLINGS[start:start + block]
-            ok = np.asarray(feasible_at(np.broadcast_to(powers.reshape((-1,) + (1,) * len(shape)), (len(powers),) + shape)), dtype=bool)
-            found = open_ & ~ok.all(axis=0)
-            hi = np.where(found, powers[np.argmin(ok, axis=0)], hi)
-            open_ &= ~found
-            if not open_.any():
-                break
-    lo, _ = shrink_bracket(feasible_at, np.zeros(shape), hi, iterations)
+    """Largest arrival rate at which `feasible_at(rate)` holds per column (the first infeasible power of two from 1
+    request/s brackets it, `first_failing_power`, then `shrink_bracket` by 2**-iterations), requests/s."""
+    lo, _ = shrink_bracket(feasible_at, np.zeros(shape), first_failing_power(feasible_at, shape), iterations)
     return lo
 
 

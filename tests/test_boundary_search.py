@@ -56,3 +56,53 @@ def test_max_rate_of_one_layout_equals_its_rate_in_a_bisected_table() -> None:
     assert serving.search_fan((1,)) == 64 and serving.search_fan((400,)) == 2
     assert float(many[0]) == one  # the same grid points: exactly equal (verification compares plans exactly)
     assert 1.0 < one < 100.0
+
+
+@pytest.mark.parametrize("columns", [1, 5, 600])
+def test_first_failing_power_is_what_doubling_finds(columns: int) -> None:
+    """Blocks of powers per pass give the power that doubling one at a time stops at (2**60 where none fails)."""
+    rng = np.random.default_rng(columns)
+    boundary = 2.0 ** rng.uniform(-2.0, 70.0, size=columns)
+    got = serving.first_failing_power(lambda m: m < boundary, (columns,))
+    doubled = np.ones(columns)
+    while ((doubled < boundary) & (doubled < 2.0**60)).any():
+        doubled = np.where((doubled < boundary) & (doubled < 2.0**60), doubled * 2.0, doubled)
+    assert np.array_equal(got, doubled)
+
+
+def test_fewest_replicas_does_not_double_unreachable_rows_to_the_limit() -> None:
+    """Rows that fail even at max_replicas are found with one call at the limit, not by a dozen doublings."""
+    need = np.array([3.0, 1e9, 5.0])
+    calls: list[tuple[int, ...]] = []
+
+    def ok(n: np.ndarray) -> np.ndarray:
+        calls.append(np.shape(n))
+        return n >= need
+
+    assert serving.fewest_replicas(ok, (3,), 4096).tolist() == [3, 0, 5]
+    assert len(calls) <= 7  # 1, the limit, 2, 4, 8, one k-ary pass (doubling to 4096 would take 13 calls)
+
+
+def _cost(batch: int) -> serving.IterationCost:
+    gpu = resolve_gpu("H100-SXM")
+    layout = InferenceLayout(gpu=gpu.name, weight_precision="fp8", kv_precision="fp8", tp=4, batch=batch)
+    return serving.iteration_cost(resolve_model("llama-3.1-70b"), layout, gpu, Assumptions.with_overrides(), prompt_tokens=2000,
+                                  output_tokens=300, max_sequences=batch)
+
+
+def test_steady_state_at_low_load_is_precise_and_the_same_for_any_batch_cap() -> None:
+    """The fixed point is bracketed relative to the iteration time itself, not to the caps (which grow as 1 / rate):
+    at 0.01-5 requests/s the mean ITL is within 1e-4 of a 40-halving solve, and a batch cap of 64 or 256 that holds the
+    load gives bit-identical figures (so dominance between such rows is exact)."""
+    rates = np.array([0.01, 0.1, 1.0, 5.0])
+    small, large = (serving.steady_state(_cost(b), rates, 2000.0, 300.0) for b in (64, 256))
+    for name in ("itl_mean_s", "itl_p90_s", "ttft_p90_s", "decode_seqs_in_flight"):
+        assert np.array_equal(getattr(small, name), getattr(large, name)), name
+    reference = serving._solve_itl  # noqa: SLF001 - the same solve at 40 halvings
+    try:
+        serving._solve_itl = lambda *a, **k: reference(*a, **{**k, "iterations": 40})  # type: ignore[assignment]
+        fine = serving.steady_state(_cost(64), rates, 2000.0, 300.0)
+    finally:
+        serving._solve_itl = reference  # type: ignore[assignment]
+    np.testing.assert_allclose(small.itl_mean_s, fine.itl_mean_s, rtol=1e-4)
+    np.testing.assert_allclose(small.ttft_p90_s, fine.ttft_p90_s, rtol=1e-4)

@@ -218,3 +218,39 @@ def test_frameworks_that_offer_none_of_the_zero_stages_are_refused(tmp_path: Pat
     result = run("solve", str(_write(tmp_path, "f.yaml", yaml.safe_dump(data))))
     assert result.exit_code == 2, result.output
     assert "search" in result.output and "megatron" in result.output and "zero_stages" in result.output
+
+
+def _python(code: str, *args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_console_entry_answers_as_the_app_does_and_exits_with_its_code() -> None:
+    """`planner` (cli.main: os._exit after flushing when safe) prints what the app prints and keeps the exit codes."""
+    from planner import solve
+
+    done = _python("import sys; from planner.cli import main; sys.argv = ['planner'] + sys.argv[1:]; main()",
+                   "solve", "scenarios/deepseek-67b-serving-h100.yaml", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["objective_value"] == pytest.approx(solve(ROOT / "scenarios" / "deepseek-67b-serving-h100.yaml").objective_value)
+    bad = _python("import sys; from planner.cli import main; sys.argv = ['planner'] + sys.argv[1:]; main()",
+                  "memory", "--model", "deepseek-llm-7x", "--gpu", "H100")
+    assert bad.returncode == 2 and "deepseek-llm-7b" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cp_sat_loads_without_pandas_in_the_command_process_and_pandas_stays_real() -> None:
+    """`import_cp_sat_without_pandas`: CP-SAT solves with the placeholder gone, and a later `import pandas` is pandas."""
+    done = _python(
+        "import sys\n"
+        "from planner.cli import import_cp_sat_without_pandas\n"
+        "import_cp_sat_without_pandas()\n"
+        "assert 'pandas' not in sys.modules\n"
+        "from ortools.sat.python import cp_model\n"
+        "m = cp_model.CpModel(); x = m.new_int_var(0, 3, 'x'); m.add(x <= 2); m.maximize(x)\n"
+        "s = cp_model.CpSolver(); assert s.solve(m) == cp_model.OPTIMAL and s.value(x) == 2\n"
+        "import pandas\n"
+        "assert pandas.DataFrame({'a': [1]}).shape == (1, 1)\n"
+        "print('ok')\n")
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
