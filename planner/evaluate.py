@@ -290,3 +290,23 @@ def evaluate_inference(
     """Memory, speed and cost of a serving layout with its replicas (a one-row table)."""
     table = _one_row(model, workload, layout, gpu, assumptions, gpus_per_node).priced(price)
     return table.evaluation_at(0).model_copy(update={"layout": layout})  # type: ignore[return-value]
+
+
+def layout_summary(e: TrainingEvaluation | InferenceEvaluation) -> str:
+    """The plan in one line."""
+    lay = e.layout
+    if isinstance(e, TrainingEvaluation):
+        ep = f" ep={lay.ep}" if lay.ep > 1 else ""
+        off = " +offload(params)" if lay.offload_params else (" +offload" if lay.offload_optimizer else "")
+        cp = f" cp={lay.cp}" if lay.cp > 1 else ""
+        hybrid = f" (hybrid, shard group {lay.zero_group})" if lay.zero_group else ""
+        return (f"{lay.num_gpus}x {lay.gpu} {lay.precision.value} {lay.framework.value} tp={lay.tp}{cp} pp={lay.pp} dp={lay.dp}{ep} "
+                f"zero={int(lay.zero)}{hybrid} ckpt={lay.checkpointing.name.lower()} mb={lay.micro_batch} accum={lay.grad_accum}{off}")
+    if lay.disaggregated:
+        units = f"{lay.replicas}x " if lay.replicas > 1 else ""
+        return (f"{units}prefill pool: {lay.prefill_replicas}x (tp={lay.prefill_tp} pp={lay.prefill_pp} batch={lay.prefill_batch}), "
+                f"decode pool: {lay.decode_replicas}x (tp={lay.tp} pp={lay.pp} batch={lay.batch}), on {lay.gpus_per_replica}x {lay.gpu}: "
+                f"w={lay.weight_precision.value} kv={lay.kv_precision.value}, KV transfer {e.perf.kv_transfer_s * 1000:.3g} ms")
+    dp = f" attention_dp={lay.attention_dp} (attention tp={lay.tp // lay.attention_dp}, experts ep={lay.tp})" if lay.attention_dp > 1 else ""
+    return (f"{lay.replicas}x ({lay.gpus_per_replica}x {lay.gpu}) w={lay.weight_precision.value} kv={lay.kv_precision.value} "
+            f"tp={lay.tp} pp={lay.pp}{dp} batch={lay.batch}")

@@ -22,7 +22,7 @@ from planner.errors import InputError
 from planner.enums import Checkpointing, Optimizer, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
-    TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, Num, decode_layout_columns, inference_columns, inference_memory_columns,
+    TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, Num, decode_layout_columns, distinct, inference_columns, inference_memory_columns,
     kv_bytes_per_token_columns, lora_adapter_params, pool_columns, prefill_layout_columns, serving_stage_columns, serving_unit_gpus,
     state_bytes_total, training_columns, where,
 )
@@ -217,8 +217,8 @@ def training_perf_columns(
     fw = cols["framework"]
     names = ("compute_s", "elementwise_s", "bubble_s", "tp_comm_s", "pp_comm_s", "cp_comm_s", "dp_comm_exposed_s", "ep_comm_s", "optimizer_s")
     out = {k: np.zeros(rows) for k in names}
-    for code in np.unique(cols["precision"]):
-        for f in np.unique(fw):
+    for code in distinct(cols["precision"]):
+        for f in distinct(fw):
             sel = (cols["precision"] == code) & (fw == f)
             if not sel.any():
                 continue

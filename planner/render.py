@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -13,12 +13,14 @@ from planner.catalog import resolve_gpu, resolve_model
 from planner.cost import price_quote
 from planner.errors import InputError
 from planner.files import shorten
-from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
+from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training, layout_summary
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import MemoryBreakdown, kv_tokens_that_fit, max_concurrent_sequences, max_context_for_concurrency
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Pricing, TrainingWorkload
-from planner.solver import Plan, layout_summary
+
+if TYPE_CHECKING:
+    from planner.solver import Plan
 
 Evaluation = TrainingEvaluation | InferenceEvaluation
 

@@ -25,7 +25,7 @@ from planner.catalog import resolve_gpu, resolve_model
 from planner.cost import usd_per_million_tokens
 from planner.enums import Objective
 from planner.errors import InfeasibleError, InputError
-from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training
+from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training, layout_summary
 from planner.memory import state_bytes_total, weight_bytes_per_param
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload, check_catalog_names, fp8_conflict
@@ -110,26 +110,6 @@ class Plan(BaseModel):
 
 
 # ---- summaries -----------------------------------------------------------------------------
-
-
-def layout_summary(e: Evaluation) -> str:
-    """The plan in one line."""
-    lay = e.layout
-    if isinstance(e, TrainingEvaluation):
-        ep = f" ep={lay.ep}" if lay.ep > 1 else ""
-        off = " +offload(params)" if lay.offload_params else (" +offload" if lay.offload_optimizer else "")
-        cp = f" cp={lay.cp}" if lay.cp > 1 else ""
-        hybrid = f" (hybrid, shard group {lay.zero_group})" if lay.zero_group else ""
-        return (f"{lay.num_gpus}x {lay.gpu} {lay.precision.value} {lay.framework.value} tp={lay.tp}{cp} pp={lay.pp} dp={lay.dp}{ep} "
-                f"zero={int(lay.zero)}{hybrid} ckpt={lay.checkpointing.name.lower()} mb={lay.micro_batch} accum={lay.grad_accum}{off}")
-    if lay.disaggregated:
-        units = f"{lay.replicas}x " if lay.replicas > 1 else ""
-        return (f"{units}prefill pool: {lay.prefill_replicas}x (tp={lay.prefill_tp} pp={lay.prefill_pp} batch={lay.prefill_batch}), "
-                f"decode pool: {lay.decode_replicas}x (tp={lay.tp} pp={lay.pp} batch={lay.batch}), on {lay.gpus_per_replica}x {lay.gpu}: "
-                f"w={lay.weight_precision.value} kv={lay.kv_precision.value}, KV transfer {e.perf.kv_transfer_s * 1000:.3g} ms")
-    dp = f" attention_dp={lay.attention_dp} (attention tp={lay.tp // lay.attention_dp}, experts ep={lay.tp})" if lay.attention_dp > 1 else ""
-    return (f"{lay.replicas}x ({lay.gpus_per_replica}x {lay.gpu}) w={lay.weight_precision.value} kv={lay.kv_precision.value} "
-            f"tp={lay.tp} pp={lay.pp}{dp} batch={lay.batch}")
 
 
 def plan_cost(e: Evaluation) -> float:
