@@ -1037,7 +1037,8 @@ def fewest_replicas(ok: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, 
 
     Doubling from `at_least` (a count known to be needed) brackets n, then a k-ary search over the integers between
     (`search_fan` candidates per pass, all columns at once in one `ok` call over a (fan - 1, *shape) grid; bisection
-    for large tables) narrows the bracket to one.
+    for large tables) narrows the bracket to one. When the first doubling leaves some columns failing, one call at
+    `max_replicas` finds those that never pass, and they stop doubling (0) instead of doubling all the way there.
     """
     lo = np.broadcast_to(np.maximum(_f(at_least) - 1.0, 0.0), shape).astype(float)  # fails (or is 0)
     hi = np.minimum(np.maximum(lo * 2.0, lo + 1.0), float(max_replicas))
