@@ -404,37 +404,45 @@ CHAIN_REFINEMENTS = 3
 
 
 def _decode_terms(cost: IterationCost, t: Array, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
-                  pipelined: bool) -> tuple[Array, Array, Array, Array, Array]:
+                  pipelined: bool, cached: Array | float = 0.0) -> tuple[Array, Array, Array, Array, Array]:
     """At mean iteration time t: decode batch B = rate O / tau t (Little), its KV context, chunk budget C - B, the
-    decode-only iteration time and the iteration with one prompt chunk."""
+    decode-only iteration time and the iteration with one prompt chunk. `prompt` is the part of a prompt that is
+    prefilled, `cached` the prefix-cache hit before it: decoding sequences read both (context cached + P + O/2), and
+    a chunk token attends to the cached prefix and half of its own prompt (`_prefill_context`)."""
     decode = rate * output / tokens_per_step * t
-    ctx = decode * (prompt + output / 2.0)
+    ctx = decode * (cached + prompt + output / 2.0)
     budget = np.maximum(_f(cost.chunk_tokens) - decode * verify_tokens, 1e-9)
     one = np.minimum(prompt, budget)
     t_d = iteration_time_s(cost, decode, ctx, 0.0, 0.0, verify_tokens, pipelined)
-    t_one = iteration_time_s(cost, decode, ctx, one, one * prompt / 2.0, verify_tokens, pipelined)
+    t_one = iteration_time_s(cost, decode, ctx, one, _prefill_context(one, prompt, cached), verify_tokens, pipelined)
     return decode, ctx, budget, t_d, t_one
 
 
+def _prefill_context(chunk: Array, prompt: Array, cached: Array | float) -> Array:
+    """Tokens attended by a chunk of whole prompts, summed over its tokens: chunk x (cached prefix + P / 2) (causal
+    attention over the prompt, `perf.prefill_flops`; a prefix-cache hit's KV is read, not recomputed: vLLM automatic
+    prefix caching, docs.vllm.ai "Automatic Prefix Caching"; as `planner.simulate`)."""
+    return chunk * (cached + prompt / 2.0)
+
+
 def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
-               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 16) -> tuple[Array, ...]:
+               pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 16, cached: Array | float = 0.0) -> tuple[Array, ...]:
     """The mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`), from above within
     2**-iterations of T (bracket [t_lo 2^(k-1), t_lo 2^k], then `shrink_bracket`: bisection over many layouts, a k-ary
     search over few). Feasible where the root lies below the caps (KV capacity, max sequences, chunk budget)."""
 
     def terms(t: Array) -> tuple[Array, ...]:
         decode = rate * output / tokens_per_step * t
-        ctx = decode * (prompt + output / 2.0)
+        ctx = decode * (cached + prompt + output / 2.0)
         budget = np.maximum(_f(cost.chunk_tokens) - decode * verify_tokens, 1e-9)
         one = np.minimum(prompt, budget)
-        t_one = iteration_time_s(cost, decode, ctx, one, one * prompt / 2.0, verify_tokens, pipelined)
+        t_one = iteration_time_s(cost, decode, ctx, one, _prefill_context(one, prompt, cached), verify_tokens, pipelined)
         chunk0 = np.maximum(np.minimum(budget, np.maximum(one, (1.0 + rate * t_one) * prompt)), 1e-9)  # prompts arriving meanwhile join
         with np.errstate(divide="ignore", invalid="ignore"):
             pi = np.minimum(1.0, rate * prompt * t / chunk0)
         chunk = np.maximum(np.where(pi < 1.0, chunk0, rate * prompt * t), 1e-9)
         t_d = iteration_time_s(cost, decode, ctx, 0.0, 0.0, verify_tokens, pipelined)
-        pctx = chunk * prompt / 2.0
-        t_p = iteration_time_s(cost, decode, ctx, chunk, pctx, verify_tokens, pipelined)
+        t_p = iteration_time_s(cost, decode, ctx, chunk, _prefill_context(chunk, prompt, cached), verify_tokens, pipelined)
         return decode, ctx, budget, chunk, pi, t_d, t_p, t_one
 
     t_lo = iteration_time_s(cost, 0.0, 0.0, 0.0, 0.0, verify_tokens, pipelined) * np.ones_like(rate)
@@ -517,7 +525,8 @@ class PrefillCycles:
 
 
 def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_moment2: Array, decode: Array, ctx: Array, budget: Array,
-                    t_d: Array, own: Array, verify: Array, pipelined: bool, p_start: Array | None = None, iterations: int = 12) -> PrefillCycles:
+                    t_d: Array, own: Array, verify: Array, pipelined: bool, p_start: Array | None = None, iterations: int = 12,
+                    cached: Array | float = 0.0) -> PrefillCycles:
     """TTFT of an engine that, at every iteration boundary, puts every waiting prompt into the next iteration's chunk.
 
     The scheduler (vLLM V1 with chunked prefill, Sarathi-Serve Sec. 4.2-4.3; what `planner.simulate` replays)
@@ -553,8 +562,8 @@ def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_mome
     a3 = a2**3 / a1**3
     one = np.minimum(prompt, budget)
     two = np.minimum(2.0 * prompt, budget)
-    t_1 = iteration_time_s(cost, decode, ctx, one, one * prompt / 2.0, verify, pipelined)
-    t_2 = iteration_time_s(cost, decode, ctx, two, two * prompt / 2.0, verify, pipelined)
+    t_1 = iteration_time_s(cost, decode, ctx, one, _prefill_context(one, prompt, cached), verify, pipelined)
+    t_2 = iteration_time_s(cost, decode, ctx, two, _prefill_context(two, prompt, cached), verify, pipelined)
     with np.errstate(divide="ignore", invalid="ignore"):
         s = np.where(two > one + 0.5, (t_2 - t_1) / np.maximum(two - one, 1e-9), t_1 / np.maximum(one, 1e-9))
     t0 = np.maximum(own - s * a1, 0.0)
@@ -658,7 +667,8 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
        (assumption `serving_itl_tail_share_margin`), since p90/p99 jump to the prefill
        iteration once its token share passes 1 - q.
 
-    Prefix-cache hits remove a share of the prompt from prefill (not from the KV footprint).
+    Prefix-cache hits remove a share of the prompt from prefill, not from the KV footprint nor from
+    what attention reads: decoding sequences and chunk tokens attend to the cached prefix too.
     `percentiles`: True for p50/p90/p99, a tuple of percentiles (e.g. (90,)) for those only,
     False for means and feasibility only (rate searches); the others are not a number.
     """
@@ -668,7 +678,9 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     tau, verify = _f(tokens_per_step), _f(verify_tokens)
     rate, prompt, output, prompt_all = np.broadcast_arrays(rate, prompt, output, prompt_all)
     prompt_all = np.asarray(prompt_all, dtype=float)
-    feasible, t, decode, ctx, budget, chunk, pi, t_d, t_p, t_one = _solve_itl(cost, rate, prompt, output, tau, verify, pipelined, prompt_all + output)
+    cached = prompt_all - prompt  # the prefix-cache hit: read by attention and decode, not prefilled
+    feasible, t, decode, ctx, budget, chunk, pi, t_d, t_p, t_one = _solve_itl(cost, rate, prompt, output, tau, verify, pipelined, prompt_all + output,
+                                                                              cached=cached)
     # the share of time in prefill iterations stays below 1 (a prompt's chunks at the per-token time of the typical chunk)
     feasible = feasible & (rate * prompt * t_p / chunk < 1.0)
     moment2 = _f(prompt_second_moment) * (1.0 - _f(prefix_hit_rate)) ** 2 if prompt_second_moment is not None else prompt**2
@@ -680,10 +692,10 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     work = np.maximum(prompt, 1.0)  # a fully cached prompt still runs one token to sample from (as `planner.simulate`)
     moment2 = np.maximum(moment2, work**2)
     for step in range(CHAIN_REFINEMENTS + 1):
-        decode, ctx, budget, t_d, t_one = _decode_terms(cost, t, rate, work, output, tau, verify, pipelined)
+        decode, ctx, budget, t_d, t_one = _decode_terms(cost, t, rate, work, output, tau, verify, pipelined, cached)
         own = np.ceil(work / budget) * t_one  # the prompt's own chunk iterations
         cycles = _prefill_cycles(cost, rate, work, moment2, decode, ctx, budget, t_d, own, verify, pipelined, p_start=share,
-                                 iterations=3 if step else 8)
+                                 iterations=3 if step else 8, cached=cached)
         share = cycles.prefill_iteration_share
         if step < CHAIN_REFINEMENTS:
             good = np.isfinite(cycles.iteration_mean_s) & (cycles.utilisation < 1.0)
@@ -727,7 +739,7 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     others_mean = np.maximum(decode + theta_b - 1.0, 1e-9)
     others_var = (shape_b + 1.0) * theta_b**2
     shape_x, scale_x = others_mean**2 / others_var, others_var / others_mean
-    per_seq_ctx = prompt + output / 2.0
+    per_seq_ctx = cached + prompt + output / 2.0
     n_a = np.maximum(decode, 1.0)
     n_hi = np.maximum(1.0 + _gamma_quantile(0.99, shape_x, scale_x), n_a + 1.0)
     td_a = iteration_time_s(cost, n_a, n_a * per_seq_ctx, 0.0, 0.0, verify, pipelined)
@@ -1005,7 +1017,7 @@ def prefill_only_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: 
     rate, prompt_all = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(_f(rate_rps), _f(prompt_tokens)))
     prompt = prompt_all * (1.0 - _f(prefix_hit_rate))
     chunk = np.maximum(np.minimum(_f(cost.chunk_tokens), prompt), 1.0)
-    service = np.ceil(prompt / chunk) * iteration_time_s(cost, 0.0, 0.0, chunk, chunk * prompt / 2.0, 1.0, pipelined)
+    service = np.ceil(prompt / chunk) * iteration_time_s(cost, 0.0, 0.0, chunk, _prefill_context(chunk, prompt, prompt_all - prompt), 1.0, pipelined)
     rho = rate * service
     stable = rho < 1.0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
