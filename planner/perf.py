@@ -598,9 +598,10 @@ def disaggregated_perf_columns(
     pcost, dcost, move = pool_costs(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
     rate = np.full(len(x), traffic.request_rate_rps)
     dec_kwargs = dict(tokens_per_step=tau, verify_tokens=traffic.verify_tokens)
-    pre = serving.prefill_only_state(pcost, rate / np.maximum(x, 1.0), p_mean, prefix_hit_rate=traffic.prefix_cache_hit_rate)
+    lengths = prompt_quadrature(model, workload)
+    pre = serving.prefill_only_state(pcost, rate / np.maximum(x, 1.0), p_mean, prefix_hit_rate=traffic.prefix_cache_hit_rate, prompt_lengths=lengths)
     dec = serving.decode_only_state(dcost, rate / np.maximum(y, 1.0), p_mean, o_mean, **dec_kwargs)
-    p_cap = serving.prefill_max_rate_rps(pcost, p_mean, iterations=8, prefix_hit_rate=traffic.prefix_cache_hit_rate)
+    p_cap = serving.prefill_max_rate_rps(pcost, p_mean, iterations=8, prefix_hit_rate=traffic.prefix_cache_hit_rate, prompt_lengths=lengths)
     d_cap = serving.decode_max_rate_rps(dcost, p_mean, o_mean, iterations=8, **dec_kwargs)
     with np.errstate(divide="ignore", invalid="ignore"):
         p_util = rate / x / np.where(p_cap > 0, p_cap, np.nan)
@@ -617,6 +618,12 @@ def disaggregated_perf_columns(
             "prefill_utilisation": p_util}
 
 
+def prompt_quadrature(model: ModelSpec, workload: InferenceWorkload):  # -> serving.Lengths
+    """The prompt-length distribution's quadrature nodes up to the model's context window (`TokenLengths.quadrature`):
+    what a prefill pool's M/G/1 queue averages its service over (`serving.prefill_only_state`)."""
+    return workload.resolved_traffic().prompt.quadrature(max_tokens=model.max_position_embeddings)
+
+
 def size_disaggregated_pools(model: ModelSpec, workload: InferenceWorkload, gpu: GpuSpec, assumptions: Assumptions, cols: Columns,
                              memory: Columns, gpus_per_node: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fewest prefill replicas x and decode replicas y per disaggregated unit (columns; 0 where none up to MAX_REPLICAS):
@@ -629,8 +636,8 @@ def size_disaggregated_pools(model: ModelSpec, workload: InferenceWorkload, gpu:
     return serving.pool_replicas_needed(
         pcost, dcost, traffic.request_rate_rps, traffic.prompt.mean_tokens(), traffic.output.mean_tokens(), move,
         percentile=traffic.slo.percentile, ttft_slo_s=traffic.slo.ttft_s, tpot_slo_s=traffic.slo.tpot_s, max_replicas=MAX_REPLICAS,
-        prefix_hit_rate=traffic.prefix_cache_hit_rate,
-        tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens)
+        prefix_hit_rate=traffic.prefix_cache_hit_rate, tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens,
+        prompt_lengths=prompt_quadrature(model, workload))
 
 
 PERF_INT_FIELDS = ("percentile", "replicas_needed")

@@ -385,7 +385,7 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
     best pair is among these unless the transfer link changes the order.
     """
     from planner import serving
-    from planner.perf import MAX_REPLICAS, prefill_cost_columns, serving_cost_columns, size_disaggregated_pools
+    from planner.perf import MAX_REPLICAS, prefill_cost_columns, prompt_quadrature, serving_cost_columns, size_disaggregated_pools
 
     workload = scenario.workload
     assert isinstance(workload, InferenceWorkload)
@@ -411,7 +411,8 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
         move = serving.kv_transfer_s(p_mean, mem["kv_bytes_per_token"][small], gpu.network_gbps_per_gpu)
         x_alone[small] = serving.prefill_replicas_needed(pcost, rate, p_mean, move, percentile=traffic.slo.percentile,
                                                          ttft_slo_s=traffic.slo.ttft_s, max_replicas=MAX_REPLICAS,
-                                                         prefix_hit_rate=traffic.prefix_cache_hit_rate)
+                                                         prefix_hit_rate=traffic.prefix_cache_hit_rate,
+                                                         prompt_lengths=prompt_quadrature(model, workload))
     base = {k: lay[k] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas")}
     dcost = serving_cost_columns(model, workload, gpu, assumptions, base, mem, node)
     y_alone = serving.decode_replicas_needed(dcost, rate, p_mean, o_mean, percentile=traffic.slo.percentile, tpot_slo_s=traffic.slo.tpot_s,

