@@ -460,7 +460,8 @@ def inference_perf_columns(
     slo = traffic.slo
     p_mean, o_mean = traffic.prompt.mean_tokens(), traffic.output.mean_tokens()
     kwargs = dict(prompt_second_moment=traffic.prompt.second_moment(), prefix_hit_rate=traffic.prefix_cache_hit_rate,
-                  tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens)
+                  tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens,
+                  prompt_lengths=prompt_quadrature(model, workload))
     cost = serving_cost_columns(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
     b = cols["batch"].astype(float)
     capacity = serving.max_rate_rps(cost, p_mean, o_mean, iterations=16, **kwargs)

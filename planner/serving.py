@@ -617,26 +617,46 @@ def _prefill_cycles(cost: IterationCost, rate: Array, prompt: Array, prompt_mome
                          iteration_var_s2=np.maximum(m2 - m1**2, 0.0))
 
 
-def _ttft_quantile(cycles: PrefillCycles, q: float, iterations: int = 24) -> Array:
-    """q-quantile of own + W, W ~ idle 0 + (1 - share - idle) [U(0, t_d) + join x Bernoulli] + share Gamma(mean, var) (bisection on the CDF)."""
+def _ttft_quantile(cycles: PrefillCycles, q: float, iterations: int = 24, own_nodes: Array | None = None,
+                   weights: Array | None = None) -> Array:
+    """q-quantile of own + W, W ~ idle 0 + (1 - share - idle) [U(0, t_d) + join x Bernoulli] + share Gamma(mean, var) (bisection on the CDF).
+
+    With `own_nodes` (the own chunk iterations of prompts at the length distribution's quadrature nodes, in length
+    order, with their probability `weights`), own varies with the tagged prompt, independently of W: the CDF is the
+    weighted sum over nodes of P(W <= x - own_k), bracketed by the (1 + q) / 2 quantiles of own and of W.
+    """
     share, width, join, pj = cycles.prefill_time_share, cycles.decode_iteration_s, cycles.join_s, cycles.join_probability
     shape = cycles.prefill_wait_mean_s**2 / cycles.prefill_wait_var_s2
     scale = cycles.prefill_wait_var_s2 / np.maximum(cycles.prefill_wait_mean_s, 1e-300)
-    lo = np.zeros_like(share)
-    hi = width + join + _gamma_quantile(q, shape, scale)
     w = np.maximum(width, 1e-300)
-    for _ in range(iterations):
+
+    def wait_cdf(m: Array) -> Array:
+        decode_cdf = (1.0 - pj) * _clip(m / w, 0.0, 1.0) + pj * _clip((m - join) / w, 0.0, 1.0)
+        return cycles.idle_share + (1.0 - share - cycles.idle_share) * decode_cdf + share * _gamma_cdf(m, shape, scale)
+
+    if own_nodes is None or weights is None:
+        lo, hi = np.zeros_like(share), width + join + _gamma_quantile(q, shape, scale)
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            below = wait_cdf(mid) < q
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        return cycles.own_s + hi
+    tail = 0.5 * (1.0 + q)
+    cumulative = np.cumsum(weights * np.ones_like(own_nodes), axis=0)
+    own_tail = np.take_along_axis(own_nodes, np.argmax(cumulative >= tail - 1e-12, axis=0)[np.newaxis], axis=0)[0]
+    lo, hi = np.zeros_like(share), own_tail + width + join + _gamma_quantile(tail, shape, scale)
+    for _ in range(iterations + 6):
         mid = 0.5 * (lo + hi)
-        decode_cdf = (1.0 - pj) * _clip(mid / w, 0.0, 1.0) + pj * _clip((mid - join) / w, 0.0, 1.0)
-        below = cycles.idle_share + (1.0 - share - cycles.idle_share) * decode_cdf + share * _gamma_cdf(mid, shape, scale) < q
+        after = mid - own_nodes
+        below = (weights * np.where(after >= 0.0, wait_cdf(np.maximum(after, 0.0)), 0.0)).sum(axis=0) < q
         lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return cycles.own_s + hi
+    return hi
 
 
 def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
                  prompt_second_moment: ArrayLike | None = None, prefix_hit_rate: ArrayLike = 0.0,
                  tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0, pipelined: bool = True,
-                 percentiles: bool | tuple[int, ...] = True) -> SteadyState:
+                 percentiles: bool | tuple[int, ...] = True, prompt_lengths: Lengths | None = None) -> SteadyState:
     """TTFT, ITL, in-flight sequences and throughput of one colocated replica at `rate_rps` (Poisson arrivals).
 
     Engine: each iteration runs one step of every decoding sequence, then prompt chunks FCFS up to
@@ -671,6 +691,10 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
 
     Prefix-cache hits remove a share of the prompt from prefill, not from the KV footprint nor from
     what attention reads: decoding sequences and chunk tokens attend to the cached prefix too.
+    With `prompt_lengths` (quadrature nodes and weights of the prompt-length distribution whose
+    mean is `prompt_tokens`), a prompt's own chunk iterations depend on its length (a long prompt
+    spans several chunks, each attending to more context), so TTFT's mean and percentiles average
+    over the nodes (`_ttft_quantile`); the iteration chain keeps the first two moments.
     `percentiles`: True for p50/p90/p99, a tuple of percentiles (e.g. (90,)) for those only,
     False for means and feasibility only (rate searches); the others are not a number.
     """
@@ -713,13 +737,23 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     feasible = feasible & (rho < 1.0)
     ttft_mean = cycles.ttft_mean_s
     pi = share
+    own_nodes = weights = None
+    if prompt_lengths is not None and len(prompt_lengths[0]) > 1:  # the tagged prompt's own iterations per length node
+        axes = (1,) * np.ndim(rate)
+        nodes = np.asarray(prompt_lengths[0], dtype=float).reshape((-1,) + axes)
+        weights = np.asarray(prompt_lengths[1], dtype=float).reshape((-1,) + axes)
+        fresh = np.maximum(nodes * (1.0 - _f(prefix_hit_rate)), 1.0)
+        first = np.minimum(fresh, budget)
+        own_nodes = np.ceil(fresh / budget) * iteration_time_s(cost, decode, ctx, first, _prefill_context(first, fresh, nodes - fresh), verify,
+                                                               pipelined)
+        ttft_mean = ttft_mean - cycles.own_s + (weights * own_nodes).sum(axis=0)
 
     wanted = (50, 90, 99) if percentiles is True else tuple(percentiles or ())
 
     def ttft_q(q: float) -> Array:
         if round(q * 100) not in wanted:  # feasibility and means only (rate searches), or another percentile
             return np.full_like(rho, np.nan)
-        return _ttft_quantile(cycles, q)
+        return _ttft_quantile(cycles, q, own_nodes=own_nodes, weights=weights)
 
     # The decode batch a token sees. Sequences complete prefill in bursts (the iteration chain above), so the count of
     # sequences that finished prefill within the last O / tau iterations is over-dispersed: with c_k the prompts finished
