@@ -600,8 +600,9 @@ def simulate_cmd(
         traffic = workload.resolved_traffic()
         model = resolve_model(workload.model)
         prompt, output = traffic.prompt.mean_tokens(), traffic.output.mean_tokens()
-        spec = {"prompt_second_moment": traffic.prompt.second_moment(), "prefix_hit_rate": traffic.prefix_cache_hit_rate,
-                "tokens_per_step": traffic.tokens_per_step, "verify_tokens": traffic.verify_tokens}
+        from planner.perf import steady_state_options
+
+        spec = steady_state_options(model, workload)
         if gpu is not None:
             g = resolve_gpu(layout.gpu)
             cost = iteration_cost(model, layout, g, scenario.resolved_assumptions(), prompt_tokens=workload.prompt_tokens,
@@ -630,7 +631,7 @@ def simulate_cmd(
         state = steady_state(cost, per_replica, prompt, output, **spec)
         out.print(f"[bold]{model.name}[/bold] on {layout.replicas} x {layout.gpu} TP{layout.tp} PP{layout.pp} "
                   f"({layout.weight_precision.value} weights, {layout.kv_precision.value} KV); {per_replica:.3g} requests/s per replica, "
-                  f"max stable {float(max_rate_rps(cost, prompt, output)):.3g}; {result.requests} requests, seed {seed}")
+                  f"max stable {float(max_rate_rps(cost, prompt, output, **spec)):.3g}; {result.requests} requests, seed {seed}")
         table = Table(title="simulated vs load-aware model (per replica)")
         for col in ("metric", "simulated", "model"):
             table.add_column(col)
@@ -651,10 +652,15 @@ def simulate_cmd(
         out.print(table)
         if result.rejected:
             out.print(f"{result.rejected} requests never fit the KV cache (prompt + output above {float(cost.kv_capacity_tokens):,.0f} tokens)")
-        if chart is not None:
-            top = float(max_rate_rps(cost, prompt, output))
-            sweep = load_sweep(cost, prompt, output, np.linspace(0.1, 0.9, 5) * top, requests=min(requests, 2000), seed=seed)
-            out.print(f"wrote {write_latency_chart(chart, cost, prompt, output, sweep, f'{model.name} on {layout.gpu} TP{layout.tp} PP{layout.pp}')}")
+        if chart is not None:  # the scenario's traffic at 10-90% of the stable rate, model and simulator alike
+            top = float(max_rate_rps(cost, prompt, output, **spec))
+            count = min(requests, 2000)
+            lengths = np.random.default_rng(seed)
+            sweep = load_sweep(cost, traffic.prompt.sample(count, lengths), traffic.output.sample(count, lengths), np.linspace(0.1, 0.9, 5) * top,
+                               requests=count, seed=seed, tokens_per_step=spec["tokens_per_step"], verify_tokens=spec["verify_tokens"],
+                               prefix_hit_rate=spec["prefix_hit_rate"])
+            title = f"{model.name} on {layout.gpu} TP{layout.tp} PP{layout.pp}"
+            out.print(f"wrote {write_latency_chart(chart, cost, prompt, output, sweep, title, **spec)}")
 
     guarded(body)
 

@@ -459,9 +459,7 @@ def inference_perf_columns(
     traffic = workload.resolved_traffic()
     slo = traffic.slo
     p_mean, o_mean = traffic.prompt.mean_tokens(), traffic.output.mean_tokens()
-    kwargs = dict(prompt_second_moment=traffic.prompt.second_moment(), prefix_hit_rate=traffic.prefix_cache_hit_rate,
-                  tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens,
-                  prompt_lengths=prompt_quadrature(model, workload))
+    kwargs = steady_state_options(model, workload)
     cost = serving_cost_columns(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
     b = cols["batch"].astype(float)
     capacity = serving.max_rate_rps(cost, p_mean, o_mean, iterations=16, **kwargs)
@@ -617,6 +615,14 @@ def disaggregated_perf_columns(
             "utilisation": np.fmax(p_util, d_util), "saturated_output_tokens_per_s": y * cols["batch"] * tau / decode["decode_step_s"],
             "decode_memory_bound": decode["decode_memory_s"] >= decode["decode_compute_s"], "kv_transfer_s": move,
             "prefill_utilisation": p_util}
+
+
+def steady_state_options(model: ModelSpec, workload: InferenceWorkload) -> dict:
+    """The workload's traffic terms of `serving.steady_state` (length moments and nodes, prefix hits, speculation): what
+    the evaluator scores replicas with and `planner simulate` compares the simulator against."""
+    traffic = workload.resolved_traffic()
+    return dict(prompt_second_moment=traffic.prompt.second_moment(), prefix_hit_rate=traffic.prefix_cache_hit_rate,
+                tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens, prompt_lengths=prompt_quadrature(model, workload))
 
 
 def prompt_quadrature(model: ModelSpec, workload: InferenceWorkload):  # -> serving.Lengths

@@ -268,16 +268,18 @@ def simulate_disaggregated(prefill_cost: IterationCost, decode_cost: IterationCo
     )
 
 
-def load_sweep(cost: IterationCost, prompt_tokens: int, output_tokens: int, rates_rps: np.ndarray, *, requests: int = 2000,
-               seed: int = 0, **kwargs: float) -> list[tuple[float, SimResult]]:
-    """Simulated results at several arrival rates (same seed each), for a latency-vs-load curve."""
+def load_sweep(cost: IterationCost, prompt_tokens: int | np.ndarray, output_tokens: int | np.ndarray, rates_rps: np.ndarray, *,
+               requests: int = 2000, seed: int = 0, **kwargs: float) -> list[tuple[float, SimResult]]:
+    """Simulated results at several arrival rates (same seed each), for a latency-vs-load curve; lengths fixed or one per
+    request (`poisson_requests`), `kwargs` as `simulate`'s."""
     return [(float(r), simulate(cost, poisson_requests(float(r), requests, prompt_tokens, output_tokens, seed), **kwargs))  # type: ignore[arg-type]
             for r in rates_rps]
 
 
-def write_latency_chart(path: Path, cost: IterationCost, prompt_tokens: int, output_tokens: int, sweep: list[tuple[float, SimResult]],
-                        title: str = "") -> Path:
-    """SVG of p50/p90 TTFT and ITL against arrival rate: analytic lines (`serving.steady_state`) and simulated points."""
+def write_latency_chart(path: Path, cost: IterationCost, prompt_tokens: float, output_tokens: float, sweep: list[tuple[float, SimResult]],
+                        title: str = "", **options: object) -> Path:
+    """SVG of p50/p90 TTFT and ITL against arrival rate: analytic lines (`serving.steady_state` at the mean lengths with
+    the traffic terms in `options`, `perf.steady_state_options`) and simulated points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -285,9 +287,9 @@ def write_latency_chart(path: Path, cost: IterationCost, prompt_tokens: int, out
 
     from planner.serving import max_rate_rps, steady_state
 
-    top = float(max_rate_rps(cost, prompt_tokens, output_tokens))
+    top = float(max_rate_rps(cost, prompt_tokens, output_tokens, **options))  # type: ignore[arg-type]
     grid = np.linspace(0.02, 0.98, 60) * top
-    state = steady_state(cost, grid, prompt_tokens, output_tokens)
+    state = steady_state(cost, grid, prompt_tokens, output_tokens, **options)  # type: ignore[arg-type]
     fig, (ax_ttft, ax_itl) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric, label in ((ax_ttft, "ttft", "TTFT (s)"), (ax_itl, "itl", "inter-token latency (s)")):
         for q, style in ((50, "-"), (90, "--")):
