@@ -1070,18 +1070,25 @@ def prefill_only_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: 
         def ttft_q(q: float) -> Array:
             return service + np.where(c > 1.0 - q, np.log(c / (1.0 - q)) / theta, 0.0)
 
-        in_system = rate * (wait_mean + service)
+    return _prefill_only_result(cost, rate, rho, stable, wait_mean + service, prompt_all, ttft_q)
+
+
+def _prefill_only_result(cost: IterationCost, rate: Array, rho: Array, stable: Array, ttft_mean: Array, prompt_tokens: ArrayLike,
+                         ttft_q: Callable[[float], Array]) -> SteadyState:
+    """A prefill replica's SteadyState: feasible where stable and the prompts in the system (Little's law, rate x mean
+    TTFT, with the slot margin of `steady_state`) fit its sequences and KV capacity (prompt + 1 tokens each)."""
+    in_system = rate * ttft_mean
     slots_ok = in_system + SLOT_STAFFING_BETA * np.sqrt(np.maximum(np.nan_to_num(in_system, nan=np.inf), 0.0)) <= _f(cost.max_sequences)
-    kv_ok = np.nan_to_num(in_system, nan=np.inf) * (prompt_all + 1.0) <= _f(cost.kv_capacity_tokens)
+    kv_ok = np.nan_to_num(in_system, nan=np.inf) * (_f(prompt_tokens) + 1.0) <= _f(cost.kv_capacity_tokens)
     feasible = stable & slots_ok & kv_ok
     nan = np.where(feasible, 1.0, np.nan)
     zero = np.zeros_like(rate) * nan
-    ttft_mean = (wait_mean + service) * nan
     return SteadyState(
         feasible=feasible, itl_mean_s=zero, tpot_mean_s=zero, itl_p50_s=zero, itl_p90_s=zero, itl_p99_s=zero,
-        ttft_mean_s=ttft_mean, ttft_p50_s=ttft_q(0.5) * nan, ttft_p90_s=ttft_q(0.9) * nan, ttft_p99_s=ttft_q(0.99) * nan,
-        e2e_mean_s=ttft_mean, decode_seqs_in_flight=zero, requests_in_system=in_system * nan, output_tokens_per_s=rate * nan,
-        prefill_iteration_share=np.ones_like(rate) * nan, prefill_utilisation=rho * nan, kv_tokens_in_use=in_system * (prompt_all + 1.0) * nan,
+        ttft_mean_s=ttft_mean * nan, ttft_p50_s=ttft_q(0.5) * nan, ttft_p90_s=ttft_q(0.9) * nan, ttft_p99_s=ttft_q(0.99) * nan,
+        e2e_mean_s=ttft_mean * nan, decode_seqs_in_flight=zero, requests_in_system=in_system * nan, output_tokens_per_s=rate * nan,
+        prefill_iteration_share=np.ones_like(rate) * nan, prefill_utilisation=rho * nan,
+        kv_tokens_in_use=in_system * (_f(prompt_tokens) + 1.0) * nan,
     )
 
 
@@ -1114,7 +1121,6 @@ def _prefill_only_mg1(cost: IterationCost, rate: Array, prompt_lengths: Lengths,
         busy_mean = wait_mean / np.maximum(rho, 1e-300)  # the wait given that there is one
         busy_var = np.maximum(wait_m2 / np.maximum(rho, 1e-300) - busy_mean**2, 1e-30)
         shape, scale = busy_mean**2 / busy_var, busy_var / np.maximum(busy_mean, 1e-300)
-        in_system = rate * (wait_mean + s1)
     wanted = (50, 90, 99) if percentiles is True else tuple(percentiles or ())
 
     def ttft_q(q: float) -> Array:
@@ -1133,19 +1139,7 @@ def _prefill_only_mg1(cost: IterationCost, rate: Array, prompt_lengths: Lengths,
             lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
         return hi
 
-    mean_prompt = float((weights * nodes).sum())
-    slots_ok = in_system + SLOT_STAFFING_BETA * np.sqrt(np.maximum(np.nan_to_num(in_system, nan=np.inf), 0.0)) <= _f(cost.max_sequences)
-    kv_ok = np.nan_to_num(in_system, nan=np.inf) * (mean_prompt + 1.0) <= _f(cost.kv_capacity_tokens)
-    feasible = stable & slots_ok & kv_ok
-    nan = np.where(feasible, 1.0, np.nan)
-    zero = np.zeros_like(rate) * nan
-    ttft_mean = (wait_mean + s1) * nan
-    return SteadyState(
-        feasible=feasible, itl_mean_s=zero, tpot_mean_s=zero, itl_p50_s=zero, itl_p90_s=zero, itl_p99_s=zero,
-        ttft_mean_s=ttft_mean, ttft_p50_s=ttft_q(0.5) * nan, ttft_p90_s=ttft_q(0.9) * nan, ttft_p99_s=ttft_q(0.99) * nan,
-        e2e_mean_s=ttft_mean, decode_seqs_in_flight=zero, requests_in_system=in_system * nan, output_tokens_per_s=rate * nan,
-        prefill_iteration_share=np.ones_like(rate) * nan, prefill_utilisation=rho * nan, kv_tokens_in_use=in_system * (mean_prompt + 1.0) * nan,
-    )
+    return _prefill_only_result(cost, rate, rho, stable, wait_mean + s1, float((weights * nodes).sum()), ttft_q)
 
 
 def fewest_replicas(ok: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, ...], max_replicas: int,
