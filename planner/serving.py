@@ -1231,15 +1231,6 @@ def prefill_max_rate_rps(cost: IterationCost, prompt_tokens: float, *, iteration
                                _shape(cost), iterations)
 
 
-def _meets(state: SteadyState | DisaggregatedState, percentile: int, ttft_slo_s: float | None, tpot_slo_s: float | None) -> NDArray[np.bool_]:
-    ok = np.asarray(state.feasible, dtype=bool).copy()
-    if ttft_slo_s is not None:
-        ok &= np.nan_to_num(getattr(state, f"ttft_p{percentile}_s"), nan=np.inf) <= ttft_slo_s
-    if tpot_slo_s is not None:
-        ok &= np.nan_to_num(getattr(state, f"itl_p{percentile}_s"), nan=np.inf) <= tpot_slo_s
-    return ok
-
-
 @dataclass(frozen=True)
 class PoolSizing:
     """Replicas and GPUs a load needs, colocated or disaggregated (0 replicas = none up to the limit)."""

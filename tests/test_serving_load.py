@@ -431,12 +431,17 @@ def test_bundled_serving_plan_under_load_is_consistent_and_checked_by_the_simula
         assert sim.ttft_p90_s <= w.slo.ttft_s
 
 
+def _meets_p90(state: serving.SteadyState, ttft_slo_s: float, tpot_slo_s: float) -> bool:
+    """The oracle's own reading of a state: stable, TTFT p90 and ITL p90 within their limits."""
+    return bool(state.feasible) and float(state.ttft_p90_s) <= ttft_slo_s and float(state.itl_p90_s) <= tpot_slo_s
+
+
 def test_replicas_needed_per_layout_column_matches_a_linear_scan() -> None:
     costs = serving.stack_costs([cost_of("llama-3.1-70b", "H100-SXM", tp) for tp in (2, 4, 8)])
     need = serving.replicas_needed(costs, 20.0, 2000, 300, percentile=90, ttft_slo_s=1.0, tpot_slo_s=0.03, max_replicas=16)
     for i in range(3):
         one = costs.take(i)
-        scan = [n for n in range(1, 17) if serving._meets(serving.steady_state(one, 20.0 / n, 2000, 300), 90, 1.0, 0.03)]
+        scan = [n for n in range(1, 17) if _meets_p90(serving.steady_state(one, 20.0 / n, 2000, 300), 1.0, 0.03)]
         assert need[i] == scan[0]
     impossible = serving.replicas_needed(costs, 20.0, 2000, 300, tpot_slo_s=0.001, max_replicas=64)
     assert (impossible == 0).all()
