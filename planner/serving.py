@@ -1097,8 +1097,10 @@ def _prefill_only_mg1(cost: IterationCost, rate: Array, prompt_lengths: Lengths,
     """`prefill_only_state` when prompt lengths vary: an M/G/1 queue whose service S(P) is the prompt's own chunk
     iterations, averaged over the length distribution's quadrature nodes (S grows faster than P: causal attention).
 
-    rho = rate E[S]; mean wait Pollaczek-Khinchine rate E[S^2] / (2 (1 - rho)) and its second moment Takacs'
-    2 E[W]^2 + rate E[S^3] / (3 (1 - rho)) (Kleinrock 1975, Vol. 1, Eq. 5.105 and 5.113 [Takacs 1962]); the wait is 0
+    rho = rate E[S]; mean wait Pollaczek-Khinchine rate E[S^2] / (2 (1 - rho)) (Kleinrock 1975, Vol. 1, Eq. 5.105) and
+    its second moment 2 E[W]^2 + rate E[S^3] / (3 (1 - rho)), the k = 2 term of Takacs' recurrence for the moments of
+    the M/G/1 wait, E[W^k] = rate / (1 - rho) sum_i C(k, i) E[S^(i+1)] / (i + 1) E[W^(k-i)] (Takacs 1962,
+    Introduction to the Theory of Queues, Ch. 2); the wait is 0
     with probability 1 - rho, else gamma with the conditional mean and variance (the two-moment gamma fit of M/G/1
     waits, Tijms 2003, A First Course in Stochastic Models, Sec. 2.5). TTFT = W + S(P) of the prompt itself, P drawn from
     the distribution independently of W (FCFS), so its CDF is the weighted sum over nodes of P(W <= x - S(P_k)),
