@@ -504,6 +504,11 @@ def calibrate_cmd(
     guarded(body)
 
 
+def simulator_options(traffic: Any) -> dict[str, float]:
+    """The traffic terms the simulator replays (speculation, prefix hits), as `perf.steady_state_options` gives the model."""
+    return {"tokens_per_step": traffic.tokens_per_step, "verify_tokens": traffic.verify_tokens, "prefix_hit_rate": traffic.prefix_cache_hit_rate}
+
+
 def simulate_pools(scenario, plan, rate: float | None, requests: int, seed: int, trace: Path | None, chart: Path | None) -> None:  # noqa: ANN001
     """`planner simulate` of a disaggregated plan: one prefill and one decode replica at their shares of the fleet rate
     (`planner.simulate.simulate_disaggregated`), against the plan's own figures."""
@@ -512,8 +517,8 @@ def simulate_pools(scenario, plan, rate: float | None, requests: int, seed: int,
     from planner.catalog import resolve_gpu, resolve_model
     from planner.errors import InputError
     from planner.perf import serving_pool_costs
-    from planner.simulate import Requests, poisson_requests, simulate_disaggregated, trace_requests
-    from planner.solver import layout_summary
+    from planner.simulate import poisson_requests, simulate_disaggregated
+    from planner.evaluate import layout_summary
     from planner.space import node_size
 
     if trace is not None or chart is not None:
@@ -528,9 +533,7 @@ def simulate_pools(scenario, plan, rate: float | None, requests: int, seed: int,
     prompts, outputs = traffic.prompt.sample(requests, rng), traffic.output.sample(requests, rng)
     pre = poisson_requests(fleet / layout.prefill_replicas, requests, prompts, outputs, seed)
     dec = poisson_requests(fleet / layout.decode_replicas, requests, prompts, outputs, seed + 1)
-    result = simulate_disaggregated(pcost, dcost, pre, Requests(dec.arrival_s, dec.prompt_tokens, dec.output_tokens), move,
-                                    tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens,
-                                    prefix_hit_rate=traffic.prefix_cache_hit_rate, progress=True)
+    result = simulate_disaggregated(pcost, dcost, pre, dec, move, progress=True, **simulator_options(traffic))
     perf, tau = plan.perf, traffic.tokens_per_step
     out.print(f"[bold]{workload.model}[/bold]: {layout_summary(plan)}; "
               f"{fleet:.3g} requests/s per unit, {requests} requests per pool, seed {seed}")
@@ -626,8 +629,7 @@ def simulate_cmd(
         rng = np.random.default_rng(seed)
         arrivals = trace_requests(trace) if trace is not None else poisson_requests(
             per_replica, requests, traffic.prompt.sample(requests, rng), traffic.output.sample(requests, rng), seed)
-        result = simulate(cost, arrivals, progress=True, tokens_per_step=spec["tokens_per_step"], verify_tokens=spec["verify_tokens"],
-                          prefix_hit_rate=spec["prefix_hit_rate"])
+        result = simulate(cost, arrivals, progress=True, **simulator_options(traffic))
         state = steady_state(cost, per_replica, prompt, output, **spec)
         out.print(f"[bold]{model.name}[/bold] on {layout.replicas} x {layout.gpu} TP{layout.tp} PP{layout.pp} "
                   f"({layout.weight_precision.value} weights, {layout.kv_precision.value} KV); {per_replica:.3g} requests/s per replica, "
@@ -657,8 +659,7 @@ def simulate_cmd(
             count = min(requests, 2000)
             lengths = np.random.default_rng(seed)
             sweep = load_sweep(cost, traffic.prompt.sample(count, lengths), traffic.output.sample(count, lengths), np.linspace(0.1, 0.9, 5) * top,
-                               requests=count, seed=seed, tokens_per_step=spec["tokens_per_step"], verify_tokens=spec["verify_tokens"],
-                               prefix_hit_rate=spec["prefix_hit_rate"])
+                               requests=count, seed=seed, **simulator_options(traffic))
             title = f"{model.name} on {layout.gpu} TP{layout.tp} PP{layout.pp}"
             out.print(f"wrote {write_latency_chart(chart, cost, prompt, output, sweep, title, **spec)}")
 

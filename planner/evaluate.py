@@ -48,7 +48,7 @@ from planner.enums import PriceTerm
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
     Columns, MemoryBreakdown, inference_breakdown_at, inference_columns, inference_layout_at, inference_memory_columns, pool_columns,
-    serving_unit_gpus, training_breakdown_at, training_columns, training_layout_at, training_memory_columns,
+    serving_unit_gpus, take_columns, training_breakdown_at, training_columns, training_layout_at, training_memory_columns,
 )
 from planner.modelspec import ModelSpec
 from planner.perf import InferencePerf, TrainingPerf, inference_perf_at, inference_perf_columns, training_perf_at, training_perf_columns
@@ -131,8 +131,8 @@ class Table:
 
     def take(self, rows: np.ndarray) -> Table:
         """The rows selected by a boolean mask or index array, in their order."""
-        pick = lambda cols: {k: v[rows] for k, v in cols.items()}  # noqa: E731
-        return replace(self, layout=pick(self.layout), memory=pick(self.memory), perf=pick(self.perf), cost=pick(self.cost))
+        return replace(self, layout=take_columns(self.layout, rows), memory=take_columns(self.memory, rows), perf=take_columns(self.perf, rows),
+                       cost=take_columns(self.cost, rows))
 
     def with_perf(self) -> Table:
         """Speed and cost of every row (call after dropping the rows that do not fit: memory first)."""

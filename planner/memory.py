@@ -32,6 +32,7 @@ Num = float | np.ndarray
 """A scalar (one configuration) or a numpy column (one entry per configuration)."""
 Flag = bool | np.ndarray
 Columns = dict[str, np.ndarray]
+"""Layouts or results as columns: one numpy array per field, one entry per configuration."""
 
 
 def distinct(column: np.ndarray) -> np.ndarray:
@@ -39,7 +40,11 @@ def distinct(column: np.ndarray) -> np.ndarray:
     one-configuration command)."""
     values = np.sort(np.ravel(column))
     return values[np.concatenate(([True], values[1:] != values[:-1]))] if len(values) else values
-"""Layouts or results as columns: one numpy array per field, one entry per configuration."""
+
+
+def take_columns(cols: Columns, rows: np.ndarray) -> Columns:
+    """The rows (a boolean mask or index array) of every column, in their order."""
+    return {k: v[rows] for k, v in cols.items()}
 
 
 def where(condition: Flag, if_true: Num, if_false: Num) -> Num:
@@ -406,7 +411,7 @@ def training_memory_columns(model: ModelSpec, workload: TrainingWorkload, gpu: G
         pp = int(pp)
         single = out is None and bool(np.all(cols["pp"] == pp))
         index = slice(None) if single else np.nonzero(cols["pp"] == pp)[0]
-        sub = cols if single else {k: v[index] for k, v in cols.items()}
+        sub = cols if single else take_columns(cols, index)
         sub_states = states if single else tuple(s[index] for s in states)
         best: Columns | None = None
         ranges = stage_layer_ranges(model.num_layers, pp)
@@ -825,7 +830,7 @@ def inference_memory_columns(model: ModelSpec, workload: InferenceWorkload, gpu:
     pools = pool_columns(cols)
     split = pools["prefill_replicas"] > 0
     if split.any():
-        prefill = prefill_layout_columns({k: v[split] for k, v in cols.items()})
+        prefill = prefill_layout_columns(take_columns(cols, split))
         out["prefill_total_bytes"][split] = inference_memory_columns(model, workload, gpu, assumptions, prefill)["total_bytes"]
     return out
 

@@ -24,7 +24,7 @@ from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import (
     TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, Num, decode_layout_columns, distinct, inference_columns, inference_memory_columns,
     kv_bytes_per_token_columns, lora_adapter_params, pool_columns, prefill_layout_columns, serving_stage_columns, serving_unit_gpus,
-    state_bytes_total, training_columns, where,
+    state_bytes_total, take_columns, training_columns, where,
 )
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
@@ -386,11 +386,6 @@ def serving_cost_columns(model: ModelSpec, workload: InferenceWorkload, gpu: Gpu
     return moe_dp_attention_cost(model, gpu, assumptions, cost, dp, tp, node)
 
 
-MOE_DISPATCH_BYTES_PER_ELEMENT = 1.0
-"""Bytes per element of the MoE dispatch all-to-all (FP8 dispatch, BF16 combine: DeepSeek-V3 report Sec. 3.3), as
-`serving.moe_iteration_cost`'s default."""
-
-
 def moe_dp_attention_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, cost, dp: np.ndarray, ep: np.ndarray,
                           gpus_per_node: int):  # -> serving.IterationCost
     """`serving.IterationCost` columns of replicas with data-parallel attention (dp > 1 rows) from the TP-attention columns
@@ -402,12 +397,12 @@ def moe_dp_attention_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptio
     one NIC per GPU across nodes, `group_bandwidth_gbps`) and their latency (DeepEP; DeepSeek-V3 report Sec. 3.4)."""
     from dataclasses import replace
 
+    from planner.serving import moe_all_to_all
+
     on = dp > 1
     scale = np.where(on, 1.0 / dp, 1.0)
-    a2a_bw = group_bandwidth_gbps(gpu, ep, 1, gpus_per_node, collective=False) * 1e9
-    a2a_tok = np.where(on & (ep > 1), model.num_moe_layers * model.experts_per_token * model.hidden_size
-                       * (MOE_DISPATCH_BYTES_PER_ELEMENT + 2.0) * (ep - 1) / ep / a2a_bw / ep, 0.0)
-    a2a_lat = np.where(on & (ep > 1), model.num_moe_layers * 2 * assumptions.collective_latency_s, 0.0)
+    link = group_bandwidth_gbps(gpu, ep, 1, gpus_per_node, collective=False) * 1e9
+    a2a_lat, a2a_tok = (np.where(on, v, 0.0) for v in moe_all_to_all(model, assumptions, ep, link))
     growth = np.where(on, dp, 1.0)
     return replace(
         cost, fixed_s=cost.fixed_s + a2a_lat, compute_s_per_token=cost.compute_s_per_token * scale,
@@ -444,9 +439,8 @@ def inference_perf_columns(
     """
     split = pool_columns(cols)["prefill_replicas"] > 0
     if split.any():
-        pick = lambda c, rows: {k: v[rows] for k, v in c.items()}  # noqa: E731
         parts = [(rows, (disaggregated_perf_columns if disagg else inference_perf_columns)(
-            model, workload, gpu, assumptions, pick(cols, rows), pick(memory, rows), gpus_per_node))
+            model, workload, gpu, assumptions, take_columns(cols, rows), take_columns(memory, rows), gpus_per_node))
             for rows, disagg in ((~split, False), (split, True)) if rows.any()]
         out = {}
         for name, column in parts[0][1].items():
@@ -468,8 +462,7 @@ def inference_perf_columns(
         floor = np.ones(len(b))
     else:
         assert traffic.concurrency is not None
-        beta = serving.SLOT_STAFFING_BETA  # users a replica of b slots holds with the slot margin of `serving.steady_state`
-        usable = np.maximum(((-beta + np.sqrt(beta**2 + 4.0 * b)) / 2.0) ** 2 * (1.0 - 1e-6), 1e-9)
+        usable = serving.slot_capacity(b)  # users a replica of b slots holds with the slot margin of `serving.steady_state`
         floor = np.ceil(traffic.concurrency / usable)
         rate = np.nan_to_num(serving.rate_for_concurrency(cost, traffic.concurrency / floor, p_mean, o_mean, iterations=24,
                                                           max_rate=capacity, **kwargs) * floor, nan=0.0)
@@ -493,9 +486,7 @@ def inference_perf_columns(
     dp = pool_columns(cols)["attention_dp"]
     if (dp > 1).any():  # data-parallel attention: the bare decode step is the iteration cost's decode-only iteration
         on, ctx = dp > 1, b * (p + o / 2.0)
-        touched = serving.experts_touched_fraction(cost, b)
-        memory_s = cost.dense_weight_read_s + cost.expert_weight_read_s * touched + cost.kv_read_s_per_context_token * ctx
-        compute_s = cost.compute_s_per_token * b + cost.attention_s_per_context_token * ctx
+        _, memory_s, compute_s = serving.stage_terms(cost, b, ctx, 0.0)
         decode = {"decode_step_s": np.where(on, serving.iteration_time_s(cost, b, ctx, 0.0), decode["decode_step_s"]),
                   "decode_memory_s": np.where(on, memory_s, decode["decode_memory_s"]),
                   "decode_compute_s": np.where(on, compute_s, decode["decode_compute_s"]),
@@ -598,18 +589,19 @@ def disaggregated_perf_columns(
     rate = np.full(len(x), traffic.request_rate_rps)
     dec_kwargs = dict(tokens_per_step=tau, verify_tokens=traffic.verify_tokens)
     lengths = prompt_quadrature(model, workload)
-    pre = serving.prefill_only_state(pcost, rate / np.maximum(x, 1.0), p_mean, prefix_hit_rate=traffic.prefix_cache_hit_rate, prompt_lengths=lengths)
-    dec = serving.decode_only_state(dcost, rate / np.maximum(y, 1.0), p_mean, o_mean, **dec_kwargs)
+    state = serving.disaggregated_state(pcost, dcost, rate, p_mean, o_mean, x, y, move, prefix_hit_rate=traffic.prefix_cache_hit_rate,
+                                        prompt_lengths=lengths, **dec_kwargs)
+    dec = state.decode
     p_cap = serving.prefill_max_rate_rps(pcost, p_mean, iterations=8, prefix_hit_rate=traffic.prefix_cache_hit_rate, prompt_lengths=lengths)
     d_cap = serving.decode_max_rate_rps(dcost, p_mean, o_mean, iterations=8, **dec_kwargs)
     with np.errstate(divide="ignore", invalid="ignore"):
         p_util = rate / x / np.where(p_cap > 0, p_cap, np.nan)
         d_util = rate / y / np.where(d_cap > 0, d_cap, np.nan)
-    feasible = pre.feasible & dec.feasible
+    feasible = state.feasible
     seqs = y * dec.decode_seqs_in_flight
     decode = decode_step_columns(model, gpu, assumptions, decode_layout_columns(cols), memory, p_mean + o_mean / 2.0, gpus_per_node)
     return {**decode, "percentile": np.full(len(x), pct), "replicas_needed": feasible.astype(np.int64), "request_rate_rps": rate,
-            "ttft_s": getattr(pre, f"ttft_p{pct}_s") + move, "ttft_p50_s": pre.ttft_p50_s + move,
+            "ttft_s": getattr(state, f"ttft_p{pct}_s"), "ttft_p50_s": state.ttft_p50_s,
             "tpot_s": getattr(dec, f"itl_p{pct}_s") / tau, "tpot_p50_s": dec.itl_p50_s / tau, "tpot_mean_s": dec.tpot_mean_s,
             "itl_mean_s": dec.itl_mean_s, "decode_seqs_in_flight": seqs, "output_tokens_per_s": seqs * tau / dec.itl_mean_s,
             "utilisation": np.fmax(p_util, d_util), "saturated_output_tokens_per_s": y * cols["batch"] * tau / decode["decode_step_s"],

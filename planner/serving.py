@@ -157,6 +157,19 @@ def _shape(cost: IterationCost) -> tuple[int, ...]:
     return np.broadcast_shapes(*(np.shape(getattr(cost, f.name)) for f in fields(cost)))
 
 
+def _slots_ok(cost: IterationCost, in_system: Array) -> NDArray[np.bool_]:
+    """Sequence slots by square-root staffing (Halfin & Whitt 1981, Oper. Res. 29(3), Eq. 1): c slots hold an offered load
+    of a requests in the system when a + beta sqrt(a) <= c; beta = SLOT_STAFFING_BETA keeps the wait for a slot near 1%."""
+    return in_system + SLOT_STAFFING_BETA * np.sqrt(np.maximum(in_system, 0.0)) <= _f(cost.max_sequences)
+
+
+def slot_capacity(slots: ArrayLike) -> Array:
+    """Requests in the system that `slots` sequence slots hold with the margin of `_slots_ok` (its inverse: the a with
+    a + beta sqrt(a) = c), slightly below it so the check passes."""
+    beta = SLOT_STAFFING_BETA
+    return np.maximum(((-beta + np.sqrt(beta**2 + 4.0 * _f(slots))) / 2.0) ** 2 * (1.0 - 1e-6), 1e-9)
+
+
 def experts_touched_fraction(cost: IterationCost, tokens: ArrayLike) -> Array:
     """Share of a card's routed experts an iteration of `tokens` reads: 1 - (1 - k/E)^tokens (uniform routing).
 
@@ -170,6 +183,21 @@ def experts_touched_fraction(cost: IterationCost, tokens: ArrayLike) -> Array:
     return np.where(_f(cost.routed_experts) > 0, frac, 0.0)
 
 
+def stage_terms(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tokens: ArrayLike, prefill_tokens: ArrayLike,
+                prefill_context_tokens: ArrayLike = 0.0, tokens_per_decode_seq: ArrayLike = 1.0) -> tuple[Array, Array, Array]:
+    """(tokens, memory s, compute s) of one stage of one iteration (`stage_time_s`): the tokens through the weights,
+    the HBM time (weights, the routed experts the tokens touch, the decode sequences' KV) and the FLOP time (matmuls and
+    attention over the decode and chunk contexts)."""
+    c = cost.prepared
+    tokens = decode_seqs * tokens_per_decode_seq + prefill_tokens
+    if c.moe:
+        memory = c.dense_weight_read_s + c.expert_weight_read_s * experts_touched_fraction(cost, tokens) + c.kv_read_s_per_context_token * decode_context_tokens
+    else:
+        memory = c.dense_weight_read_s + c.kv_read_s_per_context_token * decode_context_tokens
+    compute = c.compute_s_per_token * tokens + c.attention_s_per_context_token * (decode_context_tokens * tokens_per_decode_seq + prefill_context_tokens)
+    return tokens, memory, compute
+
+
 def stage_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tokens: ArrayLike, prefill_tokens: ArrayLike,
                  prefill_context_tokens: ArrayLike = 0.0, tokens_per_decode_seq: ArrayLike = 1.0) -> Array:
     """One stage of one iteration: fixed + max(weights + KV read, compute) + per-token communication.
@@ -181,12 +209,7 @@ def stage_time_s(cost: IterationCost, decode_seqs: ArrayLike, decode_context_tok
     sequence through the weights against one KV read (Leviathan et al. 2023, Sec. 3).
     """
     c = cost.prepared
-    tokens = decode_seqs * tokens_per_decode_seq + prefill_tokens
-    if c.moe:
-        memory = c.dense_weight_read_s + c.expert_weight_read_s * experts_touched_fraction(cost, tokens) + c.kv_read_s_per_context_token * decode_context_tokens
-    else:
-        memory = c.dense_weight_read_s + c.kv_read_s_per_context_token * decode_context_tokens
-    compute = c.compute_s_per_token * tokens + c.attention_s_per_context_token * (decode_context_tokens * tokens_per_decode_seq + prefill_context_tokens)
+    tokens, memory, compute = stage_terms(cost, decode_seqs, decode_context_tokens, prefill_tokens, prefill_context_tokens, tokens_per_decode_seq)
     total = c.fixed_s
     if c.ramp:
         total = total + c.large_message_extra_s * _clip((tokens - c.large_message_tokens) / c.ramp_tokens, 0.0, 1.0)
@@ -288,9 +311,27 @@ def iteration_cost_columns(model: ModelSpec, assumptions: Assumptions, *, tp: Ar
     )
 
 
+MOE_DISPATCH_BYTES_PER_ELEMENT = 1.0
+"""Bytes per element of the MoE dispatch all-to-all (FP8 dispatch, BF16 combine: DeepSeek-V3 report Sec. 3.3)."""
+
+
+def moe_all_to_all(model: ModelSpec, assumptions: Assumptions, ep: ArrayLike, ep_link_bytes_per_s: ArrayLike,
+                   dispatch_bytes_per_element: float = MOE_DISPATCH_BYTES_PER_ELEMENT) -> tuple[Array, Array]:
+    """(latency per iteration s, s per token) of the MoE layers' dispatch and combine all-to-alls over `ep` cards: two
+    collective latencies per MoE layer, and k x h elements per token each way ((ep-1)/ep leaving the card, dispatch at
+    `dispatch_bytes_per_element`, combine in BF16) over the per-card link, shared by the ep cards' tokens (DeepEP;
+    DeepSeek-V3 report Sec. 3.3-3.4). Zero where ep = 1. Over columns (`perf.moe_dp_attention_cost`) or one layout."""
+    ep = _f(ep)
+    latency = np.where(ep > 1, model.num_moe_layers * 2 * assumptions.collective_latency_s, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):  # one card: no link (the where drops it)
+        per_token = np.where(ep > 1, model.num_moe_layers * model.experts_per_token * model.hidden_size * (dispatch_bytes_per_element + 2.0)
+                             * (ep - 1) / ep / _f(ep_link_bytes_per_s) / ep, 0.0)
+    return latency, per_token
+
+
 def moe_iteration_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, *, weight_precision: WeightPrecision,
                        kv_precision: KvPrecision, attention_tp: int, attention_dp: int, ep: int,
-                       gpus_per_node: int | None = None, dispatch_bytes_per_element: float = 1.0,
+                       gpus_per_node: int | None = None, dispatch_bytes_per_element: float = MOE_DISPATCH_BYTES_PER_ELEMENT,
                        max_sequences_per_dp_rank: int = DEFAULT_MAX_SEQUENCES, engine_overhead_s: float | None = None) -> IterationCost:
     """Coefficients of an MoE replica with data-parallel attention and expert parallelism EP != TP.
 
@@ -322,8 +363,7 @@ def moe_iteration_cost(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions,
     allreduce_lat = 0.0 if attention_tp == 1 else layers * 2 * assumptions.serving_allreduce_latency_s
     ring_extra = 0.0 if attention_tp == 1 else layers * 2 * (2 * (attention_tp - 1) * assumptions.collective_latency_s - assumptions.serving_allreduce_latency_s)
     allreduce_tok = 0.0 if attention_tp == 1 else layers * 2 * 2.0 * (attention_tp - 1) / attention_tp * 2.0 * model.hidden_size / tp_bw / attention_dp
-    a2a_lat = 0.0 if ep == 1 else moe_layers * 2 * assumptions.collective_latency_s
-    a2a_tok = 0.0 if ep == 1 else moe_layers * model.experts_per_token * model.hidden_size * (dispatch_bytes_per_element + 2.0) * (ep - 1) / ep / ep_bw / ep
+    a2a_lat, a2a_tok = (float(v) for v in moe_all_to_all(model, assumptions, ep, ep_bw, dispatch_bytes_per_element))
     expert_params_active = model.num_moe_layers * model.experts_per_token * model.expert_params
     dense_active = model.matmul_params_per_token - expert_params_active
     compute_tok = (2.0 * dense_active / cards + 2.0 * expert_params_active / ep) / rate
@@ -429,23 +469,20 @@ def _prefill_context(chunk: Array, prompt: Array, cached: Array | float) -> Arra
 
 def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, tokens_per_step: Array, verify_tokens: Array,
                pipelined: bool, kv_tokens_per_seq: Array, iterations: int = 16, cached: Array | float = 0.0) -> tuple[Array, ...]:
-    """The mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`), from above within
+    """(feasible, T, chunk, pi, t_p): the mean iteration time T with T = pi t_p(T) + (1 - pi) t_d(T) (see `steady_state`), from above within
     2**-iterations of T (bracket [t_lo 2^(k-1), t_lo 2^k], then `shrink_bracket`: bisection over many layouts, a k-ary
     search over few). Feasible where the root lies below the caps (KV capacity, max sequences, chunk budget)."""
 
-    def terms(t: Array) -> tuple[Array, ...]:
-        decode = rate * output / tokens_per_step * t
-        ctx = decode * (cached + prompt + output / 2.0)
-        budget = np.maximum(_f(cost.chunk_tokens) - decode * verify_tokens, 1e-9)
+    def terms(t: Array) -> tuple[Array, Array, Array, Array]:
+        """(chunk, pi, t_d, t_p) at mean iteration time t."""
+        decode, ctx, budget, t_d, t_one = _decode_terms(cost, t, rate, prompt, output, tokens_per_step, verify_tokens, pipelined, cached)
         one = np.minimum(prompt, budget)
-        t_one = iteration_time_s(cost, decode, ctx, one, _prefill_context(one, prompt, cached), verify_tokens, pipelined)
         chunk0 = np.maximum(np.minimum(budget, np.maximum(one, (1.0 + rate * t_one) * prompt)), 1e-9)  # prompts arriving meanwhile join
         with np.errstate(divide="ignore", invalid="ignore"):
             pi = np.minimum(1.0, rate * prompt * t / chunk0)
         chunk = np.maximum(np.where(pi < 1.0, chunk0, rate * prompt * t), 1e-9)
-        t_d = iteration_time_s(cost, decode, ctx, 0.0, 0.0, verify_tokens, pipelined)
         t_p = iteration_time_s(cost, decode, ctx, chunk, _prefill_context(chunk, prompt, cached), verify_tokens, pipelined)
-        return decode, ctx, budget, chunk, pi, t_d, t_p, t_one
+        return chunk, pi, t_d, t_p
 
     t_lo = iteration_time_s(cost, 0.0, 0.0, 0.0, 0.0, verify_tokens, pipelined) * np.ones_like(rate)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -455,7 +492,7 @@ def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, t
     t_hi = np.minimum(t_cap, t_chunk)
 
     def gap(t: Array) -> Array:
-        _, _, _, _, pi, t_d, t_p, _ = terms(t)
+        _, pi, t_d, t_p = terms(t)
         return pi * t_p + (1.0 - pi) * t_d - t
 
     feasible = (t_hi > t_lo) & (gap(np.where(t_hi > t_lo, t_hi, t_lo)) < 0)
@@ -464,7 +501,25 @@ def _solve_itl(cost: IterationCost, rate: Array, prompt: Array, output: Array, t
     below_root = lambda t: gap(t) > 0  # noqa: E731
     top = t_lo * first_failing_power(lambda m: feasible & below_root(t_lo * m), np.shape(t_lo))
     _, t = shrink_bracket(below_root, np.where(feasible, top / 2.0, t_lo), np.where(feasible, top, t_lo), iterations)
-    return (feasible, t, *terms(t))
+    chunk, pi, _, t_p = terms(t)
+    return feasible, t, chunk, pi, t_p
+
+
+def _bisect(below: Callable[[Array], NDArray[np.bool_]], lo: Array, hi: Array, iterations: int) -> Array:
+    """Bisection per column for the boundary where `below` (true under it) turns false, within (hi - lo) 2**-iterations;
+    returns the upper end (the quantile searches read from above)."""
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        under = below(mid)
+        lo, hi = np.where(under, mid, lo), np.where(under, hi, mid)
+    return hi
+
+
+def _node_quantile(values: Array, weights: Array, q: float) -> Array:
+    """The q-quantile of a quantity over the length distribution's nodes (axis 0, in length order, the quantity growing
+    with the length) with their probability weights."""
+    reached = np.cumsum(weights * np.ones_like(values), axis=0) >= q - 1e-12
+    return np.take_along_axis(values, np.argmax(reached, axis=0)[np.newaxis], axis=0)[0]
 
 
 def _normal_cdf(z: Array) -> Array:
@@ -635,22 +690,15 @@ def _ttft_quantile(cycles: PrefillCycles, q: float, iterations: int = 24, own_no
         return cycles.idle_share + (1.0 - share - cycles.idle_share) * decode_cdf + share * _gamma_cdf(m, shape, scale)
 
     if own_nodes is None or weights is None:
-        lo, hi = np.zeros_like(share), width + join + _gamma_quantile(q, shape, scale)
-        for _ in range(iterations):
-            mid = 0.5 * (lo + hi)
-            below = wait_cdf(mid) < q
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        return cycles.own_s + hi
+        return cycles.own_s + _bisect(lambda m: wait_cdf(m) < q, np.zeros_like(share), width + join + _gamma_quantile(q, shape, scale), iterations)
     tail = 0.5 * (1.0 + q)
-    cumulative = np.cumsum(weights * np.ones_like(own_nodes), axis=0)
-    own_tail = np.take_along_axis(own_nodes, np.argmax(cumulative >= tail - 1e-12, axis=0)[np.newaxis], axis=0)[0]
-    lo, hi = np.zeros_like(share), own_tail + width + join + _gamma_quantile(tail, shape, scale)
-    for _ in range(iterations + 6):
-        mid = 0.5 * (lo + hi)
-        after = mid - own_nodes
-        below = (weights * np.where(after >= 0.0, wait_cdf(np.maximum(after, 0.0)), 0.0)).sum(axis=0) < q
-        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-    return hi
+    own_tail = _node_quantile(own_nodes, weights, tail)
+
+    def below(x: Array) -> NDArray[np.bool_]:
+        after = x - own_nodes
+        return (weights * np.where(after >= 0.0, wait_cdf(np.maximum(after, 0.0)), 0.0)).sum(axis=0) < q
+
+    return _bisect(below, np.zeros_like(share), own_tail + width + join + _gamma_quantile(tail, shape, scale), iterations + 6)
 
 
 def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike, output_tokens: ArrayLike, *,
@@ -705,8 +753,7 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     rate, prompt, output, prompt_all = np.broadcast_arrays(rate, prompt, output, prompt_all)
     prompt_all = np.asarray(prompt_all, dtype=float)
     cached = prompt_all - prompt  # the prefix-cache hit: read by attention and decode, not prefilled
-    feasible, t, decode, ctx, budget, chunk, pi, t_d, t_p, t_one = _solve_itl(cost, rate, prompt, output, tau, verify, pipelined, prompt_all + output,
-                                                                              cached=cached)
+    feasible, t, chunk, pi, t_p = _solve_itl(cost, rate, prompt, output, tau, verify, pipelined, prompt_all + output, cached=cached)
     # the share of time in prefill iterations stays below 1 (a prompt's chunks at the per-token time of the typical chunk)
     feasible = feasible & (rate * prompt * t_p / chunk < 1.0)
     moment2 = _f(prompt_second_moment) * (1.0 - _f(prefix_hit_rate)) ** 2 if prompt_second_moment is not None else prompt**2
@@ -788,26 +835,25 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     def itl_q(q: float) -> Array:
         if round(q * 100) not in wanted:
             return np.full_like(rho, np.nan)
-        lo = np.zeros_like(t)
         hi = np.maximum(td_a + slope_d * np.maximum(1.0 + _gamma_quantile(q, shape_x, scale_x) - n_a, 0.0), _gamma_quantile(q, shape_p, scale_p))
         hi = np.maximum(hi, td_a)
         # tails: the token-weighted share of prefill iterations, which the percentile jumps across, x the margin
         share = pi if q <= 0.5 else np.minimum(pi * _f(cost.itl_tail_share_margin), 1.0)
-        for _ in range(24):
-            mid = 0.5 * (lo + hi)
-            others = (mid - td_a) / slope_d + n_a - 1.0
+
+        def below(x: Array) -> NDArray[np.bool_]:
+            others = (x - td_a) / slope_d + n_a - 1.0
             decode_cdf = np.where(others < 0.0, 0.0, _gamma_cdf(others, shape_x, scale_x))  # a token's batch holds itself
-            below = (1.0 - share) * decode_cdf + share * _gamma_cdf(mid, shape_p, scale_p) < q
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        return hi
+            return (1.0 - share) * decode_cdf + share * _gamma_cdf(x, shape_p, scale_p) < q
+
+        return _bisect(below, np.zeros_like(t), hi, 24)
 
     in_system = rate * (ttft_mean + output / tau * t)
     kv_in_use = in_system * (prompt_all + output)
     # Sequence slots: square-root staffing (Halfin & Whitt 1981, Oper. Res. 29(3), Eq. 1): with c slots and an offered
     # load of a requests in the system, c >= a + beta sqrt(a) keeps the probability of waiting for a slot near
     # alpha(beta); beta = SLOT_STAFFING_BETA gives ~1%, so the queue for slots (not modelled) stays out of TTFT.
-    slots_ok = in_system + SLOT_STAFFING_BETA * np.sqrt(np.maximum(in_system, 0.0)) <= _f(cost.max_sequences)
-    feasible = feasible & (rho < 1.0) & (kv_in_use <= _f(cost.kv_capacity_tokens)) & slots_ok
+    slots_ok = _slots_ok(cost, in_system)
+    feasible = feasible & (kv_in_use <= _f(cost.kv_capacity_tokens)) & slots_ok
     nan = np.where(feasible, 1.0, np.nan)
     return SteadyState(
         feasible=feasible,
@@ -938,20 +984,21 @@ def kv_transfer_s(prompt_tokens: ArrayLike, kv_bytes_per_token: ArrayLike, link_
 
 def disaggregated_state(prefill: IterationCost, decode: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayLike,
                         output_tokens: ArrayLike, prefill_replicas: ArrayLike, decode_replicas: ArrayLike,
-                        kv_bytes_per_token: ArrayLike, link_gbps: ArrayLike, *, tokens_per_step: ArrayLike = 1.0,
-                        verify_tokens: ArrayLike = 1.0) -> DisaggregatedState:
+                        transfer_s: ArrayLike, *, tokens_per_step: ArrayLike = 1.0, verify_tokens: ArrayLike = 1.0,
+                        prefix_hit_rate: ArrayLike = 0.0, prompt_lengths: Lengths | None = None) -> DisaggregatedState:
     """x prefill replicas (prompt-only engines, output 1 token) and y decode replicas (no prefill interference).
 
     DistServe (Zhong et al. 2024, Sec. 3.1): TTFT = queueing + prefill on a prefill replica at
-    rate/x (`prefill_only_state`, M/D/1) + KV transfer;
+    rate/x (`prefill_only_state`: M/D/1, or M/G/1 over `prompt_lengths`) + the KV transfer `transfer_s` (`kv_transfer_s`);
     decode ITL = `decode_only_state` on a decode replica at rate/y (no prompt work, each
-    sequence reading its whole P + O/2 context).
+    sequence reading its whole P + O/2 context). What the evaluator scores pool units with
+    (`perf.disaggregated_perf_columns`).
     """
-    rate = _f(rate_rps)
-    pre = prefill_only_state(prefill, rate / _f(prefill_replicas), prompt_tokens)
-    dec = decode_only_state(decode, rate / _f(decode_replicas), prompt_tokens, output_tokens, tokens_per_step=tokens_per_step,
+    rate, move = _f(rate_rps), _f(transfer_s)
+    pre = prefill_only_state(prefill, rate / np.maximum(_f(prefill_replicas), 1.0), prompt_tokens, prefix_hit_rate=prefix_hit_rate,
+                             prompt_lengths=prompt_lengths)
+    dec = decode_only_state(decode, rate / np.maximum(_f(decode_replicas), 1.0), prompt_tokens, output_tokens, tokens_per_step=tokens_per_step,
                             verify_tokens=verify_tokens)
-    move = kv_transfer_s(prompt_tokens, kv_bytes_per_token, link_gbps)
     feasible = pre.feasible & dec.feasible
     return DisaggregatedState(
         feasible=feasible, ttft_p50_s=pre.ttft_p50_s + move, ttft_p90_s=pre.ttft_p90_s + move, ttft_p99_s=pre.ttft_p99_s + move,
@@ -989,16 +1036,11 @@ def decode_only_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: A
         seq_cap = np.minimum(_f(cost.max_sequences), _f(cost.kv_capacity_tokens) / (prompt + output))
         t_hi = np.minimum(seq_cap * tau / (rate * output), _f(cost.chunk_tokens) * tau / (rate * output * verify))
     feasible = (t_hi > t_lo) & (t_d(np.where(t_hi > t_lo, t_hi, t_lo)) - np.where(t_hi > t_lo, t_hi, t_lo) < 0)
-    lo, hi = t_lo.copy(), np.where(feasible, t_hi, t_lo)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        up = t_d(mid) > mid
-        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
-    t = hi
+    t = _bisect(lambda x: t_d(x) > x, t_lo.copy(), np.where(feasible, t_hi, t_lo), iterations)
     decode = rate * output / tau * t
     in_system = decode
     kv_in_use = in_system * (prompt + output)
-    slots_ok = in_system + SLOT_STAFFING_BETA * np.sqrt(np.maximum(in_system, 0.0)) <= _f(cost.max_sequences)
+    slots_ok = _slots_ok(cost, in_system)
     feasible = feasible & (kv_in_use <= _f(cost.kv_capacity_tokens)) & slots_ok
 
     def tail(q: float) -> Array:
@@ -1028,10 +1070,7 @@ def _md1_decay_rate(rate: Array, service: Array, iterations: int = 60) -> Array:
                 break
             hi = np.where(grow, hi * 2.0, hi)
             grow = rate * (np.expm1(hi * service)) <= hi
-        for _ in range(iterations):
-            mid = 0.5 * (lo + hi)
-            below = rate * np.expm1(mid * service) < mid
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        hi = _bisect(lambda x: rate * np.expm1(x * service) < x, lo, hi, iterations)
     return np.where(rho < 1.0, hi, np.nan)
 
 
@@ -1078,7 +1117,7 @@ def _prefill_only_result(cost: IterationCost, rate: Array, rho: Array, stable: A
     """A prefill replica's SteadyState: feasible where stable and the prompts in the system (Little's law, rate x mean
     TTFT, with the slot margin of `steady_state`) fit its sequences and KV capacity (prompt + 1 tokens each)."""
     in_system = rate * ttft_mean
-    slots_ok = in_system + SLOT_STAFFING_BETA * np.sqrt(np.maximum(np.nan_to_num(in_system, nan=np.inf), 0.0)) <= _f(cost.max_sequences)
+    slots_ok = _slots_ok(cost, np.nan_to_num(in_system, nan=np.inf))
     kv_ok = np.nan_to_num(in_system, nan=np.inf) * (_f(prompt_tokens) + 1.0) <= _f(cost.kv_capacity_tokens)
     feasible = stable & slots_ok & kv_ok
     nan = np.where(feasible, 1.0, np.nan)
@@ -1131,15 +1170,12 @@ def _prefill_only_mg1(cost: IterationCost, rate: Array, prompt_lengths: Lengths,
         # bracket: P(W + S <= s_q' + w_q') >= q with q' = (1 + q) / 2 (each of W, S exceeds its q'-quantile with
         # probability (1 - q) / 2); the nodes are in length order and S grows with the length
         tail = 0.5 * (1.0 + q)
-        s_tail = np.take_along_axis(service, np.argmax(np.cumsum(w * np.ones_like(service), axis=0) >= tail - 1e-12, axis=0)[np.newaxis], axis=0)[0]
-        lo, hi = np.zeros_like(rho), s_tail + _gamma_quantile(tail, shape, scale)
-        for _ in range(40):
-            mid = 0.5 * (lo + hi)
-            after = mid - service
-            cdf = (w * ((1.0 - rho) * (after >= 0.0) + rho * np.where(after > 0.0, _gamma_cdf(after, shape, scale), 0.0))).sum(axis=0)
-            below = cdf < q
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        return hi
+
+        def below(x: Array) -> NDArray[np.bool_]:
+            after = x - service
+            return (w * ((1.0 - rho) * (after >= 0.0) + rho * np.where(after > 0.0, _gamma_cdf(after, shape, scale), 0.0))).sum(axis=0) < q
+
+        return _bisect(below, np.zeros_like(rho), _node_quantile(service, w, tail) + _gamma_quantile(tail, shape, scale), 40)
 
     return _prefill_only_result(cost, rate, rho, stable, wait_mean + s1, float((weights * nodes).sum()), ttft_q)
 
@@ -1184,6 +1220,19 @@ def fewest_replicas(ok: Callable[[Array], NDArray[np.bool_]], shape: tuple[int, 
     return np.where(possible, hi, 0).astype(np.int64)
 
 
+def _meets(state: SteadyState, percentile: int, ttft_slo_s: float | None, tpot_slo_s: float | None, *,
+           ttft_extra_s: ArrayLike = 0.0, tokens_per_step: ArrayLike = 1.0) -> NDArray[np.bool_]:
+    """Where a state is feasible and meets the SLOs at the percentile: TTFT (+ `ttft_extra_s`, a KV transfer) and ITL per
+    token (ITL / tokens per step); a figure that is not a number (infeasible) meets nothing. The one test the replica
+    searches (`replicas_needed`, `prefill_replicas_needed`, `decode_replicas_needed`) apply."""
+    good = np.asarray(state.feasible, dtype=bool).copy()
+    if ttft_slo_s is not None:
+        good &= np.nan_to_num(getattr(state, f"ttft_p{percentile}_s"), nan=np.inf) + ttft_extra_s <= ttft_slo_s
+    if tpot_slo_s is not None:
+        good &= np.nan_to_num(getattr(state, f"itl_p{percentile}_s") / tokens_per_step, nan=np.inf) <= tpot_slo_s
+    return good
+
+
 def prefill_replicas_needed(cost: IterationCost, rate_rps: float, prompt_tokens: float, kv_transfer_s: ArrayLike, *, percentile: int = 90,
                             ttft_slo_s: float | None = None, max_replicas: int = 4096, prefix_hit_rate: float = 0.0,
                             prompt_lengths: Lengths | None = None) -> NDArray[np.int64]:
@@ -1194,10 +1243,7 @@ def prefill_replicas_needed(cost: IterationCost, rate_rps: float, prompt_tokens:
     def ok(n: Array) -> NDArray[np.bool_]:
         state = prefill_only_state(cost, rate_rps / n, prompt_tokens, prefix_hit_rate=prefix_hit_rate, prompt_lengths=prompt_lengths,
                                    percentiles=(percentile,) if ttft_slo_s is not None else False)
-        good = np.asarray(state.feasible, dtype=bool).copy()
-        if ttft_slo_s is not None:
-            good &= np.nan_to_num(getattr(state, f"ttft_p{percentile}_s"), nan=np.inf) + move <= ttft_slo_s
-        return good
+        return _meets(state, percentile, ttft_slo_s, None, ttft_extra_s=move)
 
     return fewest_replicas(ok, np.broadcast_shapes(_shape(cost), np.shape(move)), max_replicas)
 
@@ -1211,10 +1257,7 @@ def decode_replicas_needed(cost: IterationCost, rate_rps: float, prompt_tokens: 
     def ok(n: Array) -> NDArray[np.bool_]:  # 24 bisection steps: the ITL from above within 2^-24 of its bracket (conservative)
         state = decode_only_state(cost, rate_rps / n, prompt_tokens, output_tokens, tokens_per_step=tokens_per_step, verify_tokens=verify_tokens,
                                   iterations=24)
-        good = np.asarray(state.feasible, dtype=bool).copy()
-        if tpot_slo_s is not None:
-            good &= np.nan_to_num(getattr(state, f"itl_p{percentile}_s") / tokens_per_step, nan=np.inf) <= tpot_slo_s
-        return good
+        return _meets(state, percentile, None, tpot_slo_s, tokens_per_step=tokens_per_step)
 
     return fewest_replicas(ok, _shape(cost), max_replicas)
 
@@ -1310,12 +1353,7 @@ def replicas_needed(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: Arr
     def ok(n: Array) -> NDArray[np.bool_]:
         state = steady_state(cost, _f(rate_rps) / n, prompt_tokens, output_tokens, percentiles=(percentile,) if ttft_slo_s is not None or tpot_slo_s is not None else False,
                              **kwargs)  # type: ignore[arg-type]
-        good = np.asarray(state.feasible, dtype=bool).copy()
-        if ttft_slo_s is not None:
-            good &= np.nan_to_num(getattr(state, f"ttft_p{percentile}_s"), nan=np.inf) <= ttft_slo_s
-        if tpot_slo_s is not None:
-            good &= np.nan_to_num(getattr(state, f"itl_p{percentile}_s") / tau, nan=np.inf) <= tpot_slo_s
-        return good
+        return _meets(state, percentile, ttft_slo_s, tpot_slo_s, tokens_per_step=tau)
 
     shape = np.broadcast_shapes(_shape(cost), np.shape(rate_rps), np.shape(prompt_tokens), np.shape(output_tokens))
     return fewest_replicas(ok, shape, max_replicas, at_least)

@@ -260,7 +260,7 @@ def simulate_disaggregated(prefill_cost: IterationCost, decode_cost: IterationCo
                    warmup_fraction=warmup_fraction, progress=progress)
     head = pre.ttft_p50_s + kv_transfer_s
     return SimResult(
-        requests=pre.requests + dec.requests, ttft_mean_s=pre.ttft_mean_s + kv_transfer_s, ttft_p50_s=pre.ttft_p50_s + kv_transfer_s,
+        requests=pre.requests + dec.requests, ttft_mean_s=pre.ttft_mean_s + kv_transfer_s, ttft_p50_s=head,
         ttft_p90_s=pre.ttft_p90_s + kv_transfer_s, ttft_p99_s=pre.ttft_p99_s + kv_transfer_s, itl_mean_s=dec.itl_mean_s,
         itl_p50_s=dec.itl_p50_s, itl_p90_s=dec.itl_p90_s, itl_p99_s=dec.itl_p99_s, e2e_p50_s=dec.e2e_p50_s + head,
         e2e_p90_s=dec.e2e_p90_s + head, e2e_p99_s=dec.e2e_p99_s + head, output_tokens_per_s=dec.output_tokens_per_s,

@@ -32,7 +32,9 @@ from planner.cost import PriceQuote, price_quote
 from planner.enums import FRAMEWORK_ZERO_STAGES, TrainingMode, TrainPrecision, WeightPrecision, ZeroStage
 from planner.errors import InputError
 from planner.evaluate import InferenceEvaluation, Table, TrainingEvaluation, inference_table, training_table
-from planner.memory import FRAMEWORKS, KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, pool_columns, serving_unit_gpus
+from planner.memory import (
+    FRAMEWORKS, KV_PRECISIONS, TRAIN_PRECISIONS, WEIGHT_PRECISIONS, Columns, decode_layout_columns, pool_columns, serving_unit_gpus, take_columns,
+)
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload
 from planner.units import SECONDS_PER_HOUR
@@ -250,7 +252,7 @@ def with_hybrid_rows(cols: Columns, group: int, enabled: bool) -> Columns:
     extra = (cols["zero"] >= ZeroStage.PARAMETERS) & (cols["dp"] % group == 0) & (cols["dp"] > group)
     if not extra.any():
         return cols
-    copy = {k: v[extra] for k, v in cols.items()}
+    copy = take_columns(cols, extra)
     copy["zero_group"] = np.full(int(extra.sum()), group, dtype=np.int64)
     return {k: np.concatenate([cols[k], copy[k]]) for k in cols}
 
@@ -286,7 +288,7 @@ def training_layout_chunks(scenario: Scenario, model: ModelSpec, gpu: GpuSpec, n
                     cols["dp"] = np.repeat(dp, n_choices)
                     cols["grad_accum"] = np.repeat(accum, n_choices)
                     legal = cols["dp"] % cols["ep"] == 0
-                    cols = with_hybrid_rows({k: v[legal] for k, v in cols.items()}, hybrid_group(tp, cp, node), search.hybrid_shard)
+                    cols = with_hybrid_rows(take_columns(cols, legal), hybrid_group(tp, cp, node), search.hybrid_shard)
                     rows = len(cols["dp"])
                     if not rows:
                         continue
@@ -320,7 +322,7 @@ def inference_layout_columns(scenario: Scenario, model: ModelSpec, gpu: GpuSpec,
     cols |= pool_columns(cols)  # colocated: no separate prefill pool
     keep = (cols["attention_dp"] == 1) | (cols["batch"] >= DP_ATTENTION_MIN_SEQS_PER_RANK * cols["attention_dp"])
     group_id = np.repeat(np.arange(len(groups), dtype=np.int64), len(batches))[keep]
-    return {k: v[keep] for k, v in cols.items()}, np.flatnonzero(np.diff(group_id, prepend=-1)).astype(np.int64)
+    return take_columns(cols, keep), np.flatnonzero(np.diff(group_id, prepend=-1)).astype(np.int64)
 
 
 DP_ATTENTION_MIN_SEQS_PER_RANK = 8
@@ -403,18 +405,15 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
     capped = np.nonzero(lay["batch"] <= PREFILL_BATCH_CAP)[0]
     order = capped[np.lexsort((-lay["batch"][capped], shape[capped]))]
     small = np.sort(order[np.unique(shape[order], return_index=True)[1]])
-    pick = lambda c, rows: {k: v[rows] for k, v in c.items()}  # noqa: E731
     x_alone = np.zeros(len(table), dtype=np.int64)
     if len(small):
-        base = {k: lay[k][small] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas")}
-        pcost = prefill_cost_columns(model, workload, gpu, assumptions, base, pick(mem, small), node)
+        pcost = prefill_cost_columns(model, workload, gpu, assumptions, decode_layout_columns(take_columns(lay, small)), take_columns(mem, small), node)
         move = serving.kv_transfer_s(p_mean, mem["kv_bytes_per_token"][small], gpu.network_gbps_per_gpu)
         x_alone[small] = serving.prefill_replicas_needed(pcost, rate, p_mean, move, percentile=traffic.slo.percentile,
                                                          ttft_slo_s=traffic.slo.ttft_s, max_replicas=MAX_REPLICAS,
                                                          prefix_hit_rate=traffic.prefix_cache_hit_rate,
                                                          prompt_lengths=prompt_quadrature(model, workload))
-    base = {k: lay[k] for k in ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas")}
-    dcost = serving_cost_columns(model, workload, gpu, assumptions, base, mem, node)
+    dcost = serving_cost_columns(model, workload, gpu, assumptions, decode_layout_columns(lay), mem, node)
     y_alone = serving.decode_replicas_needed(dcost, rate, p_mean, o_mean, percentile=traffic.slo.percentile, tpot_slo_s=traffic.slo.tpot_s,
                                              max_replicas=MAX_REPLICAS, tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens)
     prefill = _best_per_group(x_alone * gpus, gpus, lay["batch"], group, DISAGGREGATED_PREFILL_CANDIDATES)
@@ -432,7 +431,7 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
     sized = (x > 0) & (y > 0)
     if not sized.any():
         return None
-    cols = {k: v[sized] for k, v in cols.items()} | {"prefill_replicas": x[sized].astype(np.int64), "decode_replicas": y[sized].astype(np.int64)}
+    cols = take_columns(cols, sized) | {"prefill_replicas": x[sized].astype(np.int64), "decode_replicas": y[sized].astype(np.int64)}
     units = inference_table(model, workload, gpu, assumptions, None, cols, node)
     units = units.take(units.fits).with_perf()
     return units.take(units.perf["replicas_needed"] > 0)

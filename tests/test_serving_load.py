@@ -474,7 +474,7 @@ def test_disaggregated_decode_sees_no_prefill_and_pays_the_kv_transfer() -> None
     g = resolve_gpu("H100-SXM")
     kv = kv_cache_bytes_per_token(resolve_model("llama-3.1-70b"), "fp8")
     colocated = serving.steady_state(cost, 1.0, 8000, 300)
-    split = serving.disaggregated_state(cost, cost, 2.0, 8000, 300, 2, 2, kv, 2 * g.network_gbps_per_gpu)
+    split = serving.disaggregated_state(cost, cost, 2.0, 8000, 300, 2, 2, serving.kv_transfer_s(8000, kv, 2 * g.network_gbps_per_gpu))
     assert bool(split.feasible)
     assert float(split.decode.itl_mean_s) < 0.5 * float(colocated.itl_mean_s)  # no 8,000-token chunks inside decode iterations
     assert float(split.itl_p99_s) < 0.5 * float(colocated.itl_p99_s)
