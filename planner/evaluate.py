@@ -77,7 +77,9 @@ class InferenceEvaluation(BaseModel):
     memory: MemoryBreakdown = Field(description="Most loaded card of a replica.")
     perf: InferencePerf = Field(description="Speed of one replica.")
     fleet_output_tokens_per_s: float = Field(description="All replicas together.")
-    price: PriceQuote | None = Field(description="Price row used.")
+    price: PriceQuote | None = Field(description="Price row used (a disaggregated unit's decode pool).")
+    prefill_price: PriceQuote | None = Field(default=None, description="Price row a disaggregated unit's prefill pool rents (its "
+                                                                       "own cheapest whole instances); None for colocated replicas.")
     usd_per_hour: float | None = Field(description="Fleet cost per hour, USD.")
     usd_per_million_output_tokens: float | None = Field(description="At the predicted fleet throughput.")
 
@@ -174,7 +176,8 @@ class Table:
                 split = pools["prefill_replicas"] > 0
                 if split.any():  # a disaggregated unit: every prefill and decode replica rents its own cheapest whole instances
                     per_prefill = pools["prefill_tp"] * pools["prefill_pp"]
-                    _, prefill_instance, prefill_usd = offer_columns(price, per_prefill, np.minimum(per_prefill, self.node))
+                    prefill_offer, prefill_instance, prefill_usd = offer_columns(price, per_prefill, np.minimum(per_prefill, self.node))
+                    cost["prefill_offer"] = np.where(split, prefill_offer, -2)
                     prefill_paid = self.layout["replicas"] * pools["prefill_replicas"] * rented_gpus(per_prefill, prefill_instance)
                     decode_paid = self.layout["replicas"] * pools["decode_replicas"] * rented_gpus(per_replica, per_instance)
                     paid = np.where(split, prefill_paid + decode_paid, paid)
@@ -222,8 +225,10 @@ class Table:
                 perf = perf.model_copy(update={"time_to_train_s": wall, "gpu_hours": perf.gpu_hours * wall / perf.time_to_train_s})
             return TrainingEvaluation(layout=layout, memory=memory, perf=perf, price=price, spot=spot,
                                       cost_usd=float(self.cost["cost_usd"][i]) if price else None)
+        prefill = int(self.cost["prefill_offer"][i]) if price and "prefill_offer" in self.cost else -2
         return InferenceEvaluation(
             layout=layout, memory=memory, perf=perf, fleet_output_tokens_per_s=float(self.cost["fleet_output_tokens_per_s"][i]), price=price,
+            prefill_price=offer_at(self.price, prefill) if self.price and prefill > -2 else None,
             usd_per_hour=float(self.cost["usd_per_hour"][i]) if price else None,
             usd_per_million_output_tokens=float(self.cost["usd_per_million_output_tokens"][i]) if price else None,
         )

@@ -414,19 +414,29 @@ def _recommendation(scenario: Scenario, plan: Plan) -> str:
 # ---- for the reader who pays ---------------------------------------------------------------
 
 
-def _servers(e: Evaluation) -> tuple[int, int, int]:
-    """(instances or servers, GPUs per instance, GPUs paid for) of a plan: each serving replica rents its own instances."""
-    k = e.price.gpus_per_instance if e.price else 1
+def _rentals(e: Evaluation) -> list[tuple[int, int, PriceQuote | None, str]]:
+    """(instances or servers, GPUs per instance, price row, role) per kind of instance a plan rents: each serving replica
+    rents its own whole instances; a disaggregated unit's prefill and decode pools each their own cheapest offer
+    (`Table.priced`: `prefill_price` and `price`)."""
+    q = e.price
+    k = q.gpus_per_instance if q else 1
     if isinstance(e, InferenceEvaluation):
         lay = e.layout
         if lay.disaggregated:
-            per_unit = int(lay.prefill_replicas * instances_needed(lay.prefill_tp * lay.prefill_pp, k)
-                           + lay.decode_replicas * instances_needed(lay.tp * lay.pp, k))
-            return lay.replicas * per_unit, k, lay.replicas * per_unit * k
-        per_replica = int(instances_needed(e.layout.gpus_per_replica, k))
-        return e.layout.replicas * per_replica, k, e.layout.replicas * per_replica * k
-    count = int(instances_needed(e.layout.num_gpus, k))
-    return count, k, count * k
+            pq = e.prefill_price or q
+            pk = pq.gpus_per_instance if pq else 1
+            return [(int(lay.replicas * lay.prefill_replicas * instances_needed(lay.prefill_tp * lay.prefill_pp, pk)), pk, pq, "prefill pool"),
+                    (int(lay.replicas * lay.decode_replicas * instances_needed(lay.tp * lay.pp, k)), k, q, "decode pool")]
+        return [(int(lay.replicas * instances_needed(lay.gpus_per_replica, k)), k, q, "")]
+    return [(int(instances_needed(e.layout.num_gpus, k)), k, q, "")]
+
+
+def _servers(e: Evaluation) -> tuple[int, str, int]:
+    """(instances or servers, GPUs per instance as text: "8", or "8- and 2-" when the pools rent different sizes, GPUs
+    paid for) of a plan (`_rentals`)."""
+    rentals = _rentals(e)
+    sizes = list(dict.fromkeys(k for _, k, _, _ in rentals))
+    return sum(n for n, _, _, _ in rentals), "- and ".join(str(k) for k in sizes), sum(n * k for n, k, _, _ in rentals)
 
 
 def _setup(e: Evaluation) -> str:
@@ -448,14 +458,20 @@ def plain_recommendation(scenario: Scenario, plan: Plan) -> str:
     """One sentence a buyer can act on: rent or buy how many servers of what, at what price, set up how, for how much."""
     e = plan.evaluation
     q = e.price
-    servers, k, paid = _servers(e)
+    _, _, paid = _servers(e)
     gpu = e.layout.gpu
-    noun = "server" if servers == 1 else "servers"
-    if q is not None and q.term is PriceTerm.ON_PREM:
-        head = f"Buy {servers} {noun} of {k}x {gpu} ({money(q.usd_per_instance_hour)}/h each as amortised capex, power and hosting)"
-    elif q is not None:
-        where = "" if q.provider == "scenario" else f" ({q.provider} {q.offering}, {q.term.value.replace('_', '-')})"
-        head = f"Rent {servers} {noun} of {k}x {gpu}{where} at {money(q.usd_per_instance_hour)}/h each"
+
+    def servers_of(n: int, k: int, quote: PriceQuote, role: str) -> str:
+        noun = "server" if n == 1 else "servers"
+        what = f" for the {role}" if role else ""
+        if quote.term is PriceTerm.ON_PREM:
+            return f"{n} {noun} of {k}x {gpu}{what} ({money(quote.usd_per_instance_hour)}/h each as amortised capex, power and hosting)"
+        where = "" if quote.provider == "scenario" else f" ({quote.provider} {quote.offering}, {quote.term.value.replace('_', '-')})"
+        return f"{n} {noun} of {k}x {gpu}{what}{where} at {money(quote.usd_per_instance_hour)}/h each"
+
+    if q is not None:
+        verb = "Buy" if q.term is PriceTerm.ON_PREM else "Rent"
+        head = f"{verb} " + " and ".join(servers_of(n, k, quote or q, role) for n, k, quote, role in _rentals(e) if n)
     else:
         head = f"Use {paid}x {gpu}"
     if isinstance(e, InferenceEvaluation):

@@ -293,3 +293,19 @@ def test_study_report_has_a_row_per_case(tmp_path: Path) -> None:
     for layout in frame["layout"].dropna():
         assert html.escape(str(layout)) in page
     assert "<svg" in page and "https://" not in page
+
+
+def test_a_pools_plan_rents_each_pool_its_own_instances_and_the_report_prices_them_as_the_plan() -> None:
+    """The long-prompt plan's prefill replica (TP2 PP4, 8 GPUs) and decode replicas (TP2) rent different whole instances
+    (`Table.priced` picks each pool's cheapest offer); the report names both and its rentals cost the plan's $/h."""
+    scenario = load_scenario(SCENARIOS / "llama-3.1-70b-long-prompt.yaml")
+    plan = solve(scenario)
+    e = plan.evaluation
+    assert e.layout.disaggregated and e.prefill_price is not None
+    rentals = rpt._rentals(e)
+    sizes = {role: k for _, k, _, role in rentals}
+    assert sizes["prefill pool"] == e.prefill_price.gpus_per_instance >= e.layout.prefill_tp * e.layout.prefill_pp
+    assert sizes["decode pool"] == e.price.gpus_per_instance >= e.layout.tp * e.layout.pp
+    assert sum(n * k * q.usd_per_gpu_hour for n, k, q, _ in rentals) == pytest.approx(e.usd_per_hour, rel=1e-9)
+    text = rpt.plain_recommendation(scenario, plan)
+    assert "for the prefill pool" in text and "for the decode pool" in text
