@@ -68,6 +68,11 @@ def _column(values: list[int]) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
+def usd_per_replica_hour(e: InferenceEvaluation) -> float:
+    """$ per hour of one replica of a serving evaluation (its fleet's $/h over its replicas; 0 when unpriced)."""
+    return (e.usd_per_hour or 0.0) / e.layout.replicas
+
+
 @dataclass(frozen=True)
 class Coefficients:
     """A table's integer coefficients, one entry per row, as the model holds them (`scaled`); serving figures are per
@@ -80,7 +85,7 @@ class Coefficients:
     throughput: np.ndarray                  # 0.01 tokens/s, rounded down (training: the run; serving: a replica)
     time: np.ndarray | None = None          # training: 0.1 s to train
     usd_per_mtok: np.ndarray | None = None  # serving: 1/100 cent per million output tokens (0 when unpriced)
-    replicas_needed: np.ndarray | None = None  # serving: fewest replicas the load-aware model allows (>= 1)
+    replicas_needed: np.ndarray | None = None  # serving: `perf.replicas_needed`, the load-aware count (`fewest_replicas`)
     batch: np.ndarray | None = None         # serving: sequence slots per replica
     ttft: np.ndarray | None = None          # serving: microseconds at the SLO percentile under load
     tpot: np.ndarray | None = None          # serving: microseconds at the SLO percentile under load
@@ -126,12 +131,12 @@ def _coefficients(rows: list[TrainingEvaluation] | list[InferenceEvaluation]) ->
             time=_column([scaled(e.perf.time_to_train_s, "s") for e in rows]))  # type: ignore[union-attr]
     return Coefficients(
         training=False, gpu=gpu, gpus=_column([e.layout.gpus_per_replica for e in rows]),  # type: ignore[union-attr]
-        cost=_column([scaled((e.usd_per_hour or 0.0) / e.layout.replicas, "usd_per_hour") for e in rows]),  # type: ignore[union-attr]
+        cost=_column([scaled(usd_per_replica_hour(e), "usd_per_hour") for e in rows]),  # type: ignore[union-attr]
         throughput=_column([scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") for e in rows]),  # type: ignore[union-attr]
         # $ per million output tokens of a configuration does not depend on its replica count: a linear term in x.
         usd_per_mtok=_column([scaled(e.usd_per_million_output_tokens, "usd_per_mtok") if e.usd_per_million_output_tokens else 0
                               for e in rows]),  # type: ignore[union-attr]
-        replicas_needed=_column([max(1, e.perf.replicas_needed) for e in rows]),  # type: ignore[union-attr]
+        replicas_needed=_column([e.perf.replicas_needed for e in rows]),  # type: ignore[union-attr]
         batch=_column([e.layout.batch for e in rows]),  # type: ignore[union-attr]
         ttft=_column([scaled(e.perf.ttft_s, "latency_s") for e in rows]),  # type: ignore[union-attr]
         tpot=_column([scaled(e.perf.tpot_s, "latency_s") for e in rows]))  # type: ignore[union-attr]
@@ -146,6 +151,7 @@ class LinearLimit:
     per_replica: bool
     coefficients: np.ndarray
     bound: int
+    unit: str  # of the limit's quantity as the user states it: GPUs, $ (training run), $/h (serving), days, s
 
     def rules_out(self, replicas: np.ndarray) -> np.ndarray:
         """Rows that break the limit when chosen with `replicas` (ones for limits over x).
@@ -175,7 +181,6 @@ class Encoding:
     cost: cp_model.LinearExpr
     time: cp_model.LinearExpr | None
     throughput: cp_model.LinearExpr
-    cost_unit: str
     usd_per_mtok: cp_model.LinearExpr | None = None
     limits: list[Limit] = field(default_factory=list)
 
@@ -195,16 +200,22 @@ def add_replicas(model: cp_model.CpModel, x: list[cp_model.IntVar], max_replicas
     return k
 
 
-def add_load(model: cp_model.CpModel, k: list[cp_model.IntVar], x: list[cp_model.IntVar], coef: Coefficients,
-             concurrency: int | None) -> None:
-    """The replicas carry the load: at least the configuration's `perf.replicas_needed` (the load-aware count of
-    `planner.serving.replicas_needed` at the workload's rate and SLOs, at least one), and enough sequence slots for the
-    concurrency."""
-    assert coef.replicas_needed is not None and coef.batch is not None
-    for need, kr, xr in zip(coef.replicas_needed.tolist(), k, x):
+def fewest_replicas(replicas_needed: np.ndarray, batch: np.ndarray, concurrency: int | None) -> np.ndarray:
+    """Per serving row, the fewest replicas that carry the load: the configuration's `perf.replicas_needed` (the
+    load-aware count of `planner.serving.replicas_needed` at the workload's rate and SLOs, at least one), and enough
+    sequence slots (`batch` per replica) for `concurrency` concurrent sequences.
+
+    The one count that the model's load constraint (`add_load`) and the screening over numpy (`planner.solver`) share."""
+    need = np.maximum(replicas_needed, 1)
+    if concurrency:
+        need = np.maximum(need, -(-concurrency // batch))  # ceil(concurrency / batch), in integers
+    return need
+
+
+def add_load(model: cp_model.CpModel, k: list[cp_model.IntVar], x: list[cp_model.IntVar], fewest: np.ndarray) -> None:
+    """The replicas carry the load: the chosen configuration runs at least its `fewest_replicas`."""
+    for need, kr, xr in zip(fewest.tolist(), k, x):
         model.add(kr >= need * xr)
-    if concurrency is not None:
-        model.add(weighted(k, coef.batch.tolist()) >= concurrency)
 
 
 def add_limit(enc: Encoding, limit: LinearLimit) -> None:
@@ -225,25 +236,25 @@ def encode_training(coef: Coefficients) -> Encoding:
     x = add_choice(model, len(coef))
     assert coef.time is not None
     return Encoding(model=model, x=x, k=None, gpus=weighted(x, coef.gpus.tolist()), cost=weighted(x, coef.cost.tolist()),
-                    time=weighted(x, coef.time.tolist()), throughput=weighted(x, coef.throughput.tolist()), cost_unit="usd")
+                    time=weighted(x, coef.time.tolist()), throughput=weighted(x, coef.throughput.tolist()))
 
 
-def encode_inference(coef: Coefficients, max_replicas: list[int], concurrency: int | None) -> Encoding:
-    """Variables and expressions for a serving table: a configuration and its replica count."""
+def encode_inference(coef: Coefficients, max_replicas: list[int], fewest: np.ndarray) -> Encoding:
+    """Variables and expressions for a serving table: a configuration and its replica count (at least `fewest`)."""
     model = PlannerCpModel()
     x = add_choice(model, len(coef))
     k = add_replicas(model, x, max_replicas)
-    add_load(model, k, x, coef, concurrency)
+    add_load(model, k, x, fewest)
     assert coef.usd_per_mtok is not None
     members = np.flatnonzero(coef.usd_per_mtok).tolist()
     per_mtok = weighted([x[r] for r in members], coef.usd_per_mtok[members].tolist())
     return Encoding(model=model, x=x, k=k, gpus=weighted(k, coef.gpus.tolist()), cost=weighted(k, coef.cost.tolist()), time=None,
-                    throughput=weighted(k, coef.throughput.tolist()), cost_unit="usd_per_hour", usd_per_mtok=per_mtok)
+                    throughput=weighted(k, coef.throughput.tolist()), usd_per_mtok=per_mtok)
 
 
 def gpu_limit(coef: Coefficients, max_gpus: int) -> LinearLimit:
     """At most max_gpus GPUs."""
-    return LinearLimit("max_gpus", f"max_gpus = {max_gpus}", not coef.training, coef.gpus, max_gpus)
+    return LinearLimit("max_gpus", f"max_gpus = {max_gpus}", not coef.training, coef.gpus, max_gpus, "GPUs")
 
 
 def inventory_limits(coef: Coefficients, inventory: dict[str, int]) -> list[LinearLimit]:
@@ -252,20 +263,23 @@ def inventory_limits(coef: Coefficients, inventory: dict[str, int]) -> list[Line
     for gpu, count in sorted(inventory.items()):
         mine = coef.gpu == gpu
         if mine.any():
-            out.append(LinearLimit(f"inventory:{gpu}", f"inventory {gpu} = {count}", not coef.training, np.where(mine, coef.gpus, 0), count))
+            out.append(LinearLimit(f"inventory:{gpu}", f"inventory {gpu} = {count}", not coef.training, np.where(mine, coef.gpus, 0), count,
+                                   "GPUs"))
     return out
 
 
 def budget_limit(coef: Coefficients, budget_usd: float) -> LinearLimit:
     """Cost within the budget (training: the run; serving: per hour)."""
     unit, scale = ("$", "usd") if coef.training else ("$/h", "usd_per_hour")
-    return LinearLimit("budget", f"budget = {budget_usd:,.2f} {unit}", not coef.training, coef.cost, scaled(budget_usd, scale, "limit"))
+    return LinearLimit("budget", f"budget = {budget_usd:,.2f} {unit}", not coef.training, coef.cost, scaled(budget_usd, scale, "limit"),
+                       unit)
 
 
 def deadline_limit(coef: Coefficients, deadline_days: float) -> LinearLimit:
     """Training finishes before the deadline."""
     assert coef.time is not None
-    return LinearLimit("deadline", f"deadline = {deadline_days:g} days", False, coef.time, scaled(deadline_days * 86400.0, "s", "limit"))
+    return LinearLimit("deadline", f"deadline = {deadline_days:g} days", False, coef.time, scaled(deadline_days * 86400.0, "s", "limit"),
+                       "days")
 
 
 def slo_limit(coef: Coefficients, key: str, limit_s: float, percentile: int) -> LinearLimit:
@@ -273,4 +287,5 @@ def slo_limit(coef: Coefficients, key: str, limit_s: float, percentile: int) -> 
     `perf.inference_perf_columns` at rate / replicas_needed; a layout that cannot meet it shows its best reachable value)."""
     values = coef.ttft if key == "ttft" else coef.tpot
     assert values is not None
-    return LinearLimit(key, f"{key.upper()} p{percentile} <= {limit_s * 1000:g} ms", False, values, scaled(limit_s, "latency_s", "limit"))
+    return LinearLimit(key, f"{key.upper()} p{percentile} <= {limit_s * 1000:g} ms", False, values, scaled(limit_s, "latency_s", "limit"),
+                       "s")

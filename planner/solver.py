@@ -141,25 +141,29 @@ def objective_of(e: Evaluation, objective: Objective) -> tuple[float, str]:
 
 
 def min_replicas(workload: InferenceWorkload, e: InferenceEvaluation) -> int:
-    """Fewest replicas of a serving layout that carry the load: the load-aware `perf.replicas_needed`
-    (`planner.serving.replicas_needed` at the workload's rate and SLOs), and concurrent sequences' slots."""
-    need = max(1, e.perf.replicas_needed)
-    if workload.concurrent_sequences:
-        need = max(need, math.ceil(workload.concurrent_sequences / e.layout.batch))
-    return need
+    """Fewest replicas of one serving layout that carry the load (`encode.fewest_replicas`)."""
+    from planner.encode import fewest_replicas
+
+    return int(fewest_replicas(np.array([e.perf.replicas_needed]), np.array([e.layout.batch]), workload.concurrent_sequences)[0])
 
 
-def _fewest_replicas(scenario: Scenario, rows: list[Evaluation]) -> np.ndarray:
-    """Per row, the replicas it is chosen with at least (`min_replicas`; one for training)."""
+def _fewest_replicas(scenario: Scenario, coef: Coefficients) -> np.ndarray:
+    """Per row, the replicas it is chosen with at least (`encode.fewest_replicas` over the table's coefficient columns;
+    one for training)."""
+    from planner.encode import fewest_replicas
+
     workload = scenario.workload
     if isinstance(workload, TrainingWorkload):
-        return np.ones(len(rows), dtype=np.int64)
-    return np.array([min_replicas(workload, e) for e in rows], dtype=np.int64)  # type: ignore[arg-type]
+        return np.ones(len(coef), dtype=np.int64)
+    assert coef.replicas_needed is not None and coef.batch is not None
+    return fewest_replicas(coef.replicas_needed, coef.batch, workload.concurrent_sequences)
 
 
 def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario, fewest: np.ndarray) -> list[int]:
     """Most replicas worth considering per row: enough for the load (`fewest`), and as many as the GPU limits or the
     budget allow."""
+    from planner.encode import usd_per_replica_hour
+
     bounds = []
     for e, bound in zip(rows, fewest.tolist()):
         if scenario.search.max_gpus:
@@ -167,7 +171,7 @@ def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario, fewest:
         if e.layout.gpu in scenario.constraints.inventory:
             bound = max(bound, scenario.constraints.inventory[e.layout.gpu] // e.layout.gpus_per_replica)
         if scenario.constraints.budget_usd and e.usd_per_hour:
-            bound = max(bound, math.floor(scenario.constraints.budget_usd / (e.usd_per_hour / e.layout.replicas)))
+            bound = max(bound, math.floor(scenario.constraints.budget_usd / usd_per_replica_hour(e)))
         bounds.append(bound)
     return bounds
 
@@ -204,8 +208,8 @@ def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: froz
     if isinstance(workload, TrainingWorkload):
         enc = encode.encode_training(coef)
     else:
-        fewest = fewest if fewest is not None else _fewest_replicas(scenario, rows)
-        enc = encode.encode_inference(coef, _replica_bounds(rows, scenario, fewest), workload.concurrent_sequences)  # type: ignore[arg-type]
+        fewest = fewest if fewest is not None else _fewest_replicas(scenario, coef)
+        enc = encode.encode_inference(coef, _replica_bounds(rows, scenario, fewest), fewest)  # type: ignore[arg-type]
     for limit in user_limits(scenario, coef, skip_limits):
         encode.add_limit(enc, limit)
     return enc
@@ -353,8 +357,7 @@ def solve_lexicographic(model: cp_model.CpModel, primary: cp_model.LinearExpr, m
     return Lexicographic(status, first, first, proved, gap, wall)
 
 
-def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
-                skip_limits: frozenset[str] = frozenset()) -> tuple[Evaluation | None, str, float, float, list[str]]:
+def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float) -> tuple[Evaluation | None, str, float, float, list[str]]:
     """Solve the encoded table: (chosen plan with its replicas, status, gap, solver seconds, conflicting limit keys).
 
     Before anything is solved, each limit's integer coefficients (the model's own, `user_limits`) tell over numpy which
@@ -365,14 +368,14 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     """
     if not rows:
         return None, "INFEASIBLE", 0.0, 0.0, []
-    coef, fewest, limits, ruled_out = _screen(scenario, rows, skip_limits)
+    coef, fewest, limits, ruled_out = _screen(scenario, rows)
     open_rows = np.flatnonzero(~ruled_out.any(axis=0))
     if not len(open_rows):
-        core = conflicting_limits(scenario, rows, limits, ruled_out, coef, fewest, skip_limits, time_limit_s)
+        core = conflicting_limits(scenario, rows, limits, ruled_out, coef, fewest, time_limit_s)
         return None, "INFEASIBLE", 0.0, 0.0, core
     if len(open_rows) < len(rows):
         rows, coef, fewest = [rows[r] for r in open_rows.tolist()], coef.take(open_rows), fewest[open_rows]
-    enc = build_encoding(scenario, rows, skip_limits, coef, fewest)
+    enc = build_encoding(scenario, rows, coef=coef, fewest=fewest)
     result = _solve_encoding(scenario, enc, len(rows), time_limit_s)
     if not result.found:  # a row no limit rules out, at its fewest replicas, is a solution: only the time limit stops CP-SAT short
         return None, "UNKNOWN", 0.0, result.wall_time_s, []
@@ -384,12 +387,12 @@ def solve_table(scenario: Scenario, rows: list[Evaluation], time_limit_s: float,
     return plan, ("OPTIMAL" if proved else "FEASIBLE"), gap, elapsed, []
 
 
-def _screen(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[str]) -> tuple[Coefficients, np.ndarray, list[LinearLimit], np.ndarray]:
+def _screen(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[str] = frozenset()) -> tuple[Coefficients, np.ndarray, list[LinearLimit], np.ndarray]:
     """(coefficients, fewest replicas, limits, rules out) of a table: `ruled_out[i, r]` when limit i rules row r out."""
     from planner import encode
 
     coef = encode.coefficients(rows)  # type: ignore[arg-type]
-    fewest = _fewest_replicas(scenario, rows)
+    fewest = _fewest_replicas(scenario, coef)
     limits = user_limits(scenario, coef, skip_limits)
     ruled_out = np.array([limit.rules_out(fewest) for limit in limits], dtype=bool).reshape(len(limits), len(rows))
     return coef, fewest, limits, ruled_out
@@ -433,7 +436,7 @@ def minimal_conflicts(ruled_out: np.ndarray, most: int = 2) -> list[tuple[int, .
 
 
 def conflicting_limits(scenario: Scenario, rows: list[Evaluation], limits: list[LinearLimit], ruled_out: np.ndarray,
-                       coef: Coefficients, fewest: np.ndarray, skip_limits: frozenset[str], time_limit_s: float) -> list[str]:
+                       coef: Coefficients, fewest: np.ndarray, time_limit_s: float) -> list[str]:
     """A minimal set of limits that together rule out every row of an infeasible table (keys, in the model's order).
 
     When exactly one minimal set exists (`minimal_conflicts`), it is the answer whatever set the
@@ -447,7 +450,7 @@ def conflicting_limits(scenario: Scenario, rows: list[Evaluation], limits: list[
             return [limits[i].key for i in found[0]]
     from ortools.sat.python import cp_model
 
-    enc = build_encoding(scenario, rows, skip_limits, coef, fewest)
+    enc = build_encoding(scenario, rows, coef=coef, fewest=fewest)
     result = _solve_encoding(scenario, enc, len(rows), time_limit_s)
     if result.status != cp_model.INFEASIBLE:  # the time limit stopped CP-SAT first: deletion starts from every limit
         return [limits[i].key for i in minimal_core(ruled_out, list(range(len(limits))))]
@@ -472,8 +475,11 @@ def minimal_core(ruled_out: np.ndarray, core: list[int]) -> list[int]:
 
 
 def with_replicas(e: InferenceEvaluation, replicas: int) -> InferenceEvaluation:
+    """The serving evaluation with `replicas` replicas: fleet throughput and $/h scale with them."""
+    from planner.encode import usd_per_replica_hour
+
     fleet = e.perf.output_tokens_per_s * replicas
-    usd_h = (e.usd_per_hour or 0.0) / e.layout.replicas * replicas
+    usd_h = usd_per_replica_hour(e) * replicas
     return e.model_copy(update={
         "layout": e.layout.model_copy(update={"replicas": replicas}), "fleet_output_tokens_per_s": fleet,
         "usd_per_hour": usd_h, "usd_per_million_output_tokens": usd_per_million_tokens(usd_h, fleet) if fleet else None,
@@ -565,9 +571,6 @@ def _limit_value(scenario: Scenario, key: str) -> float:
     return float((w.slo.ttft_s if key == "ttft" else w.slo.tpot_s) or 0)
 
 
-UNITS = {"max_gpus": "GPUs", "budget": "$", "deadline": "days", "ttft": "s", "tpot": "s"}
-
-
 def best_at_fewest_replicas(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[str] = frozenset()) -> Evaluation | None:
     """The plan `solve_table` proves optimal for min_cost, min_gpus or min_time, found over the coefficient columns.
 
@@ -608,12 +611,15 @@ def _best_for_limit(scenario: Scenario, rows: list[Evaluation], key: str) -> Eva
 
 
 def explain_infeasible(scenario: Scenario, model: ModelSpec, space: Space, rows: list[Evaluation], core: list[str]) -> str:
-    """Which user limits conflict, and by how much."""
+    """Which user limits conflict, and by how much (each in its limit's unit, `LinearLimit.unit`)."""
+    from planner import encode
+
+    units = {limit.key: limit.unit for limit in user_limits(scenario, encode.coefficients(rows))}  # type: ignore[arg-type]
     lines = [f"{scenario.name}: no plan meets the scenario's limits. Conflicting limits (a minimal set: together they rule out every plan, without any one of them the others do not):"]
     for key in core:
         best = _best_for_limit(scenario, rows, key)
         limit = _limit_value(scenario, key)
-        unit = "$/h" if key == "budget" and isinstance(scenario.workload, InferenceWorkload) else UNITS.get(key, "GPUs")
+        unit = units[key]
         if best is None:
             lines.append(f"  - {key} = {limit:g} {unit}: no plan on this GPU type fits in memory.")
             continue
@@ -790,7 +796,7 @@ def solve(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S, altern
     space = build_space(scenario, model, assumptions, prune=True)
     rows: list[Evaluation] = space.rows
     build_time = time.perf_counter() - started
-    chosen, status, gap, solve_time, core = solve_table(scenario, rows, time_limit_s) if rows else (None, "INFEASIBLE", 0.0, 0.0, [])
+    chosen, status, gap, solve_time, core = solve_table(scenario, rows, time_limit_s)
     if chosen is None:
         if status == "UNKNOWN":
             raise InfeasibleError(f"{scenario.name}: CP-SAT found no plan within {time_limit_s:g} s; raise --time-limit.")

@@ -43,7 +43,7 @@ from typing import Mapping
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner.catalog import CATALOG_DIR, GpuSpec
+from planner.catalog import CATALOG_DIR, GpuSpec, resolve_gpu
 from planner.enums import Framework
 from planner.errors import InputError
 from planner.modelspec import ModelSpec
@@ -69,10 +69,11 @@ OPTIMIZER_BYTES_PER_PARAM = 30.0  # Adam: read fp32 master, m, v, fp32 grad (16 
 ACTIVATION_TRAFFIC_FACTOR = 3.0
 """ASSUMPTION: HBM passes over each stored activation per step (written in forward, read and its gradient written in
 backward); norms, activation functions and residual adds are bandwidth-bound (roofline, Williams et al. 2009)."""
-DISPATCH_REFERENCE_TFLOPS = 989.0
-"""The moe_dispatch row's overhead_us is the cost per routed token copy on a card of this BF16 dense peak (H100 SXM,
-NVIDIA datasheet); another card's cost is scaled by reference / its peak. ASSUMPTION: the router, top-k, permutation and
-padding kernels that make up the per-copy cost run on the GPU and speed up with its generation as its other kernels do
+DISPATCH_REFERENCE_GPU = "H100-SXM"
+"""The card the moe_dispatch row's overhead_us (the cost per routed token copy) is stated on: H100 SXM, whose BF16
+dense peak (`dispatch_reference_tflops`, 989 TFLOP/s in catalogs/gpus.csv, NVIDIA datasheet) is the reference; another
+card's cost is scaled by reference / its peak. ASSUMPTION: the router, top-k, permutation and padding kernels that make
+up the per-copy cost run on the GPU and speed up with its generation as its other kernels do
 (NeMo 26.02 Qwen3-30B-A3B: B200 9691 vs H100 5113 tokens/s/GPU, 1.9x, on layouts whose step the per-copy cost dominates).
 One constant, fitted across generations (a per-family row is refitted from only the 4-6 MoE runs of that family)."""
 MOE_PERMUTE_PASSES = 6.0  # token permute/unpermute: gather+scatter in forward and backward (Megatron-Core moe token dispatcher)
@@ -299,6 +300,13 @@ def peak_tflops(gpu: GpuSpec, dtype: str) -> float:
     return bf16
 
 
+@lru_cache(maxsize=1)
+def dispatch_reference_tflops() -> float:
+    """The BF16 dense peak of `DISPATCH_REFERENCE_GPU` (H100 SXM) in the GPU catalog: the card the moe_dispatch row's
+    per-copy cost is measured on (`peak_tflops`)."""
+    return peak_tflops(resolve_gpu(DISPATCH_REFERENCE_GPU), "bf16")
+
+
 def attention_keys_per_token(shape: ModelShape, seq_len: np.ndarray) -> np.ndarray:
     """Keys a causal query attends to, averaged over positions and layers: s/2, or the window on windowed layers."""
     full = seq_len / 2.0
@@ -460,7 +468,7 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     if shape.experts:
         dispatch = cat.efficiency_row("moe_dispatch", gpu.name, framework, linear_dtype)
         calls = shape.moe_layers * tokens_per_gpu * shape.topk  # routed token copies per GPU per step, per MoE layer
-        calls = calls * DISPATCH_REFERENCE_TFLOPS / peak_tflops(gpu, "bf16")  # the per-copy cost runs on the GPU: scaled by its speed
+        calls = calls * dispatch_reference_tflops() / peak_tflops(gpu, "bf16")  # the per-copy cost runs on the GPU: scaled by its speed
         cols[dispatch.key + "#overhead"] = calls
         terms["moe_dispatch_s"] = calls * dispatch.overhead_us * 1e-6
         tokens_per_expert = b * s / cp * shape.topk * ep / shape.experts

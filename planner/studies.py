@@ -169,18 +169,11 @@ def check_path(path: str, base: dict[str, Any], origin: str = "study") -> None:
         model = sub
 
 
-def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A deep copy of a scenario mapping with `value` at the dotted `path` (missing mappings created).
+def _put(data: dict[str, Any], path: str, value: Any) -> None:
+    """A deep copy of `value` at the dotted `path` of the scenario mapping `data`, in place (missing mappings created).
 
     `search.gpus` also takes one GPU id as a string, meaning the subset of that one GPU.
     """
-    out = copy.deepcopy(data)
-    _put(out, path, value)
-    return out
-
-
-def _put(data: dict[str, Any], path: str, value: Any) -> None:
-    """`set_path` in place: a deep copy of `value` at the dotted `path` of `data` (missing mappings created)."""
     if path == "search.gpus" and isinstance(value, str):
         value = [value]
     node = data

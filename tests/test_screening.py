@@ -125,7 +125,7 @@ def test_conflicting_limits_equal_cp_sat_deletion() -> None:
         coef, fewest, limits, ruled_out = _screen(scenario, rows, frozenset())
         if not ruled_out.any(axis=0).all() or not len(limits):
             continue
-        got = conflicting_limits(scenario, rows, limits, ruled_out, coef, fewest, frozenset(), 20.0)
+        got = conflicting_limits(scenario, rows, limits, ruled_out, coef, fewest, 20.0)
         assert got == _cp_sat_core(scenario, rows), scenario.name
         conflicts += 1
         several += len(got) > 1
@@ -161,7 +161,7 @@ def test_conflicting_limits_minimal_when_cp_sat_stops_at_its_time_limit() -> Non
         coef, fewest, limits, ruled_out = _screen(scenario, rows, frozenset())
         if not len(limits) or not ruled_out.any(axis=0).all() or len(minimal_conflicts(ruled_out)) < 2:
             continue
-        got = conflicting_limits(scenario, rows, limits, ruled_out, coef, fewest, frozenset(), 1e-9)
+        got = conflicting_limits(scenario, rows, limits, ruled_out, coef, fewest, 1e-9)
         every = {tuple(limits[i].key for i in subset) for subset in minimal_conflicts(ruled_out, most=2 ** len(limits))}
         assert tuple(got) in every, (scenario.name, got, every)
         checked += 1
