@@ -68,11 +68,6 @@ def _column(values: list[int]) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
-def usd_per_replica_hour(e: InferenceEvaluation) -> float:
-    """$ per hour of one replica of a serving evaluation (its fleet's $/h over its replicas; 0 when unpriced)."""
-    return (e.usd_per_hour or 0.0) / e.layout.replicas
-
-
 @dataclass(frozen=True)
 class Coefficients:
     """A table's integer coefficients, one entry per row, as the model holds them (`scaled`); serving figures are per
@@ -131,7 +126,7 @@ def _coefficients(rows: list[TrainingEvaluation] | list[InferenceEvaluation]) ->
             time=_column([scaled(e.perf.time_to_train_s, "s") for e in rows]))  # type: ignore[union-attr]
     return Coefficients(
         training=False, gpu=gpu, gpus=_column([e.layout.gpus_per_replica for e in rows]),  # type: ignore[union-attr]
-        cost=_column([scaled(usd_per_replica_hour(e), "usd_per_hour") for e in rows]),  # type: ignore[union-attr]
+        cost=_column([scaled(e.usd_per_replica_hour, "usd_per_hour") for e in rows]),  # type: ignore[union-attr]
         throughput=_column([scaled(e.perf.output_tokens_per_s, "tokens_per_s", "limit") for e in rows]),  # type: ignore[union-attr]
         # $ per million output tokens of a configuration does not depend on its replica count: a linear term in x.
         usd_per_mtok=_column([scaled(e.usd_per_million_output_tokens, "usd_per_mtok") if e.usd_per_million_output_tokens else 0

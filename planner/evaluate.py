@@ -83,6 +83,12 @@ class InferenceEvaluation(BaseModel):
     usd_per_hour: float | None = Field(description="Fleet cost per hour, USD.")
     usd_per_million_output_tokens: float | None = Field(description="At the predicted fleet throughput.")
 
+    @property
+    def usd_per_replica_hour(self) -> float:
+        """$ per hour of one replica (the fleet's $/h over its replicas; 0 when unpriced): what the solver's cost
+        coefficient, replica bounds and dominance read."""
+        return (self.usd_per_hour or 0.0) / self.layout.replicas
+
 
 @dataclass
 class Table:

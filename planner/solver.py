@@ -162,8 +162,6 @@ def _fewest_replicas(scenario: Scenario, coef: Coefficients) -> np.ndarray:
 def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario, fewest: np.ndarray) -> list[int]:
     """Most replicas worth considering per row: enough for the load (`fewest`), and as many as the GPU limits or the
     budget allow."""
-    from planner.encode import usd_per_replica_hour
-
     bounds = []
     for e, bound in zip(rows, fewest.tolist()):
         if scenario.search.max_gpus:
@@ -171,7 +169,7 @@ def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario, fewest:
         if e.layout.gpu in scenario.constraints.inventory:
             bound = max(bound, scenario.constraints.inventory[e.layout.gpu] // e.layout.gpus_per_replica)
         if scenario.constraints.budget_usd and e.usd_per_hour:
-            bound = max(bound, math.floor(scenario.constraints.budget_usd / usd_per_replica_hour(e)))
+            bound = max(bound, math.floor(scenario.constraints.budget_usd / e.usd_per_replica_hour))
         bounds.append(bound)
     return bounds
 
@@ -476,10 +474,8 @@ def minimal_core(ruled_out: np.ndarray, core: list[int]) -> list[int]:
 
 def with_replicas(e: InferenceEvaluation, replicas: int) -> InferenceEvaluation:
     """The serving evaluation with `replicas` replicas: fleet throughput and $/h scale with them."""
-    from planner.encode import usd_per_replica_hour
-
     fleet = e.perf.output_tokens_per_s * replicas
-    usd_h = usd_per_replica_hour(e) * replicas
+    usd_h = e.usd_per_replica_hour * replicas
     return e.model_copy(update={
         "layout": e.layout.model_copy(update={"replicas": replicas}), "fleet_output_tokens_per_s": fleet,
         "usd_per_hour": usd_h, "usd_per_million_output_tokens": usd_per_million_tokens(usd_h, fleet) if fleet else None,

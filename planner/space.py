@@ -753,5 +753,5 @@ def _dominance_key(e: TrainingEvaluation | InferenceEvaluation) -> tuple[float, 
     """`dominance_values` of one evaluation object."""
     if isinstance(e, TrainingEvaluation):
         return (float(e.layout.num_gpus), e.cost_usd or 0.0, e.perf.time_to_train_s)
-    return (float(e.layout.gpus_per_replica), (e.usd_per_hour or 0.0) / e.layout.replicas, -e.perf.output_tokens_per_s,
+    return (float(e.layout.gpus_per_replica), e.usd_per_replica_hour, -e.perf.output_tokens_per_s,
             -float(e.layout.batch), e.perf.ttft_s, e.perf.tpot_s, float(e.perf.replicas_needed))
