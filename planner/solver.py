@@ -159,19 +159,16 @@ def _fewest_replicas(scenario: Scenario, coef: Coefficients) -> np.ndarray:
     return fewest_replicas(coef.replicas_needed, coef.batch, workload.concurrent_sequences)
 
 
-def _replica_bounds(rows: list[InferenceEvaluation], scenario: Scenario, fewest: np.ndarray) -> list[int]:
-    """Most replicas worth considering per row: enough for the load (`fewest`), and as many as the GPU limits or the
-    budget allow."""
-    bounds = []
-    for e, bound in zip(rows, fewest.tolist()):
-        if scenario.search.max_gpus:
-            bound = max(bound, scenario.search.max_gpus // e.layout.gpus_per_replica)
-        if e.layout.gpu in scenario.constraints.inventory:
-            bound = max(bound, scenario.constraints.inventory[e.layout.gpu] // e.layout.gpus_per_replica)
-        if scenario.constraints.budget_usd and e.usd_per_hour:
-            bound = max(bound, math.floor(scenario.constraints.budget_usd / e.usd_per_replica_hour))
-        bounds.append(bound)
-    return bounds
+def _replica_bounds(limits: list[LinearLimit], fewest: np.ndarray) -> list[int]:
+    """Most replicas worth considering per row: enough for the load (`fewest`), and as many as any one of the scenario's
+    per-replica limits (max_gpus, inventory, $/h budget) allows, read from the limit's own integer coefficients so the
+    bound and the model's constraint agree exactly."""
+    bound = fewest.astype(np.int64)
+    for limit in limits:
+        if limit.per_replica:
+            per_replica = limit.coefficients.astype(np.int64)
+            bound = np.maximum(bound, np.where(per_replica > 0, limit.bound // np.maximum(per_replica, 1), 0))
+    return bound.tolist()
 
 
 def user_limits(scenario: Scenario, coef: Coefficients, skip_limits: frozenset[str] = frozenset()) -> list[LinearLimit]:
@@ -207,7 +204,7 @@ def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: froz
         enc = encode.encode_training(coef)
     else:
         fewest = fewest if fewest is not None else _fewest_replicas(scenario, coef)
-        enc = encode.encode_inference(coef, _replica_bounds(rows, scenario, fewest), fewest)  # type: ignore[arg-type]
+        enc = encode.encode_inference(coef, _replica_bounds(user_limits(scenario, coef), fewest), fewest)
     for limit in user_limits(scenario, coef, skip_limits):
         encode.add_limit(enc, limit)
     return enc
