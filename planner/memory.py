@@ -81,6 +81,8 @@ class MemoryBreakdown(BaseModel):
     card_bytes: float = Field(description="Physical card memory as the driver reports it.")
     stage: int = Field(description="Pipeline stage of the most loaded card (0 = first).")
     notes: tuple[str, ...] = Field(default=(), description="Modelling choices worth stating (replicated KV heads, 16-bit embeddings, ...).")
+    prefill_total_bytes: float = Field(default=0.0, ge=0, description="Disaggregated serving: per-card total of a prefill replica, "
+                                                                         "whose cards the terms (a decode replica's) do not describe; 0 otherwise.")
 
     @property
     def total_bytes(self) -> float:
@@ -94,8 +96,8 @@ class MemoryBreakdown(BaseModel):
 
     @property
     def fits(self) -> bool:
-        """True when every card holds its terms."""
-        return self.headroom_bytes >= 0
+        """True when every card holds its terms (and, disaggregated, a prefill replica's card holds its total)."""
+        return self.headroom_bytes >= 0 and self.prefill_total_bytes <= self.capacity_bytes
 
     def term(self, name: str) -> float:
         """Bytes of a named term (0 when absent)."""
@@ -885,7 +887,8 @@ def inference_breakdown_at(model: ModelSpec, workload: InferenceWorkload, gpu: G
         notes.append(f"disaggregated: these terms are a decode replica's card; a prefill replica's card (TP{int(cols['prefill_tp'][i])} "
                      f"PP{int(cols['prefill_pp'][i])}, batch {int(cols['prefill_batch'][i])}) holds {value['prefill_total_bytes'] / BYTES_PER_GIB:,.2f} GiB "
                      f"of {value['capacity_bytes'] / BYTES_PER_GIB:,.2f} GiB")
-    return MemoryBreakdown(terms=tuple(terms), capacity_bytes=value["capacity_bytes"], card_bytes=float(gpu.memory_bytes), stage=0, notes=tuple(notes))
+    return MemoryBreakdown(terms=tuple(terms), capacity_bytes=value["capacity_bytes"], card_bytes=float(gpu.memory_bytes), stage=0, notes=tuple(notes),
+                           prefill_total_bytes=value.get("prefill_total_bytes", 0.0))
 
 
 def inference_memory(

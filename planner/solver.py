@@ -493,14 +493,6 @@ def verify(scenario: Scenario, model: ModelSpec, chosen: Evaluation, assumptions
     problems = []
     if not fresh.memory.fits:
         problems.append("does not fit in memory")
-    if isinstance(fresh, InferenceEvaluation) and fresh.layout.disaggregated:
-        from planner.memory import inference_memory
-
-        lay = fresh.layout
-        prefill = lay.model_copy(update={"tp": lay.prefill_tp, "pp": lay.prefill_pp, "batch": lay.prefill_batch, "replicas": 1,
-                                         "prefill_replicas": 0, "decode_replicas": 0})
-        if not inference_memory(model, scenario.workload, prefill, gpu, assumptions).fits:  # type: ignore[arg-type]
-            problems.append("a prefill replica does not fit in memory")
     if scenario.search.max_gpus and fresh.layout.num_gpus > scenario.search.max_gpus:
         problems.append("exceeds max_gpus")
     inventory = scenario.constraints.inventory.get(fresh.layout.gpu)

@@ -27,7 +27,7 @@ from planner.evaluate import InferenceEvaluation, evaluate_inference
 from planner.layout import InferenceLayout
 from planner.perf import serving_cost, serving_pool_costs
 from planner.scenario import Scenario, load_scenario, parse_scenario
-from planner.solver import solve
+from planner.solver import solve, verify
 from planner.space import DISAGGREGATED_DECODE_CANDIDATES, DISAGGREGATED_PREFILL_CANDIDATES, build_space, node_size
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
@@ -414,3 +414,20 @@ def test_pools_only_with_a_concurrency_is_refused_with_the_field_named(tmp_path:
     result = CliRunner().invoke(app, ["solve", str(path)])
     assert result.exit_code == 2, result.output
     assert "search.disaggregated" in result.output
+
+
+def test_a_prefill_card_that_overflows_is_a_plan_that_does_not_fit(long_plans) -> None:
+    """Disaggregated: the breakdown's terms are a decode replica's card; a prefill replica on one card holding a 70B model
+    and 64 prompts of the scenario's length cannot fit, so `fits` is False (and verification refuses the plan) while the
+    decode card still has headroom."""
+    scenario, plan, _ = long_plans
+    model = resolve_model(scenario.workload.model)
+    g = resolve_gpu(plan.layout.gpu)
+    a = scenario.resolved_assumptions()
+    squeezed = plan.layout.model_copy(update={"prefill_tp": 1, "prefill_pp": 1, "prefill_batch": 64})
+    e = evaluate_inference(model, scenario.workload, squeezed, g, a, plan.price, node_size(scenario, g))
+    assert plan.memory.fits and plan.memory.prefill_total_bytes > 0
+    assert e.memory.headroom_bytes >= 0 and e.memory.prefill_total_bytes > e.memory.capacity_bytes
+    assert not e.memory.fits
+    with pytest.raises(AssertionError, match="does not fit in memory"):
+        verify(scenario, model, e, a)
