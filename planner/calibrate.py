@@ -249,6 +249,61 @@ def overlay_dict(fitted: SpeedCatalog, base: SpeedCatalog, runs: Iterable[Run], 
     return {"efficiency": rows, "fitted_runs": len(list(runs)), "cross_validation": summary}
 
 
+class HeldOutError(BaseModel):
+    """The calibrated speed model's error on one group of published runs, each predicted by a fit that did not see it."""
+
+    model_config = FORBID
+
+    group: str = Field(description="The runs: a GPU family (A100, H100, B200), a training dtype, dense or moe, or a framework.")
+    runs: int = Field(ge=0, description="Published runs in the group.")
+    median_abs_pct: float = Field(ge=0, description="Median |measured/predicted - 1| of tokens/s/GPU over the group, runs held out (k-fold), %.")
+    worst_abs_pct: float = Field(ge=0, description="Largest such error in the group, %.")
+
+
+class SpeedEvidence(BaseModel):
+    """How far the calibrated training speed was from published runs like a plan's (the calibration's cross-validation)."""
+
+    model_config = FORBID
+
+    calibration: str = Field(description="Calibration file whose `cross_validation` summary (written by `planner calibrate`) this is.")
+    gpu: str = Field(description="The plan's GPU.")
+    family: str = Field(description="Efficiency family of the plan's GPU (catalogs/efficiency.csv; default when it has none of its own).")
+    uncalibrated: bool = Field(description="No published run on this family: its kernel efficiencies are the catalog's cited values, not fitted.")
+    groups: tuple[HeldOutError, ...] = Field(description="The plan's family, dtype, dense/MoE kind and framework, where they have runs.")
+
+    def line(self) -> str:
+        """One sentence for a plan's output."""
+        parts = [f"{g.group} {g.median_abs_pct:.1f}% / {g.worst_abs_pct:.1f}% ({g.runs} runs)" for g in self.groups]
+        where = f"the {self.family} family" if self.family != "default" else f"{self.gpu} (no efficiency family of its own)"
+        head = f"no published training run on {where}: its kernel efficiencies are the catalog's uncalibrated values; " if self.uncalibrated else ""
+        return (f"speed model error, median / worst, on published runs held out of its fit ({self.calibration}): {head}"
+                + (", ".join(parts) if parts else "no group with runs"))
+
+
+def speed_evidence(gpu: str, dtype: str, framework: str, moe: bool, file: str | None = None) -> SpeedEvidence:
+    """The cross-validated error (`summarize` labels, as `calibrate` writes them) of the groups a training layout belongs
+    to. Read from the scenario's calibration file when it carries a `cross_validation` summary, else from the shipped
+    calibration; the GPU's family is that of its GEMM efficiency row (an H200 runs on the H100 rows)."""
+    path = Path(file) if file is not None else DEFAULT_CALIBRATION
+    summary = _cross_validation(str(path))
+    if not summary and file is not None:
+        path, summary = DEFAULT_CALIBRATION, _cross_validation(str(DEFAULT_CALIBRATION))
+    family = load_speed_catalog().efficiency_row("gemm", gpu, framework, dtype).family
+    groups = tuple(HeldOutError(group=label, runs=int(summary[label]["rows"]), median_abs_pct=float(summary[label]["median_abs_pct"]),
+                                worst_abs_pct=float(summary[label]["worst_abs_pct"]))
+                   for label in (family, dtype, "moe" if moe else "dense", framework) if label in summary)
+    return SpeedEvidence(calibration=path.name, gpu=gpu, family=family, uncalibrated=family not in summary, groups=groups)
+
+
+@lru_cache(maxsize=4)
+def _cross_validation(path: str) -> dict[str, Any]:
+    """The `cross_validation` summary of a calibration file ({} when it has none or does not exist)."""
+    if not Path(path).exists():
+        return {}
+    summary = load_overlay(Path(path)).get("cross_validation")
+    return summary if isinstance(summary, dict) else {}
+
+
 def load_overlay(path: Path) -> dict[str, Any]:
     """Read a calibration overlay YAML (as `planner calibrate` writes it)."""
     try:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,8 +52,11 @@ from planner.memory import (
     serving_unit_gpus, take_columns, training_breakdown_at, training_columns, training_layout_at, training_memory_columns,
 )
 from planner.modelspec import ModelSpec
-from planner.perf import InferencePerf, TrainingPerf, inference_perf_at, inference_perf_columns, training_perf_at, training_perf_columns
+from planner.perf import SPEED_DTYPES, InferencePerf, TrainingPerf, inference_perf_at, inference_perf_columns, training_perf_at, training_perf_columns
 from planner.scenario import Assumptions, InferenceWorkload, TrainingWorkload
+
+if TYPE_CHECKING:
+    from planner.calibrate import SpeedEvidence
 
 
 class TrainingEvaluation(BaseModel):
@@ -321,3 +325,11 @@ def layout_summary(e: TrainingEvaluation | InferenceEvaluation) -> str:
     dp = f" attention_dp={lay.attention_dp} (attention tp={lay.tp // lay.attention_dp}, experts ep={lay.tp})" if lay.attention_dp > 1 else ""
     return (f"{lay.replicas}x ({lay.gpus_per_replica}x {lay.gpu}) w={lay.weight_precision.value} kv={lay.kv_precision.value} "
             f"tp={lay.tp} pp={lay.pp}{dp} batch={lay.batch}")
+
+
+def training_speed_evidence(e: TrainingEvaluation, model: ModelSpec, assumptions: Assumptions) -> SpeedEvidence:
+    """`calibrate.speed_evidence` of a training evaluation: its GPU, speed dtype, framework and dense/MoE kind."""
+    from planner.calibrate import speed_evidence
+
+    lay = e.layout
+    return speed_evidence(lay.gpu, SPEED_DTYPES[lay.precision], lay.framework.value, model.is_moe, assumptions.file)

@@ -13,7 +13,7 @@ from planner.catalog import resolve_gpu, resolve_model
 from planner.cost import price_quote
 from planner.errors import InputError
 from planner.files import shorten
-from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training, layout_summary
+from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training, layout_summary, training_speed_evidence
 from planner.layout import InferenceLayout, TrainingLayout
 from planner.memory import MemoryBreakdown, kv_tokens_that_fit, max_concurrent_sequences, max_context_for_concurrency
 from planner.modelspec import ModelSpec
@@ -104,6 +104,8 @@ def print_plan(console: Console, plan: Plan, top: int = 0) -> None:
     for note in e.memory.notes:
         console.print(f"  note: {escape(note)}")
     console.print(speed_cost_table(e))
+    if plan.speed_evidence is not None:
+        console.print(f"  {escape(plan.speed_evidence.line())}")
     alts = list(plan.alternatives)[: top or None]
     if alts:
         title = f"Best {len(alts)} GPU types by {plan.objective.value}" if top else "Best plan per GPU type, best first (why the winner wins)"
@@ -208,7 +210,8 @@ def evaluate_one(
             layout = TrainingLayout(gpu=card.name, precision=precision, tp=tp, pp=pp, dp=dp, ep=ep, expert_tp=tp if ep == 1 else 1,
                                     zero=zero, checkpointing=checkpoint, micro_batch=micro_batch, grad_accum=gb // (micro_batch * dp),
                                     sequence_parallel=sequence_parallel, flash_attention=flash_attention)
-            return evaluate_training(spec, workload, layout, card, assumed, quote), spec, []
+            evaluation_t = evaluate_training(spec, workload, layout, card, assumed, quote)
+            return evaluation_t, spec, [training_speed_evidence(evaluation_t, spec, assumed).line()]
         if kind != "inference":
             raise InputError(f"--kind: {shorten(kind)} is not one of training, inference.")
         workload_i = InferenceWorkload(kind="inference", model=model, prompt_tokens=prompt, output_tokens=output, concurrent_sequences=batch)

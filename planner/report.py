@@ -393,6 +393,8 @@ def _recommendation(scenario: Scenario, plan: Plan) -> str:
         body = (f" Training on {_tokens(w.tokens)} tokens takes {e.perf.time_to_train_s / 86400.0:,.1f} days at "
                 f"{e.perf.tokens_per_s:,.0f} tokens/s (MFU {e.perf.mfu:.1%}), {e.perf.gpu_hours:,.0f} GPU-hours, "
                 f"costing {money(e.cost_usd)} for the run{priced}.")
+        if plan.speed_evidence is not None:
+            body += f" The time and cost carry the {plan.speed_evidence.line()}."
     elif lay.disaggregated:
         body = (f" A prefill pool of {lay.prefill_replicas * lay.replicas} x {lay.prefill_tp * lay.prefill_pp} GPU(s) and a decode pool of "
                 f"{lay.decode_replicas * lay.replicas} x {lay.tp * lay.pp} GPU(s) (disaggregated, KV transfer "

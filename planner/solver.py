@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from planner.calibrate import SpeedEvidence
 from planner.catalog import resolve_gpu, resolve_model
 from planner.cost import usd_per_million_tokens
 from planner.enums import Objective
 from planner.errors import InfeasibleError, InputError
-from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training, layout_summary
+from planner.evaluate import InferenceEvaluation, TrainingEvaluation, evaluate_inference, evaluate_training, layout_summary, training_speed_evidence
 from planner.memory import state_bytes_total, weight_bytes_per_param
 from planner.modelspec import ModelSpec
 from planner.scenario import Assumptions, InferenceWorkload, Scenario, TrainingWorkload, check_catalog_names, fp8_conflict
@@ -102,6 +103,8 @@ class Plan(BaseModel):
     verified: bool = Field(description="Re-evaluation fits, meets every limit and matches the solver's objective.")
     alternatives: tuple[Alternative, ...] = Field(default=(), description="Best plan per GPU type, or why none.")
     pareto: tuple[ParetoPoint, ...] = Field(default=(), description="Cost vs throughput frontier, on request.")
+    speed_evidence: SpeedEvidence | None = Field(default=None, description="Training: the calibrated speed model's held-out error on "
+                                                                            "published runs like this plan's; None for serving.")
 
     @property
     def num_gpus(self) -> int:
@@ -797,9 +800,10 @@ def solve(scenario: Scenario, time_limit_s: float = DEFAULT_TIME_LIMIT_S, altern
     value, unit = objective_of(fresh, scenario.objective)
     alts = alternatives_per_gpu(scenario, space, rows, time_limit_s) if alternatives else []
     front = pareto_frontier(scenario, rows, time_limit_s) if pareto else []
+    evidence = training_speed_evidence(fresh, model, assumptions) if isinstance(fresh, TrainingEvaluation) else None
     return Plan(
         scenario=scenario.name, kind="training" if isinstance(fresh, TrainingEvaluation) else "inference", model=model.name,
         status=status, objective=scenario.objective, objective_value=value, objective_unit=unit, gap=gap,  # type: ignore[arg-type]
         solve_time_s=solve_time, build_time_s=build_time, candidates=space.structural_count, fitting=len(rows),
-        evaluation=fresh, verified=True, alternatives=tuple(alts), pareto=tuple(front),
+        evaluation=fresh, verified=True, alternatives=tuple(alts), pareto=tuple(front), speed_evidence=evidence,
     )

@@ -414,3 +414,48 @@ def test_hybrid_sharding_trades_memory_for_cheaper_traffic() -> None:
     hybrid = training_perf(model, work, TrainingLayout(**base, zero_group=8), GPUS["H100-SXM"], a)
     assert hybrid.dp_comm_exposed_s < 0.7 * full.dp_comm_exposed_s  # measured when written: 3.55 s vs 5.96 s
     assert hybrid.optimizer_s > full.optimizer_s  # each rank updates a 1/8 shard instead of 1/256
+
+
+def test_shipped_cross_validation_summary_is_current(runs: list[cal.Run]) -> None:
+    """The `cross_validation` summary in catalogs/calibration.yaml, which every training plan quotes as its speed
+    evidence, is what 5-fold CV over the published runs gives with today's model (re-run `planner calibrate` if not)."""
+    shipped = cal.load_overlay(cal.DEFAULT_CALIBRATION)["cross_validation"]
+    fresh = cal.summarize(runs, cal.cross_validate(runs, folds=5))
+    assert set(shipped) == set(fresh)
+    for label, stats in fresh.items():
+        assert shipped[label]["rows"] == stats["rows"], label
+        assert shipped[label]["median_abs_pct"] == pytest.approx(stats["median_abs_pct"], rel=1e-6), label
+        assert shipped[label]["worst_abs_pct"] == pytest.approx(stats["worst_abs_pct"], rel=1e-6), label
+
+
+def _small_training(gpu: str, model: str = "llama-3.1-8b") -> dict:
+    return {"name": f"evidence-{gpu}", "workload": {"kind": "training", "model": model, "tokens": 1e11, "seq_len": 4096, "global_batch_seqs": 256},
+            "search": {"gpus": [gpu], "tp": [1, 2], "pp": [1], "micro_batches": [1, 2], "zero_stages": [1], "checkpointing": [0],
+                       "train_precisions": ["bf16"], "max_gpus": 16},
+            "objective": "min_time"}
+
+
+def test_a_training_plan_quotes_the_held_out_error_of_its_kind_of_run() -> None:
+    """Every training plan states the calibrated speed model's CV error on published runs of its GPU family, dtype,
+    dense/MoE kind and framework; a GPU family with no published run is said to be uncalibrated."""
+    from planner.render import print_plan
+    from planner.scenario import parse_scenario
+    from planner.solver import solve
+    from rich.console import Console
+
+    summary = cal.load_overlay(cal.DEFAULT_CALIBRATION)["cross_validation"]
+    h100 = solve(parse_scenario(_small_training("H200")), alternatives=False)
+    ev = h100.speed_evidence
+    assert ev is not None and ev.family == "H100" and not ev.uncalibrated
+    framework = h100.evaluation.layout.framework.value
+    assert [g.group for g in ev.groups] == ["H100", "bf16", "dense", framework]
+    for g in ev.groups:
+        assert (g.runs, g.median_abs_pct, g.worst_abs_pct) == (summary[g.group]["rows"], pytest.approx(summary[g.group]["median_abs_pct"]),
+                                                             pytest.approx(summary[g.group]["worst_abs_pct"]))
+    amd = solve(parse_scenario(_small_training("MI300X")), alternatives=False)
+    assert amd.speed_evidence is not None and amd.speed_evidence.uncalibrated and "MI300X" not in [g.group for g in amd.speed_evidence.groups]
+    console = Console(record=True, width=400)
+    print_plan(console, amd)
+    text = console.export_text()
+    assert "no published training run on the MI300X family" in text
+    assert f"bf16 {summary['bf16']['median_abs_pct']:.1f}% / {summary['bf16']['worst_abs_pct']:.1f}%" in text
