@@ -284,24 +284,38 @@ def speed_evidence(gpu: str, dtype: str, framework: str, moe: bool, file: str | 
     """The cross-validated error (`summarize` labels, as `calibrate` writes them) of the groups a training layout belongs
     to. Read from the scenario's calibration file when it carries a `cross_validation` summary, else from the shipped
     calibration; the GPU's family is that of its GEMM efficiency row (an H200 runs on the H100 rows)."""
-    path = Path(file) if file is not None else DEFAULT_CALIBRATION
-    summary = _cross_validation(str(path))
-    if not summary and file is not None:
+    path, summary = DEFAULT_CALIBRATION, {}
+    if file is not None:
+        try:
+            path, summary = Path(file), _cross_validation(str(file))
+        except InputError as error:
+            raise InputError(f"assumptions.file: {error}") from None
+    if not summary:
         path, summary = DEFAULT_CALIBRATION, _cross_validation(str(DEFAULT_CALIBRATION))
     family = load_speed_catalog().efficiency_row("gemm", gpu, framework, dtype).family
-    groups = tuple(HeldOutError(group=label, runs=int(summary[label]["rows"]), median_abs_pct=float(summary[label]["median_abs_pct"]),
-                                worst_abs_pct=float(summary[label]["worst_abs_pct"]))
-                   for label in (family, dtype, "moe" if moe else "dense", framework) if label in summary)
+    groups = tuple(summary[label] for label in (family, dtype, "moe" if moe else "dense", framework) if label in summary)
     return SpeedEvidence(calibration=path.name, gpu=gpu, family=family, uncalibrated=family not in summary, groups=groups)
 
 
 @lru_cache(maxsize=4)
-def _cross_validation(path: str) -> dict[str, Any]:
-    """The `cross_validation` summary of a calibration file ({} when it has none or does not exist)."""
+def _cross_validation(path: str) -> dict[str, HeldOutError]:
+    """The `cross_validation` summary of a calibration file by group ({} when it has none or does not exist)."""
     if not Path(path).exists():
         return {}
     summary = load_overlay(Path(path)).get("cross_validation")
-    return summary if isinstance(summary, dict) else {}
+    if summary is None:
+        return {}
+    entry = "rows (a count), median_abs_pct and worst_abs_pct (percentages >= 0), as `planner calibrate` writes them"
+    if not isinstance(summary, dict):
+        raise InputError(f"calibration file {path}: field 'cross_validation' must map each group (A100, bf16, moe, ...) to its {entry}")
+    out = {}
+    for label, stats in summary.items():
+        try:
+            out[str(label)] = HeldOutError(group=str(label), runs=stats["rows"], median_abs_pct=stats["median_abs_pct"],
+                                           worst_abs_pct=stats["worst_abs_pct"])
+        except (TypeError, KeyError, ValidationError):
+            raise InputError(f"calibration file {path}: field 'cross_validation.{label}' must give {entry}") from None
+    return out
 
 
 def load_overlay(path: Path) -> dict[str, Any]:

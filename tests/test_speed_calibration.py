@@ -460,3 +460,19 @@ def test_a_training_plan_quotes_the_held_out_error_of_its_kind_of_run() -> None:
     text = console.export_text()
     assert "no published training run on the MI300X family" in text
     assert f"bf16 {summary['bf16']['median_abs_pct']:.1f}% / {summary['bf16']['worst_abs_pct']:.1f}%" in text
+
+
+@pytest.mark.parametrize("summary, field", [(["H100", 5.3], "'cross_validation'"), ({"H100": {"rows": "many"}}, "'cross_validation.H100'"),
+                                            ({"bf16": {"rows": 3, "median_abs_pct": -1, "worst_abs_pct": 2}}, "'cross_validation.bf16'")])
+def test_a_malformed_cross_validation_summary_is_refused_naming_the_field(tmp_path: Path, summary: object, field: str) -> None:
+    """A scenario's calibration file whose `cross_validation` cannot be quoted as a plan's speed evidence: exit 2, one
+    line naming assumptions.file and the field, no traceback, no plan printed."""
+    shipped = cal.load_overlay(cal.DEFAULT_CALIBRATION)
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"efficiency": shipped["efficiency"], "cross_validation": summary}))
+    scenario = _small_training("H100-SXM")
+    scenario["assumptions"] = {"file": "mine.yaml"}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(scenario))
+    result = CliRunner().invoke(app, ["solve", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 2, result.output
+    assert f"assumptions.file: calibration file {tmp_path / 'mine.yaml'}: field {field}" in result.output
+    assert "Traceback" not in result.output and "Plan:" not in result.output
