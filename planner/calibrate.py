@@ -387,6 +387,7 @@ def scenario_catalog(file: str | None) -> SpeedCatalog:
     if file is None:
         return cat
     try:
+        _cross_validation(str(file))  # a plan quotes it as its speed evidence (`speed_evidence`): checked when the file is named
         return apply_overlay(cat, load_overlay(Path(file)))
     except InputError as error:
         raise InputError(f"assumptions.file: {error}") from None

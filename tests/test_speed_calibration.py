@@ -472,7 +472,8 @@ def test_a_malformed_cross_validation_summary_is_refused_naming_the_field(tmp_pa
     scenario = _small_training("H100-SXM")
     scenario["assumptions"] = {"file": "mine.yaml"}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(scenario))
-    result = CliRunner().invoke(app, ["solve", str(tmp_path / "s.yaml")])
-    assert result.exit_code == 2, result.output
-    assert f"assumptions.file: calibration file {tmp_path / 'mine.yaml'}: field {field}" in result.output
-    assert "Traceback" not in result.output and "Plan:" not in result.output
+    for command in ("solve", "validate"):
+        result = CliRunner().invoke(app, [command, str(tmp_path / "s.yaml")])
+        assert result.exit_code == 2, result.output
+        assert f"assumptions.file: calibration file {tmp_path / 'mine.yaml'}: field {field}" in result.output
+        assert "Traceback" not in result.output and "Plan:" not in result.output
