@@ -250,51 +250,52 @@ def overlay_dict(fitted: SpeedCatalog, base: SpeedCatalog, runs: Iterable[Run], 
 
 
 class HeldOutError(BaseModel):
-    """The calibrated speed model's error on one group of published runs, each predicted by a fit that did not see it."""
+    """The calibrated speed model's error on one group of measured runs, each predicted by a fit that did not see it."""
 
     model_config = FORBID
 
     group: str = Field(description="The runs: a GPU family (A100, H100, B200), a training dtype, dense or moe, or a framework.")
-    runs: int = Field(ge=0, description="Published runs in the group.")
+    runs: int = Field(ge=0, description="Runs in the group.")
     median_abs_pct: float = Field(ge=0, description="Median |measured/predicted - 1| of tokens/s/GPU over the group, runs held out (k-fold), %.")
     worst_abs_pct: float = Field(ge=0, description="Largest such error in the group, %.")
+    calibration: str = Field(default="", description="Calibration file whose `cross_validation` summary holds the figure.")
 
 
 class SpeedEvidence(BaseModel):
-    """How far the calibrated training speed was from published runs like a plan's (the calibration's cross-validation)."""
+    """How far the calibrated training speed was from measured runs like a plan's (the calibrations' cross-validation)."""
 
     model_config = FORBID
 
-    calibration: str = Field(description="Calibration file whose `cross_validation` summary (written by `planner calibrate`) this is.")
     gpu: str = Field(description="The plan's GPU.")
     family: str = Field(description="Efficiency family of the plan's GPU (catalogs/efficiency.csv; default when it has none of its own).")
-    uncalibrated: bool = Field(description="No published run on this family: its kernel efficiencies are the catalog's cited values, not fitted.")
+    uncalibrated: bool = Field(description="No calibration run on this family: its kernel efficiencies are the catalog's cited values, not fitted.")
     groups: tuple[HeldOutError, ...] = Field(description="The plan's family, dtype, dense/MoE kind and framework, where they have runs.")
 
     def line(self) -> str:
         """One sentence for a plan's output."""
-        parts = [f"{g.group} {g.median_abs_pct:.1f}% / {g.worst_abs_pct:.1f}% ({g.runs} runs)" for g in self.groups]
+        figures = "; ".join(f"{file}: " + ", ".join(f"{g.group} {g.median_abs_pct:.1f}% / {g.worst_abs_pct:.1f}% ({g.runs} runs)"
+                                                      for g in self.groups if g.calibration == file)
+                            for file in dict.fromkeys(g.calibration for g in self.groups))
         where = f"the {self.family} family" if self.family != "default" else f"{self.gpu} (no efficiency family of its own)"
-        head = f"no published training run on {where}: its kernel efficiencies are the catalog's uncalibrated values; " if self.uncalibrated else ""
-        return (f"speed model error, median / worst, on published runs held out of its fit ({self.calibration}): {head}"
-                + (", ".join(parts) if parts else "no group with runs"))
+        head = f"no calibration run on {where}: its kernel efficiencies are the catalog's uncalibrated values; " if self.uncalibrated else ""
+        return f"speed model error, median / worst, on runs held out of its fit: {head}{figures or 'no group with runs'}"
 
 
 def speed_evidence(gpu: str, dtype: str, framework: str, moe: bool, file: str | None = None) -> SpeedEvidence:
     """The cross-validated error (`summarize` labels, as `calibrate` writes them) of the groups a training layout belongs
-    to. Read from the scenario's calibration file when it carries a `cross_validation` summary, else from the shipped
-    calibration; the GPU's family is that of its GEMM efficiency row (an H200 runs on the H100 rows)."""
-    path, summary = DEFAULT_CALIBRATION, {}
+    to: from the scenario's calibration file where its `cross_validation` summary has the group (its rows replace the
+    shipped ones), else from the shipped calibration's. The GPU's family is that of its GEMM efficiency row (an H200 runs
+    on the H100 rows)."""
+    summaries = [_cross_validation(str(DEFAULT_CALIBRATION))]
     if file is not None:
         try:
-            path, summary = Path(file), _cross_validation(str(file))
+            summaries.insert(0, _cross_validation(str(file)))
         except InputError as error:
             raise InputError(f"assumptions.file: {error}") from None
-    if not summary:
-        path, summary = DEFAULT_CALIBRATION, _cross_validation(str(DEFAULT_CALIBRATION))
     family = load_speed_catalog().efficiency_row("gemm", gpu, framework, dtype).family
-    groups = tuple(summary[label] for label in (family, dtype, "moe" if moe else "dense", framework) if label in summary)
-    return SpeedEvidence(calibration=path.name, gpu=gpu, family=family, uncalibrated=family not in summary, groups=groups)
+    groups = tuple(next(s[label] for s in summaries if label in s) for label in (family, dtype, "moe" if moe else "dense", framework)
+                   if any(label in s for s in summaries))
+    return SpeedEvidence(gpu=gpu, family=family, uncalibrated=not any(family in s for s in summaries), groups=groups)
 
 
 @lru_cache(maxsize=4)
@@ -312,7 +313,7 @@ def _cross_validation(path: str) -> dict[str, HeldOutError]:
     for label, stats in summary.items():
         try:
             out[str(label)] = HeldOutError(group=str(label), runs=stats["rows"], median_abs_pct=stats["median_abs_pct"],
-                                           worst_abs_pct=stats["worst_abs_pct"])
+                                           worst_abs_pct=stats["worst_abs_pct"], calibration=Path(path).name)
         except (TypeError, KeyError, ValidationError):
             raise InputError(f"calibration file {path}: field 'cross_validation.{label}' must give {entry}") from None
     return out

@@ -458,8 +458,8 @@ def test_a_training_plan_quotes_the_held_out_error_of_its_kind_of_run() -> None:
     console = Console(record=True, width=400)
     print_plan(console, amd)
     text = console.export_text()
-    assert "no published training run on the MI300X family" in text
-    assert f"bf16 {summary['bf16']['median_abs_pct']:.1f}% / {summary['bf16']['worst_abs_pct']:.1f}%" in text
+    assert "no calibration run on the MI300X family" in text
+    assert f"calibration.yaml: bf16 {summary['bf16']['median_abs_pct']:.1f}% / {summary['bf16']['worst_abs_pct']:.1f}% ({summary['bf16']['rows']} runs)" in text
 
 
 @pytest.mark.parametrize("summary, field", [(["H100", 5.3], "'cross_validation'"), ({"H100": {"rows": "many"}}, "'cross_validation.H100'"),
@@ -477,3 +477,18 @@ def test_a_malformed_cross_validation_summary_is_refused_naming_the_field(tmp_pa
         assert result.exit_code == 2, result.output
         assert f"assumptions.file: calibration file {tmp_path / 'mine.yaml'}: field {field}" in result.output
         assert "Traceback" not in result.output and "Plan:" not in result.output
+
+
+def test_a_scenario_calibration_file_supplies_the_groups_its_summary_covers(tmp_path: Path) -> None:
+    """A scenario's own calibration (`planner calibrate` on the user's runs) replaces the shipped figures for the groups
+    its cross_validation summary has; the other groups stay the shipped calibration's."""
+    shipped = cal.load_overlay(cal.DEFAULT_CALIBRATION)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"efficiency": shipped["efficiency"],
+                                    "cross_validation": {"H100": {"rows": 7, "median_abs_pct": 4.0, "worst_abs_pct": 9.5}}}))
+    ev = cal.speed_evidence("H100-SXM", "bf16", "megatron", False, str(path))
+    by_group = {g.group: g for g in ev.groups}
+    assert (by_group["H100"].runs, by_group["H100"].worst_abs_pct, by_group["H100"].calibration) == (7, 9.5, "mine.yaml")
+    assert by_group["bf16"].calibration == "calibration.yaml" and by_group["bf16"].runs == shipped["cross_validation"]["bf16"]["rows"]
+    assert not ev.uncalibrated and not cal.speed_evidence("B200", "bf16", "megatron", True, str(path)).uncalibrated
+    assert cal.speed_evidence("MI300X", "bf16", "megatron", False, str(path)).uncalibrated
