@@ -6,7 +6,8 @@ with 1/e_max >= 1 and n_half, overhead >= 0 puts every run's step within measure
 Chebyshev (minimax) fit, found here by bisection on z over linear feasibility problems (OR-Tools
 GLOP). Every parameter is left free, even one that a single run touches, and every run is in the
 fit: this is what the model's form can express, not what it predicts for a run it has not seen
-(that is the k-fold figure of `planner calibrate` and tests/test_speed_calibration.py). When this
+(the k-fold figure printed below, the method of `planner calibrate` and tests/test_speed_calibration.py
+over the same 198 rows; `planner calibrate` itself reports all 247 runs of any sequence length). When this
 bound is well under the cross-validated worst error, the rows that miss held out are not beyond
 the model's form; they are runs whose parameters no other run pins down.
 
@@ -44,6 +45,8 @@ def minimax_worst(runs: list[cal.Run]) -> float:
     measured = np.array([r.step_time_s for r in runs])
     lower = np.array([1.0 if k.endswith("#inv") else 0.0 for k in keys])
     lo, hi = 0.0, 0.95
+    if not fits_within(matrix, fixed, measured, lower, hi):
+        raise SystemExit(f"no θ keeps every run within {hi:.0%}: the bound is above what this bisection searches")
     for _ in range(BISECTION_STEPS):
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if fits_within(matrix, fixed, measured, lower, mid) else (mid, hi)

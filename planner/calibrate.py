@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.catalog import CATALOG_DIR, SAFE_LOADER, GpuSpec, load_gpus
 from planner.errors import InputError
-from planner.speed import FRAMEWORKS, RECOMPUTE_CODES, ModelShape, SpeedCatalog, load_speed_catalog, parameter_vector, training_design
+from planner.speed import (FRAMEWORKS, RECOMPUTE_CODES, ModelShape, SpeedCatalog, linear_efficiency_dtype, load_speed_catalog,
+                           parameter_vector, training_design)
 
 DEFAULT_CALIBRATION = CATALOG_DIR / "calibration.yaml"
 RIDGE = 0.02  # weight of the pull toward the cited catalog values, per parameter, in relative units
@@ -270,6 +271,8 @@ class SpeedEvidence(BaseModel):
     family: str = Field(description="Efficiency family of the plan's GPU (catalogs/efficiency.csv; default when it has none of its own).")
     uncalibrated: bool = Field(description="No calibration run on this family: its kernel efficiencies are the catalog's cited values, not fitted.")
     groups: tuple[HeldOutError, ...] = Field(description="The plan's family, dtype, dense/MoE kind and framework, where they have runs.")
+    unsummarised_file: str = Field(default="", description="The scenario's calibration file when it has no cross_validation summary: the "
+                                                           "plan runs on its fit, the figures are the shipped calibration's; '' otherwise.")
 
     def line(self) -> str:
         """One sentence for a plan's output."""
@@ -278,29 +281,47 @@ class SpeedEvidence(BaseModel):
                             for file in dict.fromkeys(g.calibration for g in self.groups))
         where = f"the {self.family} family" if self.family != "default" else f"{self.gpu} (no efficiency family of its own)"
         head = f"no calibration run on {where}: its kernel efficiencies are the catalog's uncalibrated values; " if self.uncalibrated else ""
-        return f"speed model error, median / worst, on runs held out of its fit: {head}{figures or 'no group with runs'}"
+        tail = (f" ({self.unsummarised_file}, the scenario's calibration the plan runs on, has no cross_validation summary of its own)"
+                if self.unsummarised_file else "")
+        return f"speed model error, median / worst, on runs held out of its fit: {head}{figures or 'no group with runs'}{tail}"
 
 
 def speed_evidence(gpu: str, dtype: str, framework: str, moe: bool, file: str | None = None) -> SpeedEvidence:
     """The cross-validated error (`summarize` labels, as `calibrate` writes them) of the groups a training layout belongs
     to: from the scenario's calibration file where its `cross_validation` summary has the group (its rows replace the
-    shipped ones), else from the shipped calibration's. The GPU's family is that of its GEMM efficiency row (an H200 runs
-    on the H100 rows)."""
+    shipped ones), else from the shipped calibration's. The GPU's family and the dtype group are those of the efficiency
+    rows its linear layers run on (`speed.linear_efficiency_dtype`: an fp16 plan runs on the bf16 rows, an H200 on the
+    H100 family's)."""
     summaries = [_cross_validation(str(DEFAULT_CALIBRATION))]
     if file is not None:
         try:
             summaries.insert(0, _cross_validation(str(file)))
         except InputError as error:
             raise InputError(f"assumptions.file: {error}") from None
-    family = load_speed_catalog().efficiency_row("gemm", gpu, framework, dtype).family
-    groups = tuple(next(s[label] for s in summaries if label in s) for label in (family, dtype, "moe" if moe else "dense", framework)
+    kernel_dtype = linear_efficiency_dtype(_gpu(gpu), dtype)
+    family = load_speed_catalog().efficiency_row("gemm", gpu, framework, kernel_dtype).family
+    groups = tuple(next(s[label] for s in summaries if label in s) for label in (family, kernel_dtype, "moe" if moe else "dense", framework)
                    if any(label in s for s in summaries))
-    return SpeedEvidence(gpu=gpu, family=family, uncalibrated=not any(family in s for s in summaries), groups=groups)
+    return SpeedEvidence(gpu=gpu, family=family, uncalibrated=not any(family in s for s in summaries), groups=groups,
+                         unsummarised_file=Path(file).name if file is not None and not summaries[0] else "")
 
 
-@lru_cache(maxsize=4)
+def _modified_ns(path: str) -> int:
+    """A file's modification time (0 when it does not exist): part of the cache keys below, so an edited file is re-read."""
+    try:
+        return Path(path).stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
 def _cross_validation(path: str) -> dict[str, HeldOutError]:
     """The `cross_validation` summary of a calibration file by group ({} when it has none or does not exist)."""
+    return _cross_validation_at(path, _modified_ns(path))
+
+
+@lru_cache(maxsize=8)
+def _cross_validation_at(path: str, modified_ns: int) -> dict[str, HeldOutError]:
+    """`_cross_validation` of the file as it was at `modified_ns` (cached)."""
     if not Path(path).exists():
         return {}
     summary = load_overlay(Path(path)).get("cross_validation")
@@ -380,10 +401,15 @@ def calibrated_catalog(path: Path | None = DEFAULT_CALIBRATION) -> SpeedCatalog:
     return apply_overlay(cat, load_overlay(path))
 
 
-@lru_cache(maxsize=8)
 def scenario_catalog(file: str | None) -> SpeedCatalog:
     """The speed catalog the evaluator uses: the shipped calibration with a scenario's overlay
     (`assumptions: {file: ...}`) applied over it; errors name assumptions.file."""
+    return _scenario_catalog_at(file, _modified_ns(file) if file is not None else 0)
+
+
+@lru_cache(maxsize=8)
+def _scenario_catalog_at(file: str | None, modified_ns: int) -> SpeedCatalog:
+    """`scenario_catalog` of the file as it was at `modified_ns` (cached)."""
     cat = calibrated_catalog()
     if file is None:
         return cat

@@ -91,7 +91,8 @@ class MemoryBreakdown(BaseModel):
 
     @property
     def headroom_bytes(self) -> float:
-        """Capacity left; negative when the configuration does not fit."""
+        """Capacity left on the card the terms describe (a decode replica's when disaggregated: `fits` also checks the
+        prefill card); negative when that card overflows."""
         return self.capacity_bytes - self.total_bytes
 
     @property
@@ -905,7 +906,7 @@ def max_concurrent_sequences(model: ModelSpec, workload: InferenceWorkload, layo
     kv_one = probe.term("kv_cache")
     free = probe.capacity_bytes - (probe.total_bytes - kv_one) + 4.0 * model.vocab_size
     best = int(free // (kv_one + 4.0 * model.vocab_size)) if free > 0 else 0
-    while best > 0 and not inference_memory(model, workload, layout.model_copy(update={"batch": best}), gpu, assumptions).fits:
+    while best > 0 and inference_memory(model, workload, layout.model_copy(update={"batch": best}), gpu, assumptions).headroom_bytes < 0:
         best -= 1
     return max(best, 0)
 

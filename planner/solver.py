@@ -202,14 +202,16 @@ def build_encoding(scenario: Scenario, rows: list[Evaluation], skip_limits: froz
     from planner import encode
 
     coef = coef if coef is not None else encode.coefficients(rows)  # type: ignore[arg-type]
+    limits = user_limits(scenario, coef)  # all of them: the replica domain does not shrink when a limit is left out
     workload = scenario.workload
     if isinstance(workload, TrainingWorkload):
         enc = encode.encode_training(coef)
     else:
         fewest = fewest if fewest is not None else _fewest_replicas(scenario, coef)
-        enc = encode.encode_inference(coef, _replica_bounds(user_limits(scenario, coef), fewest), fewest)
-    for limit in user_limits(scenario, coef, skip_limits):
-        encode.add_limit(enc, limit)
+        enc = encode.encode_inference(coef, _replica_bounds(limits, fewest), fewest)
+    for limit in limits:
+        if limit.key not in skip_limits:
+            encode.add_limit(enc, limit)
     return enc
 
 

@@ -412,6 +412,12 @@ def _layout(layout: Mapping[str, np.ndarray], distributed_optimizer: bool = True
     return out
 
 
+def linear_efficiency_dtype(gpu: GpuSpec, dtype: str) -> str:
+    """The efficiency-row dtype of a training dtype's linear layers: fp8 where the card has FP8 tensor cores, else bf16
+    (fp16 and TF32 kernels take the BF16 row; Transformer Engine falls back to BF16 GEMMs without FP8 hardware)."""
+    return "fp8" if dtype == "fp8" and gpu.supports_fp8 else "bf16"
+
+
 def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str, layout: Mapping[str, np.ndarray],
                     cat: SpeedCatalog, gpus_per_node: int | None = None,
                     trained_params: float | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray]]:
@@ -440,7 +446,7 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     tokens_per_gpu = lay["global_batch"] * s / n  # work per GPU per step, in tokens
     full = (rc >= 2).astype(float)
     fp8 = dtype == "fp8" and gpu.supports_fp8
-    linear_dtype = "fp8" if fp8 else "bf16"  # efficiency rows: fp16 and TF32 kernels take the BF16 row
+    linear_dtype = linear_efficiency_dtype(gpu, dtype)
     bf16_peak = peak_tflops(gpu, "fp32" if dtype == "fp32" else "bf16") * 1e12
     lin_peak = peak_tflops(gpu, dtype) * 1e12
     word = 4.0 if dtype == "fp32" else 2.0  # bytes of a weight / activation element on the wire

@@ -492,3 +492,17 @@ def test_a_scenario_calibration_file_supplies_the_groups_its_summary_covers(tmp_
     assert by_group["bf16"].calibration == "calibration.yaml" and by_group["bf16"].runs == shipped["cross_validation"]["bf16"]["rows"]
     assert not ev.uncalibrated and not cal.speed_evidence("B200", "bf16", "megatron", True, str(path)).uncalibrated
     assert cal.speed_evidence("MI300X", "bf16", "megatron", False, str(path)).uncalibrated
+
+
+def test_speed_evidence_follows_the_rows_a_plan_runs_on(tmp_path: Path) -> None:
+    """An fp16 or fp32 plan runs on the BF16 efficiency rows (`speed.linear_efficiency_dtype`), FP8 on a card without FP8
+    too: its evidence is the family's and bf16's. A scenario calibration without a summary of its own is named."""
+    for dtype in ("fp16", "fp32", "bf16"):
+        ev = cal.speed_evidence("H100-SXM", dtype, "megatron", False)
+        assert not ev.uncalibrated and [g.group for g in ev.groups] == ["H100", "bf16", "dense", "megatron"], dtype
+    assert [g.group for g in cal.speed_evidence("A100-80GB", "fp8", "fsdp", False).groups] == ["A100", "bf16", "dense", "fsdp"]
+    path = tmp_path / "nosummary.yaml"
+    path.write_text(yaml.safe_dump({"efficiency": cal.load_overlay(cal.DEFAULT_CALIBRATION)["efficiency"]}))
+    ev = cal.speed_evidence("H100-SXM", "bf16", "megatron", False, str(path))
+    assert ev.unsummarised_file == "nosummary.yaml" and {g.calibration for g in ev.groups} == {"calibration.yaml"}
+    assert "nosummary.yaml, the scenario's calibration the plan runs on, has no cross_validation summary" in ev.line()
