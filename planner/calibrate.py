@@ -18,17 +18,19 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import difflib
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from planner.catalog import CATALOG_DIR, SAFE_LOADER, GpuSpec, load_gpus
+from planner.catalog import CATALOG_DIR, GpuSpec, load_gpus
 from planner.errors import InputError
-from planner.speed import (FRAMEWORKS, RECOMPUTE_CODES, ModelShape, SpeedCatalog, linear_efficiency_dtype, load_speed_catalog,
+from planner.files import load_structured, settled, stat_key
+from planner.speed import (FORBID, FRAMEWORKS, RECOMPUTE_CODES, ModelShape, SpeedCatalog, linear_efficiency_dtype, load_speed_catalog,
                            parameter_vector, training_design)
 
 DEFAULT_CALIBRATION = CATALOG_DIR / "calibration.yaml"
@@ -37,9 +39,10 @@ HUBER_DELTA = 0.10  # relative residual beyond which a run's weight falls as 1/|
 HUBER_ITERATIONS = 6
 FIT_ITERATIONS = 60  # most fixed-point passes of the fit (the DP and EP overlap windows depend on the fitted compute time)
 FIT_TOLERANCE = 1e-7  # the passes stop once no parameter moves by more than this, relative
+OVERLAY_CACHE_ENTRIES = 16  # calibration files kept parsed per process (`load_overlay`)
 MIN_RUNS = 5  # a parameter is fitted only when at least this many runs spend >= 10% of their step in it; else it keeps its catalog value
 SHAPE_FIELDS = tuple(ModelShape.model_fields)
-FORBID = ConfigDict(defer_build=True, extra="forbid", frozen=True)
+_OVERLAYS: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
 
 
 class Run(BaseModel):
@@ -306,22 +309,8 @@ def speed_evidence(gpu: str, dtype: str, framework: str, moe: bool, file: str | 
                          unsummarised_file=Path(file).name if file is not None and not summaries[0] else "")
 
 
-def _modified_ns(path: str) -> int:
-    """A file's modification time (0 when it does not exist): part of the cache keys below, so an edited file is re-read."""
-    try:
-        return Path(path).stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
 def _cross_validation(path: str) -> dict[str, HeldOutError]:
     """The `cross_validation` summary of a calibration file by group ({} when it has none or does not exist)."""
-    return _cross_validation_at(path, _modified_ns(path))
-
-
-@lru_cache(maxsize=8)
-def _cross_validation_at(path: str, modified_ns: int) -> dict[str, HeldOutError]:
-    """`_cross_validation` of the file as it was at `modified_ns` (cached)."""
     if not Path(path).exists():
         return {}
     summary = load_overlay(Path(path)).get("cross_validation")
@@ -341,13 +330,18 @@ def _cross_validation_at(path: str, modified_ns: int) -> dict[str, HeldOutError]
 
 
 def load_overlay(path: Path) -> dict[str, Any]:
-    """Read a calibration overlay YAML (as `planner calibrate` writes it)."""
-    try:
-        data = yaml.load(Path(path).read_text(), Loader=SAFE_LOADER)
-    except OSError as error:
-        raise InputError(f"calibration file {path}: {error.strerror}") from None
+    """Read a calibration overlay (as `planner calibrate` writes it) with the checks of `files.load_structured`; parsed
+    once while the file is unchanged (`files.stat_key`). The dict is shared: callers read it, never change it."""
+    key = stat_key(Path(path))
+    if key is not None and key in _OVERLAYS:
+        return _OVERLAYS[key]
+    data = load_structured(Path(path), "calibration file")
     if not isinstance(data, dict) or not isinstance(data.get("efficiency"), list):
         raise InputError(f"calibration file {path}: field 'efficiency' must be a list of rows")
+    if key is not None and settled(key):
+        _OVERLAYS[key] = data
+        while len(_OVERLAYS) > OVERLAY_CACHE_ENTRIES:
+            _OVERLAYS.popitem(last=False)
     return data
 
 
@@ -403,13 +397,16 @@ def calibrated_catalog(path: Path | None = DEFAULT_CALIBRATION) -> SpeedCatalog:
 
 def scenario_catalog(file: str | None) -> SpeedCatalog:
     """The speed catalog the evaluator uses: the shipped calibration with a scenario's overlay
-    (`assumptions: {file: ...}`) applied over it; errors name assumptions.file."""
-    return _scenario_catalog_at(file, _modified_ns(file) if file is not None else 0)
+    (`assumptions: {file: ...}`) applied over it; errors name assumptions.file. Cached while the file is unchanged."""
+    key = stat_key(Path(file)) if file is not None else ()
+    if key is not None and (file is None or settled(key)):
+        return _scenario_catalog_at(file, key)
+    return _scenario_catalog_at.__wrapped__(file, key)
 
 
 @lru_cache(maxsize=8)
-def _scenario_catalog_at(file: str | None, modified_ns: int) -> SpeedCatalog:
-    """`scenario_catalog` of the file as it was at `modified_ns` (cached)."""
+def _scenario_catalog_at(file: str | None, key: tuple[Any, ...] | None) -> SpeedCatalog:
+    """`scenario_catalog` of the file as it was when its `files.stat_key` was `key`."""
     cat = calibrated_catalog()
     if file is None:
         return cat

@@ -8,7 +8,6 @@ each row's aliases, with did-you-mean suggestions on a miss.
 from __future__ import annotations
 
 import csv
-import time
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from planner.enums import PriceTerm
 from planner.errors import InputError, UnknownNameError
+from planner.files import settled, stat_key
 from planner.modelspec import ModelSpec, load_config_json
 from planner.units import BYTES_PER_GIB
 
@@ -213,9 +213,6 @@ def resolve_gpu(name: str, where: str = "gpu") -> GpuSpec:
 
 MODEL_CACHE_ENTRIES = 64
 """Parsed model specs kept per process (`resolve_model`), so a study does not re-read a config.json for every case."""
-MODEL_CACHE_SETTLE_NS = 2_000_000_000
-"""A config.json modified less than this long ago is not cached: a rewrite within one timestamp tick keeps size and
-mtime, so only files that have settled are trusted to be unchanged while their stat is."""
 _MODEL_CACHE: OrderedDict[tuple[Any, ...], ModelSpec] = OrderedDict()
 
 
@@ -223,18 +220,15 @@ def _load_config_cached(path: Path, where: str, name: str | None = None) -> Mode
     """`load_config_json` (renamed to `name` when given), cached on the path as given and the file it resolves to
     (device, inode: `stat` follows links), size, mtime and ctime: the same immutable `ModelSpec` object while the file
     is unchanged. Errors are never cached."""
-    try:
-        info = path.stat()
-    except OSError:
-        info = None
-    key = (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, name) if info else None
+    stat = stat_key(path)
+    key = (*stat, name) if stat is not None else None
     if key is not None and key in _MODEL_CACHE:
         _MODEL_CACHE.move_to_end(key)
         return _MODEL_CACHE[key]
     spec = load_config_json(path, where)
     if name is not None:
         spec = spec.model_copy(update={"name": name})
-    if key is not None and time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > MODEL_CACHE_SETTLE_NS:
+    if key is not None and settled(key):
         _MODEL_CACHE[key] = spec
         while len(_MODEL_CACHE) > MODEL_CACHE_ENTRIES:
             _MODEL_CACHE.popitem(last=False)

@@ -17,6 +17,7 @@ import json
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -208,6 +209,26 @@ def parse_structured(text: str, path: Path) -> Any:
         raise InputError(f"{path}: malformed JSON: {err}.") from None
     except RecursionError:
         raise InputError(f"{path}: nesting too deep (more than {MAX_NESTING} levels).") from None
+
+
+CACHE_SETTLE_NS = 2_000_000_000
+"""A file modified less than this long ago is not cached: a rewrite within one timestamp tick keeps size and mtime,
+so only files that have settled are trusted to be unchanged while their stat is."""
+
+
+def stat_key(path: Path) -> tuple[Any, ...] | None:
+    """(path as given, device, inode, size, mtime, ctime of the file it resolves to): a cache key that changes whenever the
+    file may have; None when it cannot be stat'ed."""
+    try:
+        info = Path(path).stat()
+    except OSError:
+        return None
+    return (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def settled(key: tuple[Any, ...]) -> bool:
+    """True when the file of a `stat_key` has not changed for CACHE_SETTLE_NS, so caching on the key is safe."""
+    return time.time_ns() - max(key[4], key[5]) > CACHE_SETTLE_NS
 
 
 def load_structured(path: Path, what: str = "YAML or JSON file") -> Any:

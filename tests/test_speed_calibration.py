@@ -506,3 +506,17 @@ def test_speed_evidence_follows_the_rows_a_plan_runs_on(tmp_path: Path) -> None:
     ev = cal.speed_evidence("H100-SXM", "bf16", "megatron", False, str(path))
     assert ev.unsummarised_file == "nosummary.yaml" and {g.calibration for g in ev.groups} == {"calibration.yaml"}
     assert "nosummary.yaml, the scenario's calibration the plan runs on, has no cross_validation summary" in ev.line()
+
+
+def test_a_calibration_file_that_is_not_yaml_is_refused_in_one_line(tmp_path: Path) -> None:
+    """The scenario's calibration file is read with the project's file checks (`files.load_structured`): malformed YAML
+    or a duplicate key is one line naming assumptions.file, exit 2, from `validate` as from `solve`."""
+    scenario = _small_training("H100-SXM")
+    scenario["assumptions"] = {"file": "mine.yaml"}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(scenario))
+    for text, what in (("efficiency: [\n  bad", "malformed YAML"), ("efficiency: []\nefficiency: []\n", "efficiency")):
+        (tmp_path / "mine.yaml").write_text(text)
+        for command in ("validate", "solve"):
+            result = CliRunner().invoke(app, [command, str(tmp_path / "s.yaml")])
+            assert result.exit_code == 2, result.output
+            assert "assumptions.file:" in result.output and what in result.output and "Traceback" not in result.output
