@@ -86,6 +86,12 @@ def instances_needed(num_gpus: Any, gpus_per_instance: Any) -> Any:
     return -(-num_gpus // gpus_per_instance)
 
 
+def pool_instances(replicas: Any, pool_replicas: Any, gpus_per_replica: Any, gpus_per_instance: Any) -> Any:
+    """Whole instances a serving pool rents: each of its replicas (pool_replicas per unit, `replicas` units) rents its own
+    (a replica does not share an instance with another)."""
+    return replicas * pool_replicas * instances_needed(gpus_per_replica, gpus_per_instance)
+
+
 def usd_per_hour(num_gpus: Any, gpus_per_instance: Any, usd_per_gpu_hour: Any) -> Any:
     """$/hour of num_gpus GPUs rented as whole instances."""
     return rented_gpus(num_gpus, gpus_per_instance) * usd_per_gpu_hour

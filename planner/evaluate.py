@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import GpuSpec
 from planner.cost import (
-    PriceQuote, SpotRisk, instances_needed, offer_at, offer_columns, rented_gpus, serving_usd_per_hour, spot_expected_time_s, spot_risk,
+    PriceQuote, SpotRisk, instances_needed, offer_at, offer_columns, pool_instances, rented_gpus, serving_usd_per_hour, spot_expected_time_s, spot_risk,
     training_cost_usd, usd_per_million_tokens,
 )
 from planner.enums import PriceTerm
@@ -188,8 +188,8 @@ class Table:
                     per_prefill = pools["prefill_tp"] * pools["prefill_pp"]
                     prefill_offer, prefill_instance, prefill_usd = offer_columns(price, per_prefill, np.minimum(per_prefill, self.node))
                     cost["prefill_offer"] = np.where(split, prefill_offer, -2)
-                    prefill_paid = self.layout["replicas"] * pools["prefill_replicas"] * rented_gpus(per_prefill, prefill_instance)
-                    decode_paid = self.layout["replicas"] * pools["decode_replicas"] * rented_gpus(per_replica, per_instance)
+                    prefill_paid = pool_instances(self.layout["replicas"], pools["prefill_replicas"], per_prefill, prefill_instance) * prefill_instance
+                    decode_paid = pool_instances(self.layout["replicas"], pools["decode_replicas"], per_replica, per_instance) * per_instance
                     paid = np.where(split, prefill_paid + decode_paid, paid)
                     usd_h = np.where(split, serving_usd_per_hour(prefill_paid, prefill_usd) + serving_usd_per_hour(decode_paid, usd), usd_h)
                 cost |= {"offer": offer, "gpus_paid": paid, "usd_per_hour": usd_h,

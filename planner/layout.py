@@ -106,11 +106,21 @@ class InferenceLayout(BaseModel):
         return self.prefill_replicas > 0
 
     @property
+    def stage_gpus(self) -> int:
+        """tp x pp: the GPUs of one colocated or decode replica."""
+        return self.tp * self.pp
+
+    @property
+    def prefill_stage_gpus(self) -> int:
+        """prefill_tp x prefill_pp: the GPUs of one prefill replica (disaggregated)."""
+        return self.prefill_tp * self.prefill_pp
+
+    @property
     def gpus_per_replica(self) -> int:
         """tp x pp; disaggregated: the whole unit, prefill_replicas x prefill_tp x prefill_pp + decode_replicas x tp x pp."""
         if self.disaggregated:
-            return self.prefill_replicas * self.prefill_tp * self.prefill_pp + self.decode_replicas * self.tp * self.pp
-        return self.tp * self.pp
+            return self.prefill_replicas * self.prefill_stage_gpus + self.decode_replicas * self.stage_gpus
+        return self.stage_gpus
 
     @property
     def num_gpus(self) -> int:

@@ -66,10 +66,10 @@ def speed_cost_table(e: Evaluation) -> Table:
         p = e.perf
         lay = e.layout
         if lay.disaggregated:
-            table.add_row("prefill pool", f"{lay.prefill_replicas} x (TP{lay.prefill_tp} PP{lay.prefill_pp} on {lay.prefill_tp * lay.prefill_pp}x "
+            table.add_row("prefill pool", f"{lay.prefill_replicas} x (TP{lay.prefill_tp} PP{lay.prefill_pp} on {lay.prefill_stage_gpus}x "
                           f"{lay.gpu}, batch {lay.prefill_batch}), {p.request_rate_rps / lay.prefill_replicas:,.3g} requests/s each, "
                           f"utilisation {p.prefill_utilisation:.0%}")
-            table.add_row("decode pool", f"{lay.decode_replicas} x (TP{lay.tp} PP{lay.pp} on {lay.tp * lay.pp}x {lay.gpu}, batch {lay.batch}), "
+            table.add_row("decode pool", f"{lay.decode_replicas} x (TP{lay.tp} PP{lay.pp} on {lay.stage_gpus}x {lay.gpu}, batch {lay.batch}), "
                           f"{p.request_rate_rps / lay.decode_replicas:,.3g} requests/s and "
                           f"{p.decode_seqs_in_flight / lay.decode_replicas:,.1f} sequences in flight each")
             table.add_row("KV transfer", f"{p.kv_transfer_s * 1000:,.2f} ms per prompt, prefill to decode replica (in TTFT)")

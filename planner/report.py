@@ -26,7 +26,7 @@ from typing import Any
 from planner.catalog import GpuSpec, model_entry, resolve_gpu
 from planner.catalog import load_onprem
 from planner.cost import (
-    HOURS_PER_MONTH, PriceQuote, break_even_month, hosting_usd_per_gpu_hour, instances_needed, offer_for, power_usd_per_gpu_hour,
+    HOURS_PER_MONTH, PriceQuote, break_even_month, hosting_usd_per_gpu_hour, instances_needed, offer_for, pool_instances, power_usd_per_gpu_hour,
     price_quote, rented_gpus,
 )
 from planner.scenario import Pricing
@@ -396,8 +396,8 @@ def _recommendation(scenario: Scenario, plan: Plan) -> str:
         if plan.speed_evidence is not None:
             body += f" The time and cost carry the {plan.speed_evidence.line()}."
     elif lay.disaggregated:
-        body = (f" A prefill pool of {lay.prefill_replicas * lay.replicas} x {lay.prefill_tp * lay.prefill_pp} GPU(s) and a decode pool of "
-                f"{lay.decode_replicas * lay.replicas} x {lay.tp * lay.pp} GPU(s) (disaggregated, KV transfer "
+        body = (f" A prefill pool of {lay.prefill_replicas * lay.replicas} x {lay.prefill_stage_gpus} GPU(s) and a decode pool of "
+                f"{lay.decode_replicas * lay.replicas} x {lay.stage_gpus} GPU(s) (disaggregated, KV transfer "
                 f"{e.perf.kv_transfer_s * 1000:.2f} ms) serve {e.fleet_output_tokens_per_s:,.0f} output tokens/s under load "
                 f"({e.perf.decode_seqs_in_flight:,.0f} sequences in flight, utilisation {e.perf.utilisation:.0%}; TTFT p{e.perf.percentile} "
                 f"{e.perf.ttft_s:.3f} s, TPOT p{e.perf.percentile} {e.perf.tpot_s * 1000:.1f} ms) for {money(e.usd_per_hour)}/h, "
@@ -427,8 +427,8 @@ def _rentals(e: Evaluation) -> list[tuple[int, int, PriceQuote | None, str]]:
         if lay.disaggregated:
             pq = e.prefill_price or q
             pk = pq.gpus_per_instance if pq else 1
-            return [(int(lay.replicas * lay.prefill_replicas * instances_needed(lay.prefill_tp * lay.prefill_pp, pk)), pk, pq, "prefill pool"),
-                    (int(lay.replicas * lay.decode_replicas * instances_needed(lay.tp * lay.pp, k)), k, q, "decode pool")]
+            return [(int(pool_instances(lay.replicas, lay.prefill_replicas, lay.prefill_stage_gpus, pk)), pk, pq, "prefill pool"),
+                    (int(pool_instances(lay.replicas, lay.decode_replicas, lay.stage_gpus, k)), k, q, "decode pool")]
         return [(int(lay.replicas * instances_needed(lay.gpus_per_replica, k)), k, q, "")]
     return [(int(instances_needed(e.layout.num_gpus, k)), k, q, "")]
 
