@@ -504,9 +504,10 @@ def calibrate_cmd(
     guarded(body)
 
 
-def simulator_options(traffic: Any) -> dict[str, float]:
-    """The traffic terms the simulator replays (speculation, prefix hits), as `perf.steady_state_options` gives the model."""
-    return {"tokens_per_step": traffic.tokens_per_step, "verify_tokens": traffic.verify_tokens, "prefix_hit_rate": traffic.prefix_cache_hit_rate}
+def simulator_options(spec: dict[str, Any]) -> dict[str, float]:
+    """The terms of `perf.steady_state_options` the simulator replays itself (speculation, prefix hits; it samples the
+    prompt lengths)."""
+    return {k: spec[k] for k in ("tokens_per_step", "verify_tokens", "prefix_hit_rate")}
 
 
 def simulate_pools(scenario, plan, rate: float | None, requests: int, seed: int, trace: Path | None, chart: Path | None) -> None:  # noqa: ANN001
@@ -516,7 +517,7 @@ def simulate_pools(scenario, plan, rate: float | None, requests: int, seed: int,
 
     from planner.catalog import resolve_gpu, resolve_model
     from planner.errors import InputError
-    from planner.perf import serving_pool_costs
+    from planner.perf import serving_pool_costs, steady_state_options
     from planner.simulate import poisson_requests, simulate_disaggregated
     from planner.evaluate import layout_summary
     from planner.space import node_size
@@ -526,14 +527,14 @@ def simulate_pools(scenario, plan, rate: float | None, requests: int, seed: int,
     workload, layout = scenario.workload, plan.layout
     traffic = workload.resolved_traffic()
     g = resolve_gpu(layout.gpu)
-    pcost, dcost, move = serving_pool_costs(resolve_model(workload.model), workload, layout, g, scenario.resolved_assumptions(),
-                                            node_size(scenario, g))
+    model = resolve_model(workload.model)
+    pcost, dcost, move = serving_pool_costs(model, workload, layout, g, scenario.resolved_assumptions(), node_size(scenario, g))
     fleet = (rate if rate is not None else plan.perf.request_rate_rps) / layout.replicas
     rng = np.random.default_rng(seed)
     prompts, outputs = traffic.prompt.sample(requests, rng), traffic.output.sample(requests, rng)
     pre = poisson_requests(fleet / layout.prefill_replicas, requests, prompts, outputs, seed)
     dec = poisson_requests(fleet / layout.decode_replicas, requests, prompts, outputs, seed + 1)
-    result = simulate_disaggregated(pcost, dcost, pre, dec, move, progress=True, **simulator_options(traffic))
+    result = simulate_disaggregated(pcost, dcost, pre, dec, move, progress=True, **simulator_options(steady_state_options(model, workload)))
     perf, tau = plan.perf, traffic.tokens_per_step
     out.print(f"[bold]{workload.model}[/bold]: {layout_summary(plan)}; "
               f"{fleet:.3g} requests/s per unit, {requests} requests per pool, seed {seed}")
@@ -629,7 +630,7 @@ def simulate_cmd(
         rng = np.random.default_rng(seed)
         arrivals = trace_requests(trace) if trace is not None else poisson_requests(
             per_replica, requests, traffic.prompt.sample(requests, rng), traffic.output.sample(requests, rng), seed)
-        result = simulate(cost, arrivals, progress=True, **simulator_options(traffic))
+        result = simulate(cost, arrivals, progress=True, **simulator_options(spec))
         state = steady_state(cost, per_replica, prompt, output, **spec)
         out.print(f"[bold]{model.name}[/bold] on {layout.replicas} x {layout.gpu} TP{layout.tp} PP{layout.pp} "
                   f"({layout.weight_precision.value} weights, {layout.kv_precision.value} KV); {per_replica:.3g} requests/s per replica, "
@@ -659,7 +660,7 @@ def simulate_cmd(
             count = min(requests, 2000)
             lengths = np.random.default_rng(seed)
             sweep = load_sweep(cost, traffic.prompt.sample(count, lengths), traffic.output.sample(count, lengths), np.linspace(0.1, 0.9, 5) * top,
-                               requests=count, seed=seed, **simulator_options(traffic))
+                               requests=count, seed=seed, **simulator_options(spec))
             title = f"{model.name} on {layout.gpu} TP{layout.tp} PP{layout.pp}"
             out.print(f"wrote {write_latency_chart(chart, cost, prompt, output, sweep, title, **spec)}")
 

@@ -22,8 +22,8 @@ Column API (one GPU type per table; `Columns` = dict of equal-length numpy array
   speed columns    `planner.perf.training_perf_columns` (one per TrainingPerf field: compute_s,
                    elementwise_s, bubble_s, tp_comm_s, pp_comm_s, dp_comm_exposed_s, ep_comm_s,
                    optimizer_s, step_time_s, tokens_per_s, ...) and `inference_perf_columns`
-                   (decode_step_columns: decode_step_s, decode_memory_s, decode_compute_s,
-                   decode_tp_comm_s; prefill_columns; ttft_s, tpot_s, output_tokens_per_s,
+                   (decode_step_columns: decode_step_s, decode_memory_s, decode_compute_s;
+                   prefill_columns; ttft_s, tpot_s, output_tokens_per_s,
                    decode_memory_bound). A new speed or serving model replaces one of these
                    column functions; the scalar path and the objects follow.
   cost columns     `Table.priced(price)`: cost_usd | fleet_output_tokens_per_s, usd_per_hour,

@@ -647,14 +647,13 @@ WEIGHT_PRECISIONS: tuple[WeightPrecision, ...] = tuple(WeightPrecision)
 """Order of the integer codes of the `weight_precision` serving column."""
 KV_PRECISIONS: tuple[KvPrecision, ...] = tuple(KvPrecision)
 """Order of the integer codes of the `kv_precision` serving column."""
-INFERENCE_FIELDS = ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas", "prefill_replicas", "decode_replicas",
-                    "prefill_tp", "prefill_pp", "prefill_batch")
-"""Serving layout columns (one GPU type per table): InferenceLayout field names; precisions as codes. The disaggregated
-columns (prefill_*, decode_replicas) may be absent: colocated (`pool_columns`)."""
-
 POOL_FIELDS = {"prefill_replicas": 0, "decode_replicas": 0, "prefill_tp": 1, "prefill_pp": 1, "prefill_batch": 1, "attention_dp": 1}
 """The optional serving layout columns (disaggregated pools; MoE data-parallel attention) and their defaults (colocated,
 TP attention)."""
+
+INFERENCE_FIELDS = ("weight_precision", "kv_precision", "tp", "pp", "batch", "replicas", *POOL_FIELDS)
+"""Serving layout columns (one GPU type per table): InferenceLayout field names; precisions as codes. The optional
+POOL_FIELDS may be absent (`pool_columns` fills their defaults)."""
 
 
 def pool_columns(cols: Columns) -> Columns:
@@ -811,7 +810,8 @@ def inference_memory_columns(model: ModelSpec, workload: InferenceWorkload, gpu:
     body, embed16, experts = np.zeros(n), np.zeros(n), np.zeros(n)
     # MoE data-parallel attention (SGLang --enable-dp-attention): attention and dense layers split by tp / dp and
     # replicated on the dp ranks, routed experts over all tp cards (EP = tp), each DP rank's KV for its batch / dp sequences
-    dp = pool_columns(cols)["attention_dp"]
+    pools = pool_columns(cols)
+    dp = pools["attention_dp"]
     attention_tp = cols["tp"] // dp
     for pp in distinct(cols["pp"]):
         rows = cols["pp"] == pp
@@ -830,7 +830,6 @@ def inference_memory_columns(model: ModelSpec, workload: InferenceWorkload, gpu:
     out["capacity_bytes"] = np.full(n, gpu.memory_bytes * assumptions.gpu_memory_utilization)
     # disaggregated units: the terms above are a decode replica's card; a prefill replica's card must fit too
     out["prefill_total_bytes"] = np.zeros(n)
-    pools = pool_columns(cols)
     split = pools["prefill_replicas"] > 0
     if split.any():
         prefill = prefill_layout_columns(take_columns(cols, split))

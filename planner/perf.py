@@ -335,7 +335,7 @@ def decode_step_columns(
     one-shot all-reduces (`serving_allreduce_s`); the engine adds `engine_overhead_s` per step. PP
     stages run one after another for a given token. `memory` supplies the weight, expert and
     KV-per-token columns of `inference_memory_columns`. Output: decode_step_s, decode_memory_s,
-    decode_compute_s, decode_tp_comm_s (per stage).
+    decode_compute_s (per stage).
     """
     node = gpus_per_node or gpu.gpus_per_node
     tp, pp, b = cols["tp"], cols["pp"], cols["batch"]
@@ -352,7 +352,7 @@ def decode_step_columns(
     bw = group_bandwidth_gbps(gpu, tp, 1, node)
     tp_comm = layers_per_stage * 2 * serving_allreduce_s(2.0 * b * model.hidden_size, tp, bw, assumptions)
     stage = np.maximum(t_mem, t_compute) + tp_comm + assumptions.engine_overhead_s / pp
-    return {"decode_step_s": stage * pp, "decode_memory_s": t_mem, "decode_compute_s": t_compute, "decode_tp_comm_s": tp_comm}
+    return {"decode_step_s": stage * pp, "decode_memory_s": t_mem, "decode_compute_s": t_compute}
 
 
 def prefill_columns(model: ModelSpec, gpu: GpuSpec, assumptions: Assumptions, cols: Columns, prompt_tokens: int, requests: Num) -> np.ndarray:
@@ -489,9 +489,7 @@ def inference_perf_columns(
         _, memory_s, compute_s = serving.stage_terms(cost, b, ctx, 0.0)
         decode = {"decode_step_s": np.where(on, serving.iteration_time_s(cost, b, ctx, 0.0), decode["decode_step_s"]),
                   "decode_memory_s": np.where(on, memory_s, decode["decode_memory_s"]),
-                  "decode_compute_s": np.where(on, compute_s, decode["decode_compute_s"]),
-                  "decode_tp_comm_s": np.where(on, cost.fixed_s + cost.comm_s_per_token * b - assumptions.engine_overhead_s,
-                                               decode["decode_tp_comm_s"])}
+                  "decode_compute_s": np.where(on, compute_s, decode["decode_compute_s"])}
     cycle = prefill_columns(model, gpu, assumptions, cols, p, cols["batch"]) + o * decode["decode_step_s"]
     pct = slo.percentile
     return {**decode, "percentile": np.full(len(b), pct), "replicas_needed": replicas, "request_rate_rps": per_replica,
@@ -587,12 +585,10 @@ def disaggregated_perf_columns(
     x, y = pools["prefill_replicas"].astype(float), pools["decode_replicas"].astype(float)
     pcost, dcost, move = pool_costs(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
     rate = np.full(len(x), traffic.request_rate_rps)
-    dec_kwargs = dict(tokens_per_step=tau, verify_tokens=traffic.verify_tokens)
-    lengths = prompt_quadrature(model, workload)
-    state = serving.disaggregated_state(pcost, dcost, rate, p_mean, o_mean, x, y, move, prefix_hit_rate=traffic.prefix_cache_hit_rate,
-                                        prompt_lengths=lengths, **dec_kwargs)
+    pre_kwargs, dec_kwargs = pool_options(model, workload)
+    state = serving.disaggregated_state(pcost, dcost, rate, p_mean, o_mean, x, y, move, **pre_kwargs, **dec_kwargs)
     dec = state.decode
-    p_cap = serving.prefill_max_rate_rps(pcost, p_mean, iterations=8, prefix_hit_rate=traffic.prefix_cache_hit_rate, prompt_lengths=lengths)
+    p_cap = serving.prefill_max_rate_rps(pcost, p_mean, iterations=8, **pre_kwargs)
     d_cap = serving.decode_max_rate_rps(dcost, p_mean, o_mean, iterations=8, **dec_kwargs)
     with np.errstate(divide="ignore", invalid="ignore"):
         p_util = rate / x / np.where(p_cap > 0, p_cap, np.nan)
@@ -617,6 +613,13 @@ def steady_state_options(model: ModelSpec, workload: InferenceWorkload) -> dict:
                 tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens, prompt_lengths=prompt_quadrature(model, workload))
 
 
+def pool_options(model: ModelSpec, workload: InferenceWorkload) -> tuple[dict, dict]:
+    """`steady_state_options` split between a disaggregated unit's pools: (prefill replicas: prefix hits and the
+    prompt-length nodes; decode replicas: speculation)."""
+    spec = steady_state_options(model, workload)
+    return {k: spec[k] for k in ("prefix_hit_rate", "prompt_lengths")}, {k: spec[k] for k in ("tokens_per_step", "verify_tokens")}
+
+
 def prompt_quadrature(model: ModelSpec, workload: InferenceWorkload):  # -> serving.Lengths
     """The prompt-length distribution's quadrature nodes up to the model's context window (`TokenLengths.quadrature`):
     what a prefill pool's M/G/1 queue averages its service over (`serving.prefill_only_state`)."""
@@ -632,11 +635,11 @@ def size_disaggregated_pools(model: ModelSpec, workload: InferenceWorkload, gpu:
     traffic = workload.resolved_traffic()
     assert traffic.request_rate_rps is not None, "disaggregated pools are sized for a request rate"
     pcost, dcost, move = pool_costs(model, workload, gpu, assumptions, cols, memory, gpus_per_node)
+    pre_kwargs, dec_kwargs = pool_options(model, workload)
     return serving.pool_replicas_needed(
         pcost, dcost, traffic.request_rate_rps, traffic.prompt.mean_tokens(), traffic.output.mean_tokens(), move,
         percentile=traffic.slo.percentile, ttft_slo_s=traffic.slo.ttft_s, tpot_slo_s=traffic.slo.tpot_s, max_replicas=MAX_REPLICAS,
-        prefix_hit_rate=traffic.prefix_cache_hit_rate, tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens,
-        prompt_lengths=prompt_quadrature(model, workload))
+        **pre_kwargs, **dec_kwargs)
 
 
 PERF_INT_FIELDS = ("percentile", "replicas_needed")

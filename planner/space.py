@@ -44,6 +44,8 @@ MAX_LAYOUTS_SEARCHED = 25_000_000
 layout); a larger search is refused before it starts, with its count and how to narrow it (never silently capped)."""
 
 SERVING_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+DEFAULT_TP_DEGREES = tuple(2**i for i in range(7))
+"""Tensor-parallel degrees searched when search.tp is not given (1-64; the GPU's node bounds them)."""
 
 
 @dataclass
@@ -71,7 +73,7 @@ class Space:
         built on first use (explanations of a search where nothing fits), as its speed costs as much as a small table's."""
         if self._closest_misfit is None and self._misfit is not None:
             table, quote = self._misfit
-            self._closest_misfit = table.with_perf().priced(quote).evaluation_at(0)
+            self._closest_misfit = replace(table, price=quote).with_perf().evaluation_at(0)
         return self._closest_misfit
 
     @property
@@ -118,7 +120,7 @@ def gpu_cap(scenario: Scenario, gpu: str, explain: bool = False) -> int | None:
 
 def tp_values(scenario: Scenario, model: ModelSpec, gpu: GpuSpec) -> list[int]:
     """TP degrees: divide the heads, within the node's scale-up domain unless allowed otherwise."""
-    allowed = scenario.search.tp or tuple(2**i for i in range(7))
+    allowed = scenario.search.tp or DEFAULT_TP_DEGREES
     out = []
     for tp in allowed:
         if model.num_heads % tp:
@@ -338,7 +340,7 @@ def dp_attention_values(scenario: Scenario, model: ModelSpec, node: int) -> list
     tp / attention_dp dividing the heads and within one node. Dense models: none."""
     if not model.is_moe:
         return []
-    allowed = scenario.search.tp or tuple(2**i for i in range(7))
+    allowed = scenario.search.tp or DEFAULT_TP_DEGREES
     dps = scenario.search.attention_dp or tuple(2**i for i in range(1, 7))
     return [(tp, dp) for tp in sorted(set(allowed)) for dp in sorted(set(dps)) if dp > 1 and tp % dp == 0 and whole_nodes(tp, node)
             and model.n_routed_experts % tp == 0 and model.num_heads % (tp // dp) == 0 and tp // dp <= node]
@@ -387,7 +389,7 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
     best pair is among these unless the transfer link changes the order.
     """
     from planner import serving
-    from planner.perf import MAX_REPLICAS, prefill_cost_columns, prompt_quadrature, serving_cost_columns, size_disaggregated_pools
+    from planner.perf import MAX_REPLICAS, pool_options, prefill_cost_columns, serving_cost_columns, size_disaggregated_pools
 
     workload = scenario.workload
     assert isinstance(workload, InferenceWorkload)
@@ -406,16 +408,15 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
     order = capped[np.lexsort((-lay["batch"][capped], shape[capped]))]
     small = np.sort(order[np.unique(shape[order], return_index=True)[1]])
     x_alone = np.zeros(len(table), dtype=np.int64)
+    pre_kwargs, dec_kwargs = pool_options(model, workload)
     if len(small):
         pcost = prefill_cost_columns(model, workload, gpu, assumptions, decode_layout_columns(take_columns(lay, small)), take_columns(mem, small), node)
         move = serving.kv_transfer_s(p_mean, mem["kv_bytes_per_token"][small], gpu.network_gbps_per_gpu)
         x_alone[small] = serving.prefill_replicas_needed(pcost, rate, p_mean, move, percentile=traffic.slo.percentile,
-                                                         ttft_slo_s=traffic.slo.ttft_s, max_replicas=MAX_REPLICAS,
-                                                         prefix_hit_rate=traffic.prefix_cache_hit_rate,
-                                                         prompt_lengths=prompt_quadrature(model, workload))
+                                                         ttft_slo_s=traffic.slo.ttft_s, max_replicas=MAX_REPLICAS, **pre_kwargs)
     dcost = serving_cost_columns(model, workload, gpu, assumptions, decode_layout_columns(lay), mem, node)
     y_alone = serving.decode_replicas_needed(dcost, rate, p_mean, o_mean, percentile=traffic.slo.percentile, tpot_slo_s=traffic.slo.tpot_s,
-                                             max_replicas=MAX_REPLICAS, tokens_per_step=traffic.tokens_per_step, verify_tokens=traffic.verify_tokens)
+                                             max_replicas=MAX_REPLICAS, **dec_kwargs)
     prefill = _best_per_group(x_alone * gpus, gpus, lay["batch"], group, DISAGGREGATED_PREFILL_CANDIDATES)
     decode = _best_per_group(y_alone * gpus, gpus, lay["batch"], group, DISAGGREGATED_DECODE_CANDIDATES)
     pairs = [(i, j) for j in decode for i in prefill if group[i] == group[j]]

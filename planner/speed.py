@@ -445,7 +445,6 @@ def training_design(shape: ModelShape, gpu: GpuSpec, dtype: str, framework: str,
     micro_batches = np.maximum(lay["global_batch"] / (dp * b), 1.0)
     tokens_per_gpu = lay["global_batch"] * s / n  # work per GPU per step, in tokens
     full = (rc >= 2).astype(float)
-    fp8 = dtype == "fp8" and gpu.supports_fp8
     linear_dtype = linear_efficiency_dtype(gpu, dtype)
     bf16_peak = peak_tflops(gpu, "fp32" if dtype == "fp32" else "bf16") * 1e12
     lin_peak = peak_tflops(gpu, dtype) * 1e12
