@@ -761,7 +761,6 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
     # bursts; the iteration chain of `_prefill_cycles` gives E[T] for a given decode batch, and B = rate O / tau E[T]
     # closes the loop (fixed-point iteration from the fluid T, which is below it).
     share = _clip(pi, 1e-6, 1.0)
-    history: list[Array] = []
     work = np.maximum(prompt, 1.0)  # a fully cached prompt still runs one token to sample from (as `planner.simulate`)
     moment2 = np.maximum(moment2, work**2)
     for step in range(CHAIN_REFINEMENTS + 1):
@@ -772,14 +771,13 @@ def steady_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: ArrayL
         share = cycles.prefill_iteration_share
         if step < CHAIN_REFINEMENTS:
             good = np.isfinite(cycles.iteration_mean_s) & (cycles.utilisation < 1.0)
-            history.append(t)
-            t = np.where(good, np.maximum(cycles.iteration_mean_s, t), t)
-            if len(history) == 2:  # Aitken's delta-squared extrapolation of the monotone iteration (Burden & Faires, Sec. 2.5)
-                t0_, t1_ = history
+            t1_, t = t, np.where(good, np.maximum(cycles.iteration_mean_s, t), t)
+            if step % 2 == 0:
+                t0_ = t1_
+            else:  # Aitken's delta-squared extrapolation of each pair of steps of the monotone iteration (Burden & Faires, Sec. 2.5)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     jump = (t - t1_) ** 2 / (t - 2.0 * t1_ + t0_)
                 t = np.where(good & np.isfinite(jump) & (t - 2.0 * t1_ + t0_ < 0.0), t - jump, t)
-                history = []
     rho = cycles.utilisation
     feasible = feasible & (rho < 1.0)
     ttft_mean = cycles.ttft_mean_s

@@ -514,16 +514,8 @@ def _join(parts: list[Table]) -> Table:
 
 
 def _pruned(table: Table) -> Table:
-    """The rows `dominance_keep` keeps. Without a price, disaggregated serving units are kept and compared with nothing:
-    their cost depends on the instances each pool rents, not on their GPU count alone, so only the priced pruning
-    (`priced_table`) compares them."""
-    if table.training or table.price is not None:
-        return table.take(dominance_keep(dominance_values(table)))
-    split = pool_columns(table.layout)["prefill_replicas"] > 0
-    keep = split.copy()
-    colocated = np.nonzero(~split)[0]
-    keep[colocated] = dominance_keep(dominance_values(table.take(colocated)))
-    return table.take(keep)
+    """The rows `dominance_keep` keeps."""
+    return table.take(dominance_keep(dominance_values(table)))
 
 
 def evaluate_training_gpu(scenario: Scenario, model: ModelSpec, assumptions: Assumptions, gpu: GpuSpec, node: int, prune: bool,
@@ -671,8 +663,10 @@ def dominance_values(table: Table) -> np.ndarray:
     Training: GPUs, cost, time to train (throughput is tokens / time). Serving, per replica:
     GPUs, $/h, -tokens/s, -batch, TTFT, TPOT, and the replicas the load needs (a plan of a
     dominated row with k >= its need maps to the dominator with the same k). Without a price, cost is replaced by what it is
-    a price times: GPU-hours (training) or GPUs (serving); rounding is monotone, so whatever
-    this drops the priced pruning drops too.
+    a price times: GPU-hours (training), or for serving the shape of what a replica rents, since each replica rents its
+    own whole instances (`cost.pool_instances`): prefill replicas, GPUs per prefill replica, decode (or colocated)
+    replicas and GPUs per replica. A row no larger on each costs no more at any price whose instance cost grows with its
+    GPUs, so whatever this drops the priced pruning drops too.
     """
     lay = table.layout
     if table.training:
@@ -681,8 +675,14 @@ def dominance_values(table: Table) -> np.ndarray:
         cost = table.cost["cost_usd"] if table.price else n * time / SECONDS_PER_HOUR
         return np.column_stack([n.astype(float), cost, time])
     gpus = serving_unit_gpus(lay).astype(float)
-    per_replica_usd_h = table.cost["usd_per_hour"] / lay["replicas"] if table.price else gpus
-    return np.column_stack([gpus, per_replica_usd_h, -table.perf["output_tokens_per_s"], -lay["batch"].astype(float),
+    if table.price:
+        cost = [table.cost["usd_per_hour"] / lay["replicas"]]
+    else:
+        pools = pool_columns(lay)
+        split = pools["prefill_replicas"] > 0
+        cost = [pools["prefill_replicas"].astype(float), np.where(split, pools["prefill_tp"] * pools["prefill_pp"], 0).astype(float),
+                np.where(split, pools["decode_replicas"], 1).astype(float), (lay["tp"] * lay["pp"]).astype(float)]
+    return np.column_stack([gpus, *cost, -table.perf["output_tokens_per_s"], -lay["batch"].astype(float),
                             table.perf["ttft_s"], table.perf["tpot_s"], table.perf["replicas_needed"].astype(float)])
 
 
