@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -56,6 +57,12 @@ class PlannerCpModel(cp_model.CpModel):
 def weighted(variables: list[cp_model.IntVar], coefficients: list[int]) -> cp_model.LinearExpr:
     """sum(c x) over a column of integer coefficients, built in one call (OR-Tools' weighted_sum)."""
     return cp_model.LinearExpr.weighted_sum(variables, coefficients)
+
+
+def tiebreak(gpus: Any, row: Any, rows: int) -> Any:
+    """Ties on the objective go to fewer GPUs, then to the earliest row: one integer, GPUs x rows + row (row < rows).
+    The same expression orders CP-SAT's second phase (over variables) and the numpy screening (over columns)."""
+    return gpus * rows + row
 
 
 def scaled(value: float, unit: str, direction: str = "need") -> int:

@@ -400,12 +400,12 @@ def _screen(scenario: Scenario, rows: list[Evaluation], skip_limits: frozenset[s
 
 def _solve_encoding(scenario: Scenario, enc: Encoding, rows: int, time_limit_s: float) -> Lexicographic:
     """The scenario's objective over an encoded table, ties to fewer GPUs, then the earliest row."""
-    from planner.encode import weighted
+    from planner.encode import tiebreak, weighted
 
     expr, maximise = _objective_expr(enc, scenario.objective)
-    tiebreak = enc.gpus * rows + weighted(enc.x, list(range(rows)))
     # The tie-break fixes the chosen row and its GPUs (so its replicas): one weighted solve gives the same plan.
-    return solve_lexicographic(enc.model, expr, maximise, tiebreak, enc.x, time_limit_s, solver_workers(rows),
+    return solve_lexicographic(enc.model, expr, maximise, tiebreak(enc.gpus, weighted(enc.x, list(range(rows))), rows), enc.x,
+                               time_limit_s, solver_workers(rows),
                                one_phase=rows <= SMALL_TABLE_ROWS)
 
 
@@ -569,6 +569,8 @@ def best_at_fewest_replicas(scenario: Scenario, rows: list[Evaluation], skip_lim
     least (objective, GPUs, row) among the rows no limit rules out, in the model's integers.
     None when every row is ruled out.
     """
+    from planner.encode import tiebreak
+
     assert scenario.objective in (Objective.MIN_COST, Objective.MIN_GPUS, Objective.MIN_TIME)
     if not rows:
         return None
@@ -577,7 +579,7 @@ def best_at_fewest_replicas(scenario: Scenario, rows: list[Evaluation], skip_lim
     if not len(candidates):
         return None
     primary = getattr(coef, OBJECTIVE_COLUMNS[scenario.objective])[candidates] * fewest[candidates]
-    best = int(candidates[np.lexsort((candidates, coef.gpus[candidates] * fewest[candidates], primary))[0]])
+    best = int(candidates[np.lexsort((tiebreak(coef.gpus[candidates] * fewest[candidates], candidates, len(coef)), primary))[0]])
     return with_replicas(rows[best], int(fewest[best])) if isinstance(rows[best], InferenceEvaluation) else rows[best]  # type: ignore[arg-type]
 
 
