@@ -432,8 +432,9 @@ def disaggregated_table(scenario: Scenario, model: ModelSpec, assumptions: Assum
     sized = (x > 0) & (y > 0)
     if not sized.any():
         return None
-    cols = take_columns(cols, sized) | {"prefill_replicas": x[sized].astype(np.int64), "decode_replicas": y[sized].astype(np.int64)}
-    units = inference_table(model, workload, gpu, assumptions, None, cols, node)
+    # the memory columns read the pool counts only through prefill_replicas > 0, which sizing keeps: only the layout changes
+    units = units.take(sized)
+    units = replace(units, layout=units.layout | {"prefill_replicas": x[sized].astype(np.int64), "decode_replicas": y[sized].astype(np.int64)})
     units = units.take(units.fits).with_perf()
     return units.take(units.perf["replicas_needed"] > 0)
 
