@@ -1094,9 +1094,10 @@ def prefill_only_state(cost: IterationCost, rate_rps: ArrayLike, prompt_tokens: 
     if prompt_lengths is not None and len(prompt_lengths[0]) > 1:
         return _prefill_only_mg1(cost, _f(rate_rps), prompt_lengths, _f(prefix_hit_rate), pipelined, percentiles)
     rate, prompt_all = (np.asarray(v, dtype=float) for v in np.broadcast_arrays(_f(rate_rps), _f(prompt_tokens)))
-    prompt = prompt_all * (1.0 - _f(prefix_hit_rate))
+    fresh = prompt_all * (1.0 - _f(prefix_hit_rate))
+    prompt = np.maximum(fresh, 1.0)  # a fully cached prompt still runs one token to sample from (as `planner.simulate`)
     chunk = np.maximum(np.minimum(_f(cost.chunk_tokens), prompt), 1.0)
-    service = np.ceil(prompt / chunk) * iteration_time_s(cost, 0.0, 0.0, chunk, _prefill_context(chunk, prompt, prompt_all - prompt), 1.0, pipelined)
+    service = np.ceil(prompt / chunk) * iteration_time_s(cost, 0.0, 0.0, chunk, _prefill_context(chunk, prompt, prompt_all - fresh), 1.0, pipelined)
     rho = rate * service
     stable = rho < 1.0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -1147,9 +1148,10 @@ def _prefill_only_mg1(cost: IterationCost, rate: Array, prompt_lengths: Lengths,
     nodes, weights = (np.asarray(v, dtype=float) for v in prompt_lengths)
     axes = (1,) * max(rate.ndim, len(_shape(cost)))
     points, w = nodes.reshape((-1,) + axes), weights.reshape((-1,) + axes)
-    prompt = points * (1.0 - hit)
+    fresh = points * (1.0 - hit)
+    prompt = np.maximum(fresh, 1.0)  # a fully cached prompt still runs one token (as `planner.simulate`)
     chunk = np.maximum(np.minimum(_f(cost.chunk_tokens), prompt), 1.0)
-    service = np.ceil(prompt / chunk) * iteration_time_s(cost, 0.0, 0.0, chunk, _prefill_context(chunk, prompt, points - prompt), 1.0, pipelined)
+    service = np.ceil(prompt / chunk) * iteration_time_s(cost, 0.0, 0.0, chunk, _prefill_context(chunk, prompt, points - fresh), 1.0, pipelined)
     s1, s2, s3 = ((w * service**j).sum(axis=0) for j in (1, 2, 3))
     rate = rate * np.ones_like(s1)
     rho = rate * s1

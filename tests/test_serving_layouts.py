@@ -431,3 +431,20 @@ def test_a_prefill_card_that_overflows_is_a_plan_that_does_not_fit(long_plans) -
     assert not e.memory.fits
     with pytest.raises(AssertionError, match="does not fit in memory"):
         verify(scenario, model, e, a)
+
+
+def test_a_fully_cached_prompt_still_costs_a_prefill_replica_one_token() -> None:
+    """At prefix hit rate 1 a prefill replica still runs one token per prompt (to sample the first output token), as
+    `planner.simulate` does and the colocated model does: TTFT is that iteration, not 0, and agrees with the simulator."""
+    scenario = load_scenario(LONG)
+    lay = InferenceLayout(gpu="MI300X", weight_precision="fp8", kv_precision="fp8", tp=1, pp=1, batch=16, prefill_replicas=1,
+                          decode_replicas=1, prefill_tp=1, prefill_pp=1, prefill_batch=16)
+    g = resolve_gpu("MI300X")
+    pcost, _, _ = serving_pool_costs(resolve_model(scenario.workload.model), scenario.workload, lay, g, scenario.resolved_assumptions(),
+                                     g.gpus_per_node)
+    one_token = float(serving.iteration_time_s(pcost, 0.0, 0.0, 1.0, 2000.0, 1.0))
+    for hit in (0.9999, 1.0):
+        state = serving.prefill_only_state(pcost, 5.0, 2000, prefix_hit_rate=hit)
+        sim = simulate.simulate(pcost, simulate.poisson_requests(5.0, 3000, 2000, 1, seed=3), prefix_hit_rate=hit)
+        assert bool(state.feasible) and float(state.ttft_p50_s) >= one_token * 0.99
+        assert float(state.ttft_p50_s) == pytest.approx(sim.ttft_p50_s, rel=0.05), hit
